@@ -105,9 +105,11 @@ class TransformerEncoderLayer(nn.Module):
         self.norm_first = norm_first
         self.keep_attention = False
         self.last_attention: torch.Tensor | None = None
+        self.fused = False  # True: torch's fused attention kernel whenever weights aren't kept
 
     def _attend(self, x, mask, key_padding_mask):
-        out, weights = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask)
+        out, weights = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask,
+                                      need_weights=self.keep_attention or not self.fused)
         if self.keep_attention:
             self.last_attention = weights.detach()
         return self.dropout1(out)

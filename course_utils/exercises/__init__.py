@@ -31,17 +31,23 @@ class Exercise:
     checker: Callable[[Any], None]      # raises AssertionError with a hint when wrong
     reference: Callable[..., Any]       # the solution: a function, or a function returning the answer
     answer_is_function: bool = True     # False: the answer is reference()'s return value
+    wrong: Callable[[], list] | None = None  # typical mistakes; the tests prove each one fails
 
     def solution_source(self) -> str:
         return textwrap.dedent(inspect.getsource(self.reference))
 
 
-def exercise(key: str, title: str, task: str, reference: Callable, answer_is_function: bool = True):
-    """Decorator for a checker: registers the exercise under ``key``."""
+def exercise(key: str, title: str, task: str, reference: Callable, answer_is_function: bool = True,
+             wrong: Callable[[], list] | None = None):
+    """Decorator for a checker: registers the exercise under ``key``.
+
+    ``wrong`` returns a list of typical wrong answers (same form as the right one);
+    the test suite checks that the checker rejects every one of them.
+    """
     def register(checker: Callable[[Any], None]) -> Callable[[Any], None]:
         if key in _REGISTRY:
             raise ValueError(f"exercise {key!r} is registered twice")
-        _REGISTRY[key] = Exercise(key, title, task, checker, reference, answer_is_function)
+        _REGISTRY[key] = Exercise(key, title, task, checker, reference, answer_is_function, wrong)
         return checker
     return register
 
