@@ -182,6 +182,8 @@ def plot_mask(mask, query_labels: Sequence[Any] | None = None, key_labels: Seque
 
     m = _mask_2d(mask)
     n_q, n_k = m.shape
+    if n_q == 1 and query_labels is None:  # a mask that broadcasts over the queries
+        query_labels = ["every query"]
     q_labels = _labels(query_labels, n_q, "query_labels", "rows")
     k_labels = _labels(key_labels, n_k, "key_labels", "columns")
     if ax is None:
@@ -197,7 +199,7 @@ def plot_mask(mask, query_labels: Sequence[Any] | None = None, key_labels: Seque
     ax.set_xticklabels(k_labels if k_labels is not None else range(n_k), rotation=_rotation(k_labels))
     ax.set_yticklabels(q_labels if q_labels is not None else range(n_q))
     ax.set_xlabel("key")
-    ax.set_ylabel("query" if n_q > 1 else "")
+    ax.set_ylabel("query")
     ax.legend(handles=[Patch(color="#2a6fb0", label="True: may attend"),
                        Patch(facecolor="#f3f3f3", edgecolor="#999999", label="False: masked")],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
