@@ -599,12 +599,12 @@ class _BertPreTrainedBase(nn.Module):
         return config
 
     def to_hf(self, attn_implementation: str | None = None):
-        """The same weights in the matching transformers class (``"sdpa"`` by default, or ``"eager"``)."""
+        """The same weights in the matching transformers class, with transformers' default attention
+        (``"sdpa"``) unless ``attn_implementation`` says otherwise (``"eager"`` returns attention weights)."""
         import transformers
 
         config = self._hf_config()
-        if attn_implementation is not None:
-            config._attn_implementation = attn_implementation
+        config._attn_implementation = attn_implementation  # None: transformers picks its default
         hf_class = getattr(transformers, self.hf_class_name)
         if isinstance(self, BertModel):
             hf_model = hf_class(config, add_pooling_layer=self.pooler is not None)
