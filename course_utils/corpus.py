@@ -65,6 +65,8 @@ _FOOTNOTE = re.compile(r"\s*\[\d+\]")                                 # "[1]" fo
 _NON_PROSE = ("::=", "#!", "$ ", "%%")                                # grammar rules, shell sessions
 _LIST_MARKER = re.compile(r"^(?:[*\-+\u2022]|\d+\.|\(\d+\)|\[\d+\]|[a-z]\))\s+")   # "* ", "2. ", "[1] "
 
+_PROSE_PUNCTUATION = set("_'\".,;:()-?!/\u2018\u2019\u201c\u201d")
+
 # Abbreviations after which a full stop does not end a sentence.
 _ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "cf", "mr", "mrs", "dr", "no", "approx", "resp", "ca", "ie", "eg"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -160,9 +162,10 @@ def _looks_like_prose(text: str, min_words: int = 3) -> bool:
     words = text.split()
     if len(words) < min_words:
         return False
-    letters = sum(ch.isalpha() for ch in text)
-    if letters < 0.7 * len(text.replace(" ", "")):
-        return False  # mostly digits and symbols: a table row or an expression
+    visible = text.replace(" ", "")
+    symbols = sum(not ch.isalnum() and ch not in _PROSE_PUNCTUATION for ch in visible)
+    if symbols > 0.05 * len(visible):
+        return False  # operators and brackets: an expression or a table row
     lower_words = sum(w[:1].islower() for w in words)
     return lower_words >= 0.4 * len(words)  # code identifiers and titles have few plain lowercase words
 
@@ -334,8 +337,8 @@ def wikitext_documents(lines) -> list[Document]:
     documents, title, sentences = [], None, []
     for line in lines:
         line = line.strip()
-        heading = re.fullmatch(r"(=+)\s*(.*?)\s*\1", line)
-        if heading and len(heading.group(1)) == 1:
+        heading = re.fullmatch(r"(=(?: ?=)*)\s+(.*?)\s+\1", line)  # " = Title = ", " = = Section = = "
+        if heading and heading.group(1) == "=":
             if title and sentences:
                 documents.append(Document(f"wiki:{title}", tuple(sentences)))
             title, sentences = heading.group(2), []
