@@ -46,7 +46,7 @@ __all__ = [
     "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForTokenClassification",
     "BertForSequenceClassification", "BertOutput", "BertPreTrainingOutput", "MaskedLMOutput",
     "ClassifierOutput", "BertInputError", "CheckpointError", "check_tokenizer_matches",
-    "load_tokenizer", "minilm_path", "load_state_dict_file",
+    "as_transformers_tokenizer", "load_tokenizer", "minilm_path", "load_state_dict_file",
 ]
 
 IGNORE_INDEX = -100  # label of positions that take no part in a loss (as torch and transformers)
@@ -436,6 +436,22 @@ def check_tokenizer_matches(model_or_config, tokenizer) -> None:
             f"BertConfig(vocab_size=len(tokenizer)) = {size}.")
 
 
+def as_transformers_tokenizer(tokenizer):
+    """A transformers tokenizer as is; a `tokenizers.Tokenizer` (e.g. a freshly trained WordPiece)
+    wrapped as transformers' BERT tokenizer, with BERT's special tokens ([CLS], [SEP], [MASK], ...)."""
+    if hasattr(tokenizer, "save_pretrained"):
+        return tokenizer
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        Tokenizer = ()
+    if isinstance(tokenizer, Tokenizer):
+        from transformers import BertTokenizerFast
+
+        return BertTokenizerFast(tokenizer_object=tokenizer)
+    raise TypeError(f"expected a transformers tokenizer or a `tokenizers.Tokenizer`, got {type(tokenizer).__name__}")
+
+
 def load_tokenizer(directory: str | Path):
     """The tokenizer saved in a model directory (``transformers.AutoTokenizer``)."""
     directory = Path(directory)
@@ -620,15 +636,13 @@ class _BertPreTrainedBase(nn.Module):
 
     # --- directories
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> Path:
-        """Write config.json, model.safetensors (transformers' layout) and, if given, the tokenizer."""
+        """Write config.json, model.safetensors (transformers' layout) and, if given, the tokenizer
+        (a transformers tokenizer, or a `tokenizers.Tokenizer`, saved as transformers' BERT tokenizer)."""
         from safetensors.torch import save_file
 
         if tokenizer is not None:
             check_tokenizer_matches(self, tokenizer)
-            if not hasattr(tokenizer, "save_pretrained"):
-                raise TypeError(
-                    f"save_pretrained needs a transformers tokenizer, got {type(tokenizer).__name__}; wrap a "
-                    "`tokenizers.Tokenizer` with transformers.BertTokenizerFast(tokenizer_object=tok).")
+            tokenizer = as_transformers_tokenizer(tokenizer)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._hf_config().save_pretrained(str(directory))

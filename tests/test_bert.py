@@ -469,6 +469,29 @@ def test_token_classification_directory_works_in_the_pipeline(minilm, tmp_path):
     assert transformers.AutoConfig.from_pretrained(str(directory)).id2label[3] == "B-LOC"
 
 
+def test_a_freshly_trained_wordpiece_is_saved_as_a_bert_tokenizer(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    raw = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
+    raw.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    raw.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    trainer = tokenizers.trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    raw.train_from_iterator(["the cat sat on the mat", "a dog ran in the park"] * 20, trainer)
+    raw.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    config = transformers.BertConfig(vocab_size=raw.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    ours = bert.BertForPreTraining(config).eval()
+    directory = ours.save_pretrained(tmp_path / "d", tokenizer=raw)
+    loaded = bert.load_tokenizer(directory)
+    assert loaded("the cat sat")["input_ids"] == raw.encode("the cat sat").ids
+    fill = transformers.pipeline("fill-mask", model=str(directory), top_k=1)
+    enc = loaded("the cat [MASK] on the mat", return_tensors="pt")
+    where = int((enc["input_ids"][0] == loaded.mask_token_id).nonzero())
+    with torch.no_grad():
+        best = int(ours(enc["input_ids"]).prediction_logits[0, where].argmax())
+    assert fill("the cat [MASK] on the mat")[0]["token"] == best
+
+
 def test_pytorch_bin_is_read_only_as_plain_tensors(tmp_path):
     config = random_config(1)
     ours = perturb(bert.BertModel(config), 1)
