@@ -73,7 +73,7 @@ def _figure_png(fig, dpi: int = 90) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)  # laid out once with tight_layout; a "tight" bbox would draw twice
     return buf.getvalue()
 
 
@@ -345,30 +345,49 @@ class AttentionViewer:
         layer = self.layers[self.layer.value]
         return layer.mean(axis=0) if self.head.value == -1 else layer[self.head.value]
 
-    def render(self) -> None:
+    def _build(self) -> None:
+        """Make the figure once; render() then only updates its artists (one draw per change)."""
         from matplotlib.figure import Figure
 
-        w, q = self.weights(), self.query.value
-        n_q, n_k = w.shape
+        n_q, n_k = self.layers[0].shape[1:]
         fig = Figure(figsize=(min(11.0, 4.0 + 0.32 * n_k + 2.8), min(6.0, 2.0 + 0.26 * max(n_q, n_k))))
         grid = fig.add_gridspec(1, 2, width_ratios=[max(n_k, 4), 3.5 + 0.05 * n_k])
         heat_ax, bar_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-        head = "average of heads" if self.head.value == -1 else f"head {self.head.value}"
-        plot_attention(w, self.query_tokens, self.key_tokens, ax=heat_ax, highlight_query=q,
-                       title=f"layer {self.layer.value}, {head}", annotate=False)
+        plot_attention(np.zeros((n_q, n_k)), self.query_tokens, self.key_tokens, ax=heat_ax, highlight_query=0,
+                       title=" ", annotate=False, vmax=1.0)
         positions = np.arange(n_k)
-        colors = ["#d62728" if j == int(np.argmax(w[q])) else "#4c72b0" for j in positions]
-        bar_ax.barh(positions, w[q], color=colors)
+        self._bars = bar_ax.barh(positions, np.zeros(n_k), color="#4c72b0")
         bar_ax.set_yticks(positions)
         bar_ax.set_yticklabels(self.key_tokens, fontsize=8)
         bar_ax.invert_yaxis()
-        bar_ax.set_xlim(0, max(1e-9, float(w[q].max())) * 1.15)
         bar_ax.set_xlabel("weight")
-        bar_ax.set_title(f"query {q}: {self.query_tokens[q]!r}", fontsize=10)
+        bar_ax.set_title(" ", fontsize=10)
         if self.title:
             fig.suptitle(self.title)
         fig.tight_layout()
-        self.last_png = _figure_png(fig)
+        self._fig, self._heat_ax, self._bar_ax = fig, heat_ax, bar_ax
+        self._image = heat_ax.get_images()[0]
+        self._frame = heat_ax.patches[-1]
+
+    def render(self) -> None:
+        if getattr(self, "_fig", None) is None:
+            self._build()
+        w, q = self.weights(), self.query.value
+        head = "average of heads" if self.head.value == -1 else f"head {self.head.value}"
+        self._image.set_data(w)
+        self._image.set_clim(0.0, max(float(w.max()), 1e-9))
+        self._heat_ax.set_title(f"layer {self.layer.value}, {head}")
+        self._frame.set_y(q - 0.5)
+        for i, label in enumerate(self._heat_ax.get_yticklabels()):
+            label.set_color("red" if i == q else "black")
+            label.set_fontweight("bold" if i == q else "normal")
+        best = int(np.argmax(w[q]))
+        for j, bar in enumerate(self._bars):
+            bar.set_width(w[q, j])
+            bar.set_color("#d62728" if j == best else "#4c72b0")
+        self._bar_ax.set_xlim(0, max(1e-9, float(w[q].max())) * 1.15)
+        self._bar_ax.set_title(f"query {q}: {self.query_tokens[q]!r}", fontsize=10)
+        self.last_png = _figure_png(self._fig)
         self.output.outputs = (_png_output(self.last_png, f"attention, layer {self.layer.value}, {head}, query {q}"),)
 
     def _ipython_display_(self):
@@ -437,7 +456,7 @@ class AttentionExplorer:
         self.scaled = widgets.Checkbox(value=scaled, description="divide by √d_k", indent=False,
                                        layout=widgets.Layout(width="140px"))
         self.mask_type = widgets.ToggleButtons(options=list(MASK_TYPES), value=mask_type, description="mask",
-                                               style={"description_width": "90px", "button_width": "70px"})
+                                               style={"description_width": "90px", "button_width": "80px"})
         self.seed = widgets.IntText(value=seed, description="seed", style=style, layout=widgets.Layout(width="200px"))
         self.summary = widgets.HTML()
         self.output = widgets.Output()
@@ -467,23 +486,21 @@ class AttentionExplorer:
             tokens = tokens[:length - n_padding] + ["[PAD]"] * n_padding
         return weights[0], mask, tokens
 
-    def render(self) -> None:
+    def _build(self, tokens: list[str], allowed: np.ndarray) -> None:
+        """Make the figure for one length and mask; render() then only updates its artists."""
         from matplotlib.figure import Figure
 
-        weights, mask, tokens = self.compute()
-        w = weights.numpy()
-        allowed = np.ones_like(w, dtype=bool) if mask is None else mask.numpy()
-        entropy = _entropy_bits(w)
-        uniform = np.log2(np.maximum(allowed.sum(axis=-1), 1))
+        n = len(tokens)
         fig = Figure(figsize=(8.2, 3.6))
         grid = fig.add_gridspec(1, 2, width_ratios=[1.35, 1])
         heat_ax, bar_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-        plot_attention(w, tokens, tokens, ax=heat_ax, vmin=0.0, vmax=1.0, annotate=len(tokens) <= 7,
-                       title=f"weights  (T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value})")
+        plot_attention(np.zeros((n, n)), tokens, tokens, ax=heat_ax, vmin=0.0, vmax=1.0, annotate=n <= 7, title=" ")
+        self._cell_texts = list(heat_ax.texts)  # one per cell, row by row (empty when not annotated)
         for i, j in zip(*np.nonzero(~allowed)):  # mark masked cells so they read as "not allowed", not "weight 0"
             heat_ax.text(j, i, "×", ha="center", va="center", color="#bbbbbb", fontsize=9)
-        rows = np.arange(len(tokens))
-        bar_ax.barh(rows, entropy, color="#4c72b0")
+        rows = np.arange(n)
+        uniform = np.log2(np.maximum(allowed.sum(axis=-1), 1))
+        self._bars = bar_ax.barh(rows, np.zeros(n), color="#4c72b0")
         bar_ax.scatter(uniform, rows, marker="|", s=200, color="#d62728", zorder=3)
         bar_ax.set_yticks(rows)
         bar_ax.set_yticklabels(tokens, fontsize=8)
@@ -492,7 +509,27 @@ class AttentionExplorer:
         bar_ax.set_xlabel("bits  (red |: uniform over the allowed keys)", fontsize=9)
         bar_ax.set_title("entropy of each row", fontsize=10)
         fig.tight_layout()
-        self.last_png = _figure_png(fig)
+        self._fig, self._heat_ax, self._image = fig, heat_ax, heat_ax.get_images()[0]
+
+    def render(self) -> None:
+        weights, mask, tokens = self.compute()
+        w = weights.numpy()
+        allowed = np.ones_like(w, dtype=bool) if mask is None else mask.numpy()
+        layout = (self.length.value, self.mask_type.value)
+        if getattr(self, "_layout", None) != layout:
+            self._build(tokens, allowed)
+            self._layout = layout
+        entropy = _entropy_bits(w)
+        uniform = np.log2(np.maximum(allowed.sum(axis=-1), 1))
+        self._image.set_data(w)
+        for text, value in zip(self._cell_texts, w.flatten()):
+            text.set_text(f"{value:.2f}")
+            text.set_color("black" if value > 0.5 else "white")
+        for bar, bits in zip(self._bars, entropy):
+            bar.set_width(bits)
+        self._heat_ax.set_title(
+            f"weights  (T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value})")
+        self.last_png = _figure_png(self._fig)
         self.output.outputs = (_png_output(self.last_png, "attention explorer heatmap"),)
         real_rows = allowed.any(axis=-1)
         self.summary.value = (

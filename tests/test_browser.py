@@ -1,0 +1,153 @@
+"""End to end in a real browser: JupyterLab runs chapter 01, the attention explorer renders,
+and moving its temperature slider redraws the picture.
+
+Needs Debian's Chromium (/usr/bin/chromium, or the path in COURSE_CHROMIUM) and Playwright for
+Python; skipped with a one-line reason otherwise. The server runs on a copy of notebooks/ in
+a temporary folder (outputs never land in the repository) with its own settings folders.
+Set COURSE_BROWSER_ARTIFACTS=<dir> to keep screenshots of the run there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NOTEBOOK = "01_attention_math.ipynb"
+IMAGE = ".course-attention-explorer img"
+SLIDER_HANDLE = ".course-temperature .noUi-handle"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _python() -> str:
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _wait_for_server(url: str, server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"jupyter lab exited with code {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server and its kernels (its own process group)."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on a random port over a temporary copy of notebooks/: (base url, token)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set COURSE_CHROMIUM)")
+    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    # no "news" or update pop-up over the notebook
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env = dict(os.environ, COURSE_FAST="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), PYTHONPATH=str(ROOT))
+    env.pop("MPLBACKEND", None)  # the kernel picks its inline backend
+    port, token = _free_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyter.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [_python(), "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={tmp_path / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
+             "--LabApp.extension_manager=readonly"]  # no extension look-ups on PyPI
+            + (["--allow-root"] if os.geteuid() == 0 else []),  # CI containers run as root
+            cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_server(f"{base}/api/status?token={token}", server, log)
+        yield base, token, tmp_path
+    finally:
+        _stop(server)
+
+
+def _screenshot(page, tmp_path: Path, name: str) -> None:
+    folder = Path(os.environ.get("COURSE_BROWSER_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def test_attention_explorer_responds_to_the_temperature_slider(lab):
+    from playwright.sync_api import sync_playwright
+
+    base, token, tmp_path = lab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
+            # run all once the kernel is up
+            page.evaluate("""async () => {
+                const panel = window.jupyterapp.shell.currentWidget;
+                await panel.sessionContext.ready;
+                await window.jupyterapp.commands.execute('runmenu:run-all');
+            }""")
+            image = page.locator(IMAGE).first
+            image.wait_for(state="attached", timeout=120_000)
+            image.scroll_into_view_if_needed()
+            before = image.get_attribute("src")
+            assert before and before.startswith("data:image/png;base64,"), f"unexpected image source {before[:60]!r}"
+            _screenshot(page, tmp_path, "explorer_before")
+
+            handle = page.locator(SLIDER_HANDLE).first
+            handle.focus()
+            for _ in range(6):  # six log-steps up: temperature 1.00 -> 2.00
+                handle.press("ArrowRight")
+            page.wait_for_function(
+                "([selector, old]) => { const img = document.querySelector(selector);"
+                " return img && img.getAttribute('src') !== old; }",
+                arg=[IMAGE, before], timeout=60_000)
+            after = page.locator(IMAGE).first.get_attribute("src")
+            _screenshot(page, tmp_path, "explorer_after")
+            assert after != before and after.startswith("data:image/png;base64,")
+            readout = page.locator(".course-temperature .widget-readout").first.inner_text()
+            assert float(readout) > 1.0, f"the temperature readout shows {readout!r} after moving the slider up"
+        finally:
+            browser.close()
