@@ -152,3 +152,18 @@ def test_in_colab_false_here(monkeypatch):
     assert config.in_colab() is False
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20250101")
     assert config.in_colab() is True
+
+
+# Small gaps, reported to the lead. strict=True: once fixed, these fail and the marker must go.
+@pytest.mark.xfail(strict=True, reason="torch's long device-string error, no hint to use 'cuda' or 'cpu'")
+def test_get_device_unknown_name_says_the_fix():
+    with pytest.raises((ValueError, RuntimeError), match=r"'gpu'.*'cuda'"):
+        config.get_device("gpu")
+
+
+@pytest.mark.xfail(strict=True, reason="setup() stores its configuration before set_seed() rejects the seed")
+def test_failed_setup_keeps_the_previous_configuration():
+    before = config.setup(fast=True, seed=1, device="cpu")
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        config.setup(fast=False, seed=-1, device="cpu")
+    assert config.current() is before

@@ -97,6 +97,20 @@ def test_fused_flag_gives_same_result(norm_first):
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_kept_attention_equals_torch_weights(norm_first):
+    theirs = torch_layer(norm_first, "relu", seed=4)
+    ours = TransformerEncoderLayer.from_torch(theirs).eval()
+    ours.keep_attention = True
+    x = torch.randn(BATCH, LENGTH, D_MODEL)
+    (attn, keys), (src_mask, src_kpm), real = masks("both")
+    ours(x, mask=attn, key_padding_mask=keys)
+    attended = theirs.norm1(x) if norm_first else x  # what the attention block sees
+    _, expected = theirs.self_attn(attended, attended, attended, attn_mask=src_mask, key_padding_mask=src_kpm,
+                                   need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(ours.last_attention, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
 def test_encoder_stack_equals_torch(norm_first):
     torch.manual_seed(3)
     layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, dropout=0.0, norm_first=norm_first, batch_first=True)
