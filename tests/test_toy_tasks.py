@@ -1,0 +1,184 @@
+"""course_utils.toy_tasks: the data generator against plain-Python references, the held-out
+split, the model's shapes, masking and equivariance, the accuracies against hand counts,
+and a short training run that learns far above chance."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import toy_tasks
+from course_utils.toy_tasks import IGNORE_INDEX, ToyEncoder, make_sequences, make_split, pad_id
+
+
+def reference_target(row: list[int], task: str, pad: int) -> list[int]:
+    """The task's answer for one padded row, written with Python lists."""
+    real = [t for t in row if t != pad]
+    answer = real[::-1] if task == "reverse" else sorted(real)
+    return answer + [IGNORE_INDEX] * (len(row) - len(real))
+
+
+# ----------------------------------------------------------------------------- the generator
+
+@pytest.mark.parametrize("task", ["reverse", "sort"])
+@pytest.mark.parametrize("min_length", [None, 1, 3])
+def test_targets_match_a_python_reference(task, min_length):
+    inputs, targets = make_sequences(200, 7, num_symbols=5, task=task, min_length=min_length, seed=3)
+    assert inputs.shape == targets.shape == (200, 7)
+    assert inputs.dtype == targets.dtype == torch.int64
+    for row, target in zip(inputs.tolist(), targets.tolist()):
+        assert target == reference_target(row, task, pad=5)
+
+
+def test_padding_only_on_the_right_and_lengths_in_range():
+    inputs, _ = make_sequences(2000, 9, num_symbols=10, min_length=2, seed=0)
+    pad = pad_id(10)
+    assert pad == 10
+    real = inputs != pad
+    lengths = real.sum(dim=1)
+    assert torch.equal(real, torch.arange(9)[None, :] < lengths[:, None])   # no padding before a real token
+    assert int(lengths.min()) == 2 and int(lengths.max()) == 9               # both ends occur in 2000 draws
+    assert set(inputs[real].unique().tolist()) == set(range(10))             # every symbol occurs
+
+
+def test_fixed_length_has_no_padding():
+    inputs, targets = make_sequences(50, 6, num_symbols=3, seed=1)
+    assert int(inputs.max()) < 3 and int(inputs.min()) >= 0
+    assert (targets != IGNORE_INDEX).all()
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, _ = make_sequences(20, 8, seed=5, min_length=2)
+    b, _ = make_sequences(20, 8, seed=5, min_length=2)
+    c, _ = make_sequences(20, 8, seed=6, min_length=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_split_is_distinct_and_held_out():
+    split = make_split(3000, 500, length=6, min_length=3, num_symbols=6, seed=0)
+    train = [tuple(r) for r in split.train_inputs.tolist()]
+    test = [tuple(r) for r in split.test_inputs.tolist()]
+    assert len(train) == 3000 and len(test) == 500
+    assert len(set(train)) == 3000 and len(set(test)) == 500               # no duplicates anywhere
+    assert not set(train) & set(test)                                      # no test sequence in training
+    for row, target in zip(split.test_inputs.tolist(), split.test_targets.tolist()):
+        assert target == reference_target(row, "reverse", pad=6)
+    assert split.length == 6 and split.pad_id == 6 and split.task == "reverse"
+
+
+def test_split_refuses_more_sequences_than_exist():
+    with pytest.raises(ValueError, match=r"only 12 different sequences exist, too few to draw 10 distinct ones"):
+        make_split(8, 2, length=3, min_length=2, num_symbols=2)  # 2**2 + 2**3 = 12 < 2 * 10
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(task="shuffle"), r"task must be one of \('reverse', 'sort'\), got 'shuffle'"),
+    (dict(min_length=9), r"min_length must be an integer in 1..length=8, got 9"),
+    (dict(min_length=0), r"min_length must be an integer in 1..length=8, got 0"),
+    (dict(num_symbols=0), r"num_symbols must be a positive integer, got 0"),
+])
+def test_bad_generator_arguments_say_what_to_change(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_sequences(**{"num_sequences": 4, "length": 8, **kwargs})
+
+
+# ----------------------------------------------------------------------------- the model
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_forward_shapes(positions, norm_first):
+    model = ToyEncoder(num_symbols=7, max_len=12, d_model=16, num_heads=2, d_ff=32, num_layers=2,
+                       positions=positions, norm_first=norm_first)
+    tokens, _ = make_sequences(3, 12, num_symbols=7, min_length=4, seed=0)
+    logits = model(tokens)
+    assert logits.shape == (3, 12, 7)
+    assert model(tokens[:, :5]).shape == (3, 5, 7)   # shorter than max_len is fine
+
+
+def test_padding_does_not_change_real_positions():
+    """Extra padding keys are masked: the real positions' logits stay the same."""
+    torch.manual_seed(0)
+    model = ToyEncoder(num_symbols=10, max_len=16, d_model=16, num_heads=2, d_ff=32).eval()
+    short, _ = make_sequences(4, 8, min_length=3, seed=2)
+    longer = torch.cat([short, torch.full((4, 8), pad_id(10))], dim=1)
+    real = short != pad_id(10)
+    with torch.no_grad():
+        a, b = model(short), model(longer)[:, :8]
+    assert torch.allclose(a[real], b[real], atol=1e-5)
+
+
+def test_without_positions_the_model_is_permutation_equivariant():
+    torch.manual_seed(1)
+    tokens, _ = make_sequences(2, 10, seed=4)
+    perm = torch.randperm(10)
+    for positions, equivariant in (("none", True), ("learned", False)):
+        torch.manual_seed(2)
+        model = ToyEncoder(max_len=10, d_model=16, num_heads=2, d_ff=32, positions=positions).eval()
+        with torch.no_grad():
+            diff = (model(tokens[:, perm]) - model(tokens)[:, perm]).abs().max().item()
+        assert (diff < 1e-5) == equivariant, f"positions={positions}: diff {diff}"
+
+
+@pytest.mark.parametrize("tokens, message", [
+    (torch.zeros(2, 5), r"tokens must be a \(batch, length\) int64 tensor, got torch.float32 \(2, 5\)"),
+    (torch.zeros(5, dtype=torch.long), r"tokens must be a \(batch, length\) int64 tensor, got torch.int64 \(5,\)"),
+    (torch.zeros(1, 9, dtype=torch.long), r"sequence length 9 > max_len=8: build the model with max_len >= 9"),
+    (torch.tensor([[0, 11]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values 0..11"),
+    (torch.tensor([[-1, 2]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values -1..2"),
+])
+def test_bad_tokens_say_what_is_wrong(tokens, message):
+    model = ToyEncoder(max_len=8, d_model=8, num_heads=2, d_ff=16)
+    with pytest.raises(ValueError, match=message):
+        model(tokens)
+
+
+def test_unknown_positions_kind():
+    with pytest.raises(ValueError, match=r"positions must be one of \('learned', 'sinusoidal', 'none'\), got 'rope'"):
+        ToyEncoder(positions="rope")
+
+
+# ----------------------------------------------------------------------------- evaluation and training
+
+class FixedGuess(nn.Module):
+    """Predicts a given (N, L) tensor of tokens, whatever the input."""
+
+    def __init__(self, guesses: torch.Tensor, num_symbols: int = 10):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.guesses, self.num_symbols, self.seen = guesses, num_symbols, 0
+
+    def forward(self, tokens):
+        batch = self.guesses[self.seen:self.seen + tokens.shape[0]]
+        self.seen += tokens.shape[0]
+        return nn.functional.one_hot(batch, self.num_symbols).float()
+
+
+def test_accuracies_match_hand_counts():
+    inputs = torch.tensor([[1, 2, 3, 10], [4, 5, 10, 10], [6, 7, 8, 9]])
+    targets = toy_tasks.target_for(inputs, "reverse")     # [3 2 1 -], [5 4 - -], [9 8 7 6]
+    guesses = torch.tensor([[3, 2, 0, 0], [5, 4, 7, 7], [9, 0, 7, 6]])
+    # right: 2 of 3, 2 of 2 (padding guesses ignored), 3 of 4 -> 7 of 9 tokens; one sequence fully right
+    scores = toy_tasks.evaluate(FixedGuess(guesses), inputs, targets, batch_size=2)
+    assert scores["token_accuracy"] == pytest.approx(7 / 9)
+    assert scores["sequence_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_short_training_run_learns_far_above_chance():
+    torch.manual_seed(0)
+    split = make_split(2000, 300, length=6, num_symbols=10, seed=0)
+    model = ToyEncoder(max_len=6, d_model=32, num_heads=2, d_ff=64, num_layers=1)
+    before = toy_tasks.evaluate(model, split.test_inputs, split.test_targets)["token_accuracy"]
+    history = toy_tasks.train(model, split, steps=150, batch_size=32, lr=3e-3, warmup=10, eval_every=50,
+                              progress=False)
+    after = toy_tasks.evaluate(model, split.test_inputs, split.test_targets)
+    assert len(history.loss) == 150 and history.eval_steps == [50, 100, 150]
+    assert history.token_accuracy[-1] == pytest.approx(after["token_accuracy"])
+    assert before < 0.25                                   # chance is 0.1
+    assert after["token_accuracy"] > 0.6, after
+    assert sum(history.loss[-10:]) < 0.5 * sum(history.loss[:10])
+
+
+def test_train_rejects_zero_steps():
+    split = make_split(20, 5, length=4)
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        toy_tasks.train(ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8), split, steps=0, progress=False)
