@@ -1,0 +1,300 @@
+"""NSP pairs and MLM masking (proved statistically, with binomial tolerances), batching,
+evaluation against a reference computation, and the chapter's inline code."""
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from course_utils import bert, pretraining
+from course_utils.pretraining import IGNORE_INDEX, IS_NEXT, NOT_NEXT, Collator
+
+CLS, SEP, PAD, MASK, UNK = 2, 3, 0, 4, 1
+SPECIALS = torch.tensor([PAD, UNK, CLS, SEP, MASK])
+
+
+def within_binomial(successes: int, trials: int, p: float, sigmas: float = 5.0) -> bool:
+    """Is successes/trials within `sigmas` standard deviations of p? (fails by chance < 1e-6)"""
+    return abs(successes - trials * p) <= sigmas * math.sqrt(trials * p * (1 - p))
+
+
+class FakeTokenizer:
+    """The few attributes the collator reads, with BERT's special ids 0..4 and a vocabulary of 50."""
+
+    pad_token_id, unk_token_id, cls_token_id, sep_token_id, mask_token_id = PAD, UNK, CLS, SEP, MASK
+    all_special_ids = [PAD, UNK, CLS, SEP, MASK]
+
+    def __len__(self):
+        return 50
+
+
+def synthetic_documents(n_docs=40, seed=0):
+    """Document d uses only token ids in [1000 d, 1000 d + 1000): a pair's origin is readable."""
+    rng = random.Random(seed)
+    docs = []
+    for d in range(n_docs):
+        next_id = 1000 * (d + 1)
+        sentences = []
+        for _ in range(rng.randint(1, 12)):
+            length = rng.randint(3, 25)
+            sentences.append(list(range(next_id, next_id + length)))
+            next_id += length
+        docs.append(sentences)
+    return docs
+
+
+# --------------------------------------------------------------------------------------------- masking
+
+def masking_sample(n=200_000, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (n,), generator=generator)
+    special = torch.rand(n, generator=generator) < 0.1
+    ids[special] = CLS
+    candidates = torch.arange(5, 50)
+    masked, labels = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, generator)
+    return ids, special, masked, labels
+
+
+def test_fifteen_percent_of_ordinary_tokens_become_targets():
+    ids, special, masked, labels = masking_sample()
+    chosen = labels != IGNORE_INDEX
+    assert not chosen[special].any(), "a special token was chosen"
+    assert within_binomial(int(chosen.sum()), int((~special).sum()), 0.15)
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(masked[~chosen], ids[~chosen])
+
+
+def test_chosen_tokens_are_80_mask_10_random_10_unchanged():
+    ids, special, masked, labels = masking_sample()
+    chosen = labels != IGNORE_INDEX
+    n = int(chosen.sum())
+    to_mask = int((masked[chosen] == MASK).sum())
+    unchanged = int((masked[chosen] == ids[chosen]).sum())
+    random_other = n - to_mask - unchanged
+    # A random replacement equals the original with probability 1/45: it then counts as unchanged.
+    p_same = 0.1 / 45
+    assert within_binomial(to_mask, n, 0.8)
+    assert within_binomial(unchanged, n, 0.1 + p_same)
+    assert within_binomial(random_other, n, 0.1 - p_same)
+    replaced = masked[chosen][(masked[chosen] != MASK) & (masked[chosen] != ids[chosen])]
+    assert not torch.isin(replaced, SPECIALS).any(), "a random replacement was a special token"
+
+
+def test_random_replacements_are_uniform_over_candidates():
+    ids, special, masked, labels = masking_sample()
+    chosen = labels != IGNORE_INDEX
+    replaced = masked[chosen][(masked[chosen] != MASK) & (masked[chosen] != ids[chosen])]
+    counts = torch.bincount(replaced - 5, minlength=45).double()
+    expected = counts.sum() / 45
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 100  # 44 degrees of freedom: P(chi2 > 100) < 1e-5
+
+
+def test_masking_rejects_bad_arguments():
+    ids = torch.tensor([[2, 7, 3]])
+    with pytest.raises(ValueError, match="same shape"):
+        pretraining.mask_tokens(ids, torch.zeros(1, 2, dtype=torch.bool), MASK, torch.arange(5, 9))
+    with pytest.raises(ValueError, match="mlm_probability must be between 0 and 1"):
+        pretraining.mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), MASK, torch.arange(5, 9), 1.5)
+
+
+# --------------------------------------------------------------------------------------------- batches
+
+def test_collator_pads_and_never_masks_special_tokens_or_padding():
+    rng = random.Random(0)
+    examples = []
+    for _ in range(400):
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        examples.append({"input_ids": [CLS] + [rng.randint(5, 49) for _ in range(a)] + [SEP]
+                         + [rng.randint(5, 49) for _ in range(b)] + [SEP],
+                         "token_type_ids": [0] * (a + 2) + [1] * (b + 1), "next_sentence_label": rng.randint(0, 1)})
+    batch = Collator(FakeTokenizer(), seed=0)(examples)
+    length = max(len(e["input_ids"]) for e in examples)
+    assert batch["input_ids"].shape == (400, length)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (length - n)
+        assert batch["token_type_ids"][row].tolist() == e["token_type_ids"] + [0] * (length - n)
+        assert batch["input_ids"][row, n:].eq(PAD).all()
+        original = torch.tensor(e["input_ids"])
+        labels = batch["labels"][row]
+        assert labels[n:].eq(IGNORE_INDEX).all(), "padding was masked"
+        is_special = torch.isin(original, SPECIALS)
+        assert labels[:n][is_special].eq(IGNORE_INDEX).all(), "[CLS] or [SEP] was masked"
+        assert torch.equal(batch["input_ids"][row, :n][is_special], original[is_special])
+        chosen = labels[:n] != IGNORE_INDEX
+        assert torch.equal(labels[:n][chosen], original[chosen])
+    assert batch["next_sentence_label"].tolist() == [e["next_sentence_label"] for e in examples]
+    ordinary = int((~torch.isin(batch["input_ids"], SPECIALS) | (batch["labels"] != IGNORE_INDEX)).sum())
+    assert within_binomial(int((batch["labels"] != IGNORE_INDEX).sum()), ordinary, 0.15)
+
+
+def test_collator_masks_afresh_each_call_but_repeats_for_a_seed():
+    examples = [{"input_ids": [CLS, *range(5, 45), SEP], "token_type_ids": [0] * 42}] * 8
+    first, second = Collator(FakeTokenizer(), seed=3), Collator(FakeTokenizer(), seed=3)
+    a1, a2 = first(examples), first(examples)
+    b1 = second(examples)
+    assert torch.equal(a1["labels"], b1["labels"]) and torch.equal(a1["input_ids"], b1["input_ids"])
+    assert not torch.equal(a1["labels"], a2["labels"])  # dynamic masking
+    assert "next_sentence_label" not in a1
+
+
+def test_collator_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match="cannot collate an empty list"):
+        Collator(FakeTokenizer())([])
+
+
+# --------------------------------------------------------------------------------------------- NSP
+
+def split_pair(example):
+    ids = example["input_ids"]
+    assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
+    first_sep = ids.index(SEP)
+    a, b = ids[1:first_sep], ids[first_sep + 1:-1]
+    assert example["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    return a, b
+
+
+def test_nsp_pairs_are_half_real_half_random_and_well_formed():
+    docs = synthetic_documents(200)
+    examples = [e for seed in range(3) for e in pretraining.make_nsp_examples(docs, 48, CLS, SEP, seed=seed)]
+    labels = [e["next_sentence_label"] for e in examples]
+    assert set(labels) == {IS_NEXT, NOT_NEXT}
+    assert within_binomial(labels.count(IS_NEXT), len(labels), 0.5)
+    for e in examples:
+        a, b = split_pair(e)
+        assert len(e["input_ids"]) <= 48 and a and b
+        doc_a = {t // 1000 for t in a}
+        doc_b = {t // 1000 for t in b}
+        assert len(doc_a) == 1 and len(doc_b) == 1, "a segment mixes documents"
+        if e["next_sentence_label"] == IS_NEXT:
+            assert doc_a == doc_b and b[0] == a[-1] + 1, "B does not continue A"
+        else:
+            assert doc_a != doc_b, "a random B came from A's own document"
+
+
+def test_nsp_pairs_are_deterministic_for_a_seed():
+    docs = synthetic_documents(30)
+    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) == \
+        pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1)
+    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) != \
+        pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=2)
+
+
+def test_truncation_keeps_the_junction_between_a_and_b():
+    a, b = pretraining.truncate_pair(list(range(10)), list(range(100, 104)), 8)
+    assert (a, b) == ([6, 7, 8, 9], [100, 101, 102, 103])
+    a, b = pretraining.truncate_pair([1, 2], list(range(100, 110)), 5)
+    assert (a, b) == ([1, 2], [100, 101, 102])
+
+
+def test_nsp_bad_input_is_refused():
+    with pytest.raises(ValueError, match="max_len must be at least 8"):
+        pretraining.make_nsp_examples(synthetic_documents(5), 4, CLS, SEP)
+    with pytest.raises(ValueError, match="at least two non-empty documents"):
+        pretraining.make_nsp_examples([[[1000, 1001], [1002]]], 32, CLS, SEP)
+
+
+# --------------------------------------------------------------------------------------------- model and evaluation
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = transformers.BertForPreTraining(config).eval()
+    own = bert.BertForPreTraining.from_hf(hf).eval()
+    return hf, own
+
+
+def random_batch(seed=0, n=16):
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        a = [rng.randint(5, 49) for _ in range(rng.randint(2, 12))]
+        b = [rng.randint(5, 49) for _ in range(rng.randint(2, 12))]
+        examples.append({"input_ids": [CLS, *a, SEP, *b, SEP], "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                         "next_sentence_label": rng.randint(0, 1)})
+    return Collator(FakeTokenizer(), mlm_probability=0.3, seed=seed)(examples)
+
+
+def test_own_model_with_masked_only_gives_transformers_losses(tiny_models):
+    hf, own = tiny_models
+    batch = random_batch()
+    mine = pretraining.pretraining_outputs(own, batch, masked_only=True)
+    reference = hf(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
+                                            "next_sentence_label")})
+    # transformers' loss is the mean MLM cross-entropy over labelled positions plus the NSP one.
+    assert torch.allclose(mine.loss, reference.loss, atol=1e-5)
+    labelled = batch["labels"] != IGNORE_INDEX
+    assert torch.allclose(mine.mlm_logits, reference.prediction_logits[labelled], atol=1e-5)
+    via_hf = pretraining.pretraining_outputs(hf, batch)
+    assert torch.allclose(via_hf.mlm_loss, mine.mlm_loss, atol=1e-5)
+    assert torch.allclose(via_hf.nsp_loss, mine.nsp_loss, atol=1e-5)
+
+
+def test_evaluation_matches_a_direct_computation(tiny_models):
+    hf, own = tiny_models
+    batches = [random_batch(seed) for seed in range(3)]
+    baseline_id = 7
+    metrics = pretraining.evaluate_pretraining(own, batches, MASK, baseline_id)
+    hits = hits5 = base = n = nsp = pairs = 0
+    with torch.no_grad():
+        for batch in batches:
+            out = hf(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+            for row, col in (batch["input_ids"] == MASK).nonzero().tolist():
+                target = int(batch["labels"][row, col])
+                logits = out.prediction_logits[row, col]
+                n += 1
+                hits += int(logits.argmax()) == target
+                hits5 += target in logits.topk(5).indices.tolist()
+                base += target == baseline_id
+            nsp += int((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum())
+            pairs += len(batch["next_sentence_label"])
+    assert metrics["mask_positions"] == n
+    assert metrics["mask_accuracy"] == pytest.approx(hits / n)
+    assert metrics["mask_top5"] == pytest.approx(hits5 / n)
+    assert metrics["baseline_accuracy"] == pytest.approx(base / n)
+    assert metrics["nsp_accuracy"] == pytest.approx(nsp / pairs)
+
+
+def test_most_frequent_token_skips_special_tokens():
+    docs = [[[CLS, 9, 9, 8], [9, SEP]], [[8, CLS, CLS, CLS]]]
+    assert pretraining.most_frequent_token(docs, [CLS, SEP]) == 9
+    with pytest.raises(ValueError, match="training documents are empty"):
+        pretraining.most_frequent_token([[[CLS]]], [CLS])
+
+
+def test_encode_documents_keeps_sentence_boundaries():
+    from course_utils.corpus import Document
+
+    class Splitter:
+        def __call__(self, sentences, add_special_tokens=False, verbose=False):
+            return {"input_ids": [[len(w) for w in s.split()] for s in sentences]}
+
+    docs = [Document("a", ("one two", "three")), Document("b", ("four five six",))]
+    assert pretraining.encode_documents(docs, Splitter()) == [[[3, 3], [5]], [[4, 4, 3]]]
+
+
+# --------------------------------------------------------------------------------------------- notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_bert_pretraining.ipynb"
+
+
+@pytest.mark.skipif(not NOTEBOOK.exists(), reason="notebook 03 not written yet")
+def test_notebook_inline_masking_and_pairs_equal_the_package():
+    from notebook_code import inline_namespace
+
+    ns = inline_namespace("03_bert_pretraining.ipynb")
+    ids = torch.randint(5, 50, (64, 40), generator=torch.Generator().manual_seed(0))
+    special = torch.rand(64, 40, generator=torch.Generator().manual_seed(1)) < 0.1
+    candidates = torch.arange(5, 50)
+    mine = ns["mask_tokens"](ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2))
+    package = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2))
+    assert all(torch.equal(x, y) for x, y in zip(mine, package))
+    docs = synthetic_documents(50)
+    assert ns["make_nsp_examples"](docs, 40, CLS, SEP, seed=4) == \
+        pretraining.make_nsp_examples(docs, 40, CLS, SEP, seed=4)
