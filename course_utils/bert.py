@@ -73,7 +73,7 @@ _LAYER_TO_HF = {
 _HF_TO_LAYER = {v: k for k, v in _LAYER_TO_HF.items()}
 
 # keys some checkpoints hold that carry no weights (old buffers) or duplicate a tied one
-_TIED_OR_BUFFER = ("embeddings.position_ids", "embeddings.token_type_ids", "cls.predictions.decoder.bias")
+_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 _BODY_PREFIXES = ("embeddings.", "encoder.")
 
 
@@ -220,9 +220,9 @@ def _keep_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     if attention_mask.dtype == torch.bool:
         keep = attention_mask
     else:
-        keep = attention_mask != 0
-        if not bool((keep | (attention_mask == 0)).all()) or not bool(((attention_mask == 1) | ~keep).all()):
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
             raise BertInputError("attention_mask must hold only 1 (real token) and 0 (padding), or be boolean.")
+        keep = attention_mask != 0
     # no padding at all: skip the mask, which lets torch pick its fastest attention kernel
     return None if bool(keep.all()) else keep
 
@@ -511,8 +511,15 @@ class _BertPreTrainedBase(nn.Module):
 
     def _skipped_in_checkpoint(self, hf_name: str) -> bool:
         """Keys transformers leaves out of a checkpoint because another key holds the same tensor."""
-        return hf_name == "cls.predictions.decoder.bias" or (
-            hf_name == "cls.predictions.decoder.weight" and self._tied())
+        return self._tied() and hf_name in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+
+    def _tie_output_layer(self) -> None:
+        """The MLM output matrix *is* the word embedding matrix (unless the config unties them)."""
+        predictions = self.cls.predictions
+        if self._tied():
+            predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        else:  # transformers then unties the output bias too: decoder.bias becomes its own parameter
+            predictions.decoder.bias = nn.Parameter(predictions.bias.detach().clone())
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under transformers' names, as transformers saves them (tied copies left out)."""
@@ -542,7 +549,7 @@ class _BertPreTrainedBase(nn.Module):
         given = {}
         for key, tensor in state_dict.items():
             key = self._canonical(key)
-            if key in _TIED_OR_BUFFER or (key == "cls.predictions.decoder.weight" and self._tied()):
+            if key in _BUFFERS or self._skipped_in_checkpoint(key):
                 continue
             given[key] = tensor
         missing = [k for k in own if k not in given]
@@ -762,8 +769,7 @@ class BertForPreTraining(_BertPreTrainedBase):
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
         self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
-        if self._tied():
-            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self._tie_output_layer()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 next_sentence_label=None, masked_only: bool = False, output_attentions: bool = False,
@@ -795,8 +801,7 @@ class BertForMaskedLM(_BertPreTrainedBase):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
         self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
-        if self._tied():
-            self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        self._tie_output_layer()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 masked_only: bool = False, output_attentions: bool = False,

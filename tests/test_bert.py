@@ -263,6 +263,18 @@ def test_sequence_classification_equals_transformers(seed, direction):
     assert_grads_agree(ours, theirs)
 
 
+def test_untied_output_matrix():
+    config = random_config(1, tie_word_embeddings=False)
+    theirs = perturb(transformers.BertForMaskedLM(config), 1)
+    ours = bert.BertForMaskedLM.from_hf(theirs)
+    assert ours.cls.predictions.decoder.weight is not ours.bert.embeddings.word_embeddings.weight
+    assert "cls.predictions.decoder.weight" in ours.hf_state_dict()
+    ids, mask, types = batch_for(config, 1)
+    with torch.no_grad():
+        close(ours(ids, mask, types).logits, theirs(ids, attention_mask=mask, token_type_ids=types).logits)
+        close(ours.to_hf()(ids, attention_mask=mask, token_type_ids=types).logits, ours(ids, mask, types).logits)
+
+
 @pytest.mark.parametrize("problem", ["regression", "multi_label_classification"])
 def test_sequence_classification_other_losses(problem):
     config = random_config(2, num_labels=1 if problem == "regression" else 3)
@@ -585,6 +597,11 @@ def test_bad_inputs_are_explained():
         model(ids, attention_mask=mask[:, :-1])
     with pytest.raises(bert.BertInputError, match="only 1 .* and 0"):
         model(ids, attention_mask=mask * 2)
+    with pytest.raises(bert.BertInputError, match="only 1 .* and 0"):
+        model(ids, attention_mask=mask * 0.5)
+    # 1/0 as integers, floats or booleans all mean the same
+    with torch.no_grad():
+        close(model(ids, attention_mask=mask.float()).prediction_logits, model(ids, attention_mask=mask.bool()).prediction_logits, atol=0.0)
     with pytest.raises(bert.BertInputError, match=rf"token_type_ids must be in 0..{config.type_vocab_size - 1}"):
         model(ids, token_type_ids=types + config.type_vocab_size)
     with pytest.raises(bert.BertInputError, match="masked_only=True .* pass labels"):
