@@ -88,14 +88,17 @@ def scaled_dot_product_attention(
     """
     _check_qkv(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (..., L_q, L_k)
+    # scaling q (L_q x d) is cheaper than scaling the scores (L_q x L_k); torch does the same
+    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (..., L_q, L_k)
     if mask is not None:
         _check_mask(mask, scores.shape)
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores.masked_fill_(~mask, float("-inf"))  # in place: scores is our own fresh tensor
     weights = torch.softmax(scores, dim=-1)
     if mask is not None:
         # a row of -inf softmaxes to NaN; such a query attends to nothing, so give it zeros
-        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+        attends_to_nothing = ~mask.any(dim=-1, keepdim=True)
+        if attends_to_nothing.any():
+            weights = weights.masked_fill(attends_to_nothing, 0.0)
     if dropout_p > 0.0:
         weights = torch.dropout(weights, dropout_p, train=True)
     return torch.matmul(weights, v), weights
@@ -112,8 +115,8 @@ def padding_mask(lengths: torch.Tensor | list[int], max_len: int | None = None) 
     The two singleton axes broadcast over heads and queries.
     """
     lengths = torch.as_tensor(lengths)
-    if lengths.dim() != 1:
-        raise AttentionShapeError(f"lengths must be 1-D (one length per sequence), got shape {tuple(lengths.shape)}")
+    if lengths.dim() != 1 or lengths.numel() == 0:
+        raise AttentionShapeError(f"lengths must be 1-D with one length per sequence, got shape {tuple(lengths.shape)}")
     max_len = int(lengths.max()) if max_len is None else max_len
     if int(lengths.max()) > max_len:
         raise AttentionShapeError(f"a length {int(lengths.max())} is longer than max_len={max_len}")
@@ -178,6 +181,8 @@ class MultiHeadAttention(nn.Module):
         k = self.split_heads(self.k_proj(key))
         v = self.split_heads(self.v_proj(value))
         dropout_p = self.dropout if self.training else 0.0
+        if mask is not None:
+            _check_mask(mask, torch.Size((q.shape[0], self.num_heads, q.shape[2], k.shape[2])))
         if need_weights:
             out, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p)
         else:

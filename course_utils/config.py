@@ -79,6 +79,9 @@ def get_device(prefer: str | None = None) -> torch.device:
     """The best device here, or ``prefer`` (``"cpu"``, ``"cuda"``, ``"mps"``) when it exists."""
     if prefer is not None:
         prefer = str(prefer)
+        if prefer.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {prefer!r} is not one the course knows: use 'cpu', 'cuda' "
+                             "(or 'cuda:1' for a second GPU), 'mps', or None to pick the best one.")
         if prefer.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {prefer!r} was asked for but torch sees no CUDA GPU; use 'cpu'.")
         if prefer == "mps" and not _mps_available():
@@ -99,9 +102,10 @@ def _mps_available() -> bool:
 def setup(fast: bool | None = None, seed: int = 0, device: str | None = None) -> CourseConfig:
     """Read the mode once, seed everything and pick the device; returns what was chosen."""
     global _current
-    _current = CourseConfig(mode=resolve_mode(fast), seed=int(seed), device=get_device(device),
-                            threads=torch.get_num_threads())
-    set_seed(seed)
+    chosen = CourseConfig(mode=resolve_mode(fast), seed=seed, device=get_device(device),
+                          threads=torch.get_num_threads())
+    set_seed(seed)  # validates the seed before anything is kept
+    _current = chosen
     return _current
 
 

@@ -128,7 +128,16 @@ class TransformerEncoderLayer(nn.Module):
         if not isinstance(layer, nn.TransformerEncoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
         act = layer.activation
-        name = "gelu" if act is F.gelu or isinstance(act, nn.GELU) else "relu"
+        if act is F.relu or isinstance(act, nn.ReLU):
+            name = "relu"
+        elif act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
+            name = "gelu"
+        else:
+            raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu; this one "
+                             f"uses {act!r}. Build the torch layer with activation='relu' or 'gelu'.")
+        if layer.linear1.bias is None or layer.norm1.bias is None:
+            raise ValueError("from_torch needs a torch layer with biases (bias=True, the default); "
+                             "this course's encoder layer always has them.")
         ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
                    dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name,
                    layer_norm_eps=layer.norm1.eps)

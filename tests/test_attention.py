@@ -385,9 +385,7 @@ def test_padding_mask_bad_lengths():
         padding_mask([[2], [3]])
 
 
-# Known gaps, reported to the lead: the need_weights=False path hands the mask to torch's
-# kernel unchecked. strict=True: once fixed, these xfails fail and the marker must go.
-@pytest.mark.xfail(strict=True, reason="fused path treats a float 0/1 mask as an additive bias, silently")
+# The fused (need_weights=False) path checks its mask like the weights path.
 def test_fused_path_rejects_float_mask():
     mha = MultiHeadAttention(8, 2)
     x = torch.randn(2, 5, 8)
@@ -395,7 +393,6 @@ def test_fused_path_rejects_float_mask():
         mha(x, x, x, mask=torch.ones(5, 5), need_weights=False)
 
 
-@pytest.mark.xfail(strict=True, reason="fused path gives torch's shape message, not the course's")
 def test_fused_path_names_a_bad_mask_shape():
     mha = MultiHeadAttention(8, 2)
     x = torch.randn(2, 5, 8)

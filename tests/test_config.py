@@ -154,14 +154,12 @@ def test_in_colab_false_here(monkeypatch):
     assert config.in_colab() is True
 
 
-# Small gaps, reported to the lead. strict=True: once fixed, these fail and the marker must go.
-@pytest.mark.xfail(strict=True, reason="torch's long device-string error, no hint to use 'cuda' or 'cpu'")
+# Errors that name the fix, and a failed setup that keeps the previous configuration.
 def test_get_device_unknown_name_says_the_fix():
     with pytest.raises((ValueError, RuntimeError), match=r"'gpu'.*'cuda'"):
         config.get_device("gpu")
 
 
-@pytest.mark.xfail(strict=True, reason="setup() stores its configuration before set_seed() rejects the seed")
 def test_failed_setup_keeps_the_previous_configuration():
     before = config.setup(fast=True, seed=1, device="cpu")
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):

@@ -207,8 +207,7 @@ def test_encoder_without_positions_is_permutation_equivariant(length, norm_first
     torch.testing.assert_close(out_perm, out[:, perm], rtol=1e-5, atol=1e-5)
 
 
-# Known gaps, reported to the lead. strict=True: once fixed, these fail and the marker must go.
-@pytest.mark.xfail(strict=True, reason="from_torch maps any activation other than gelu to relu, silently")
+# from_torch refuses what it cannot copy exactly, saying why.
 @pytest.mark.parametrize("activation", [F.silu, nn.GELU(approximate="tanh")], ids=["silu", "gelu-tanh"])
 def test_from_torch_refuses_an_activation_it_cannot_copy(activation):
     torch.manual_seed(0)
@@ -217,7 +216,6 @@ def test_from_torch_refuses_an_activation_it_cannot_copy(activation):
         TransformerEncoderLayer.from_torch(theirs)
 
 
-@pytest.mark.xfail(strict=True, reason="bias=False layers fail with copy_(): ... not NoneType")
 def test_from_torch_without_bias_says_so():
     theirs = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, dropout=0.0, bias=False, batch_first=True)
     with pytest.raises(ValueError, match="bias"):
