@@ -1,0 +1,547 @@
+"""Named-entity recognition with BERT: CoNLL files, BIO tags, sub-word labels, predictions.
+
+Chapter 04 teaches these pieces inline and imports them from here afterwards:
+
+* **CoNLL files**: :func:`read_conll` / :func:`write_conll`. One token per line with 2 to 4
+  columns (token first, NER tag last, as CoNLL-2003's ``word POS chunk NER``), a blank line
+  between sentences, ``-DOCSTART-`` lines between documents.
+* **BIO tags**: ``B-TYPE`` begins an entity, ``I-TYPE`` continues it, ``O`` is outside.
+  :func:`bio_problems` finds entities that start with ``I-`` and :func:`repair_bio` mends them;
+  :func:`entity_spans` reads the entities out of a tag sequence, as seqeval does.
+* **Sub-words**: a word split into several WordPiece tokens keeps one label.
+  :func:`align_labels` gives it to the first sub-token (the others get -100, ignored by the
+  loss) or to every sub-token; :func:`word_predictions` maps token predictions back to words.
+* **Inference**: :func:`predict_entities` finds entities in raw text, with character offsets.
+* **Data**: :func:`load_ner_data` reads CoNLL files, CoNLL-2003 (online, on request) or the
+  offline generated set of :mod:`course_utils.ner_data`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from . import ner_data
+from .paths import DATA_DIR
+
+IGNORE_INDEX = -100  # the label of positions the loss skips (torch's cross_entropy default)
+OFFLINE_DIR = DATA_DIR / "ner"
+
+Sentence = tuple[list[str], list[str]]
+
+
+class ConllFormatError(ValueError):
+    """A CoNLL file that cannot be read: names the file, the line and what was expected."""
+
+
+class BioTagError(ValueError):
+    """A tag that is not BIO (O, B-TYPE, I-TYPE), or an entity that starts with I- when asked to refuse."""
+
+
+# ---------------------------------------------------------------- BIO tags
+
+_BIO = re.compile(r"^(O|[BI]-\S+)$")
+
+
+def is_bio_tag(tag: str) -> bool:
+    """True for ``O``, ``B-TYPE`` and ``I-TYPE`` (TYPE any non-empty text without spaces)."""
+    return isinstance(tag, str) and bool(_BIO.match(tag))
+
+
+def bio_problems(tags: Sequence[str]) -> list[int]:
+    """Positions where an entity starts with ``I-`` (after ``O``, at the start, or after another type)."""
+    problems = []
+    previous = "O"
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
+            problems.append(i)
+        previous = tag
+    return problems
+
+
+def repair_bio(tags: Sequence[str]) -> list[str]:
+    """Turn every ``I-X`` that starts an entity into ``B-X`` (also converts IOB1 files to BIO)."""
+    fixed = list(tags)
+    for i in bio_problems(tags):
+        fixed[i] = "B-" + fixed[i][2:]
+    return fixed
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The entities of a tag sequence as (type, start, end), ``end`` exclusive.
+
+    Lenient like seqeval's default mode: an ``I-X`` after ``O`` or after another type starts
+    an entity, and a change of type ends one.
+    """
+    spans = []
+    kind, start = None, 0
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, new_kind = (tag[0], tag[2:]) if tag != "O" else ("O", None)
+        if kind is not None and (prefix in ("O", "B") or new_kind != kind):
+            spans.append((kind, start, i))
+            kind = None
+        if prefix in ("B", "I") and kind is None:
+            kind, start = new_kind, i
+    return spans
+
+
+def label_list(*splits: Iterable[Sentence]) -> list[str]:
+    """The tag set read from the data: ``O`` first, then ``B-T, I-T`` for each entity type T, sorted."""
+    types = sorted({tag[2:] for split in splits for _, tags in split for tag in tags if tag != "O"})
+    if not types:
+        raise ValueError("the data has no entity at all (every tag is O): nothing to learn; check the tag column.")
+    return ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
+
+
+# ---------------------------------------------------------------- CoNLL files
+
+def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
+    """Read a CoNLL file into a list of (tokens, tags).
+
+    Each line is ``token [POS] [chunk] TAG`` (2 to 4 columns, spaces or tabs; the same number of
+    columns on every line); a blank line ends a sentence; ``-DOCSTART-`` lines are skipped.
+    ``bio`` says what to do with entities that start with ``I-`` (an error in BIO, the normal
+    case in the older IOB1 scheme): ``"repair"`` makes them ``B-`` (with a warning),
+    ``"keep"`` leaves them (with a warning) and ``"error"`` raises :class:`BioTagError`.
+    """
+    if bio not in ("repair", "keep", "error"):
+        raise ValueError(f"bio must be 'repair', 'keep' or 'error', got {bio!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"CoNLL file {path} does not exist: check the path "
+                                "(train_file / dev_file / test_file), or leave it None for the offline data.")
+    if path.is_dir():
+        raise ConllFormatError(f"{path} is a directory; give the path of a CoNLL file (one token per line).")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConllFormatError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): "
+                               "is it a CoNLL file? Re-save it as UTF-8.") from None
+
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    tag_lines: list[int] = []
+    line_of_tag: list[list[int]] = []  # line numbers, to report BIO problems where they are
+    n_columns, first_line = None, 0
+
+    def end_sentence():
+        nonlocal tokens, tags, tag_lines
+        if tokens:
+            sentences.append((tokens, tags))
+            line_of_tag.append(tag_lines)
+        tokens, tags, tag_lines = [], [], []
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        columns = line.split()
+        if not columns:
+            end_sentence()
+            continue
+        if columns[0] == "-DOCSTART-":
+            end_sentence()
+            continue
+        if not 2 <= len(columns) <= 4:
+            raise ConllFormatError(
+                f"{path}, line {number}: expected 2 to 4 columns separated by spaces or tabs "
+                f"(token [POS] [chunk] NER-tag), found {len(columns)}: {line.strip()!r}. "
+                + ("A token with no tag? Every token needs its tag, e.g. 'Paris B-LOC'." if len(columns) == 1
+                   else "A token that contains a space? Join it (e.g. 'New_York') or split it into lines."))
+        if n_columns is None:
+            n_columns, first_line = len(columns), number
+        elif len(columns) != n_columns:
+            raise ConllFormatError(
+                f"{path}, line {number}: expected {n_columns} columns like line {first_line}, "
+                f"found {len(columns)}: {line.strip()!r}. Every line of a CoNLL file has the same columns.")
+        tag = columns[-1]
+        if not is_bio_tag(tag):
+            raise BioTagError(
+                f"{path}, line {number}: tag {tag!r} is not a BIO tag; expected O, B-TYPE or I-TYPE "
+                "(e.g. B-PER, I-LOC) in the last column. Convert other schemes (IOBES, bare types) to BIO first.")
+        tokens.append(columns[0])
+        tags.append(tag)
+        tag_lines.append(number)
+    end_sentence()
+
+    if not sentences:
+        raise ConllFormatError(f"{path} holds no sentences (it is empty, or only blank and -DOCSTART- lines): "
+                               "a CoNLL file has one 'token tag' per line and a blank line between sentences.")
+
+    bad = [(s, i) for s, (_, t) in enumerate(sentences) for i in bio_problems(t)]
+    if bad:
+        s, i = bad[0]
+        previous = sentences[s][1][i - 1] if i else "the sentence start"
+        where = f"first at line {line_of_tag[s][i]}: {sentences[s][1][i]} after {previous}"
+        if bio == "error":
+            raise BioTagError(f"{path}: {len(bad)} entities start with I- instead of B- ({where}). "
+                              "Fix the file, or read it with bio='repair' to turn them into B-.")
+        if bio == "repair":
+            sentences = [(tok, repair_bio(t)) for tok, t in sentences]
+            warnings.warn(f"{path}: {len(bad)} entities started with I- instead of B- ({where}); "
+                          "repaired to B- (bio='keep' leaves them, bio='error' refuses the file).", stacklevel=2)
+        else:
+            warnings.warn(f"{path}: {len(bad)} entities start with I- instead of B- ({where}); kept as they are.",
+                          stacklevel=2)
+    return sentences
+
+
+def write_conll(sentences: Iterable[Sentence], path: str | Path) -> Path:
+    """Write (tokens, tags) pairs as a two-column CoNLL file, a blank line after each sentence."""
+    path = Path(path)
+    lines = []
+    for number, (tokens, tags) in enumerate(sentences):
+        if len(tokens) != len(tags):
+            raise ValueError(f"sentence {number} has {len(tokens)} tokens but {len(tags)} tags: one tag per token.")
+        if not tokens:
+            raise ValueError(f"sentence {number} is empty: CoNLL has no way to write an empty sentence.")
+        for token, tag in zip(tokens, tags):
+            if not token or any(c.isspace() for c in token):
+                raise ValueError(f"sentence {number}: token {token!r} is empty or contains whitespace, "
+                                 "which would break the columns of a CoNLL file.")
+            if not is_bio_tag(tag):
+                raise BioTagError(f"sentence {number}: tag {tag!r} is not O, B-TYPE or I-TYPE.")
+            lines.append(f"{token} {tag}")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- data sets
+
+def write_offline_data(directory: str | Path = OFFLINE_DIR, seed: int = 0,
+                       sizes: dict[str, int] | None = None) -> dict[str, Path]:
+    """Generate the offline splits (:func:`course_utils.ner_data.generate`) and write them as CoNLL."""
+    data = ner_data.generate(seed, sizes)
+    return {split: write_conll(sentences, Path(directory) / f"{split}.conll") for split, sentences in data.items()}
+
+
+def offline_data(seed: int = 0) -> dict[str, list[Sentence]]:
+    """The offline splits: read from ``data/ner/`` for seed 0 (the shipped files), generated otherwise."""
+    if seed == 0 and all((OFFLINE_DIR / f"{s}.conll").is_file() for s in ner_data.SPLITS):
+        return {s: read_conll(OFFLINE_DIR / f"{s}.conll") for s in ner_data.SPLITS}
+    return ner_data.generate(seed)
+
+
+def load_conll2003() -> dict[str, list[Sentence]] | None:
+    """CoNLL-2003 through ``datasets`` (needs the network), or None with a one-line message."""
+    try:
+        import datasets
+
+        for name in ("eriktks/conll2003", "conll2003"):
+            try:
+                raw = datasets.load_dataset(name)
+                break
+            except Exception:  # noqa: BLE001 - try the next name, then fall back
+                continue
+        else:
+            raise RuntimeError("no copy of CoNLL-2003 could be loaded")
+        names = raw["train"].features["ner_tags"].feature.names
+        convert = {"train": "train", "validation": "dev", "test": "test"}
+        return {ours: [(row["tokens"], [names[t] for t in row["ner_tags"]]) for row in raw[theirs] if row["tokens"]]
+                for theirs, ours in convert.items()}
+    except Exception as err:  # noqa: BLE001 - the offline data always works
+        print(f"CoNLL-2003 is not available ({type(err).__name__}: {str(err)[:80]}); using the offline data instead.")
+        return None
+
+
+def load_ner_data(train_file=None, dev_file=None, test_file=None, use_conll2003: bool = False,
+                  seed: int = 0) -> tuple[dict[str, list[Sentence]], str]:
+    """The splits to train and evaluate on, and a line that says where they came from.
+
+    Files given win; then CoNLL-2003 when ``use_conll2003`` (falling back to offline data);
+    otherwise the offline generated set. Splits not given come from the same default source.
+    """
+    data, source = None, "offline generated data (names in dev/test never seen in train)"
+    if use_conll2003:
+        data = load_conll2003()
+        if data is not None:
+            source = "CoNLL-2003 (datasets)"
+    if data is None:
+        data = offline_data(seed)
+    files = {"train": train_file, "dev": dev_file, "test": test_file}
+    given = {split: Path(f) for split, f in files.items() if f is not None}
+    for split, path in given.items():
+        data[split] = read_conll(path)
+    if given:
+        source = ", ".join(f"{s} = {p}" for s, p in given.items()) + f"; the rest: {source}"
+        if "train" in given and "test_seen" in data:
+            del data["test_seen"]  # the offline test_seen split means nothing for a learner's own data
+    return data, source
+
+
+# ---------------------------------------------------------------- models and tokenizers
+
+def check_bert_dir(directory: str | Path) -> Path:
+    """Check that ``directory`` holds a BERT in the transformers layout, with its tokenizer.
+
+    Raises with a message that names what is missing; returns the directory as a Path.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.exists():
+        raise FileNotFoundError(f"pretrained_model {directory} does not exist: pass a directory saved by "
+                                "save_pretrained (config.json, model.safetensors, vocab.txt), or None for "
+                                "chapter 03's model.")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"pretrained_model {directory} is a file; pass the directory that holds it "
+                                "(config.json, model.safetensors and the tokenizer files).")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{directory} has no config.json, so it is not a model saved in the transformers "
+                         "layout; pass a BERT directory (config.json, model.safetensors, vocab.txt).")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err.msg}, line {err.lineno}).") from None
+    if config.get("model_type") != "bert":
+        raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, not BERT (config.json "
+                         "model_type must be 'bert'): this chapter fine-tunes BERT checkpoints.")
+    if not any((directory / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        raise ValueError(f"{directory} has no model.safetensors: the course reads safetensors weights only "
+                         "(convert a pytorch_model.bin where you trust it with save_pretrained).")
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        raise ValueError(f"{directory} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
+                         "with the model, model.save_pretrained(dir, tokenizer=tokenizer).")
+    return directory
+
+
+def load_tokenizer(directory: str | Path):
+    """The fast tokenizer saved with a BERT directory (fast: it knows word ids and character offsets)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(check_bert_dir(directory)))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{directory}: only a slow tokenizer could be loaded; NER needs a fast one "
+                         "(tokenizer.json) for word ids and character offsets.")
+    return tokenizer
+
+
+def tokenizer_lowercases(tokenizer) -> bool:
+    """True when the tokenizer lowercases its input (an uncased model: capital letters are lost)."""
+    pieces = tokenizer.tokenize("Paris London Berlin A B C")
+    return not any(ch.isupper() for piece in pieces if piece != tokenizer.unk_token for ch in piece)
+
+
+def max_positions(model, tokenizer=None) -> int:
+    """The longest input (in tokens) the model takes: its position table, capped by the tokenizer's limit."""
+    limit = int(model.config.max_position_embeddings)
+    if tokenizer is not None and 0 < getattr(tokenizer, "model_max_length", limit) < limit:
+        limit = int(tokenizer.model_max_length)
+    return limit
+
+
+def token_classifier(directory: str | Path, labels: Sequence[str], init: str = "pretrained", **config_overrides):
+    """A :class:`course_utils.bert.BertForTokenClassification` for ``labels`` from a BERT directory.
+
+    ``init="pretrained"`` loads the directory's weights (the classification head is new);
+    ``init="random"`` builds the same architecture from its config with fresh random weights.
+    """
+    from .bert import BertForTokenClassification
+
+    directory = check_bert_dir(directory)
+    labels = list(labels)
+    overrides = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                     label2id={l: i for i, l in enumerate(labels)}, **config_overrides)
+    if init == "pretrained":
+        with warnings.catch_warnings():  # "the classification head is newly initialised": that is the point
+            warnings.filterwarnings("ignore", message=".*(newly|not used|missing|unexpected).*")
+            return BertForTokenClassification.from_pretrained(directory, **overrides)
+    if init == "random":
+        from transformers import BertConfig
+
+        return BertForTokenClassification(BertConfig.from_pretrained(str(directory), **overrides))
+    raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
+
+
+# ---------------------------------------------------------------- sub-word alignment
+
+def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label2id: dict[str, int],
+                 label_all_subtokens: bool = False) -> list[int]:
+    """Word-level tags -> one label id per token.
+
+    ``word_ids`` is the tokenizer's map from each token to its word (None for [CLS], [SEP] and
+    padding). Special tokens get -100. The first sub-token of a word gets the word's tag; the
+    others get -100 (``label_all_subtokens=False``), or the tag too, with ``B-X`` turned into
+    ``I-X`` so that one word never holds two entity starts (``label_all_subtokens=True``).
+    """
+    labels = []
+    previous = None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE_INDEX)
+        elif word != previous:
+            labels.append(label2id[word_tags[word]])
+        elif label_all_subtokens:
+            tag = word_tags[word]
+            labels.append(label2id["I-" + tag[2:] if tag.startswith("B-") else tag])
+        else:
+            labels.append(IGNORE_INDEX)
+        previous = word
+    return labels
+
+
+def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], max_length: int,
+           label_all_subtokens: bool = False) -> list[dict]:
+    """Tokenize pre-split sentences and align their labels; too long ones are truncated with a warning.
+
+    Each item: input_ids, attention_mask, token_type_ids, labels (lists) and word_ids.
+    """
+    unknown = sorted({t for _, tags in sentences for t in tags} - set(label2id))
+    if unknown:
+        raise ValueError(f"tags {unknown} are not in the label set {list(label2id)}: build the labels "
+                         "from every split, label_list(train, dev, test).")
+    features, truncated = [], []
+    for number, (tokens, tags) in enumerate(sentences):
+        enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
+        word_ids = enc.word_ids()
+        kept = max((w for w in word_ids if w is not None), default=-1) + 1
+        if kept < len(tokens):
+            truncated.append((number, kept, len(tokens)))
+        features.append({
+            "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+            "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+            "labels": align_labels(word_ids, tags, label2id, label_all_subtokens), "word_ids": word_ids,
+        })
+    if truncated:
+        number, kept, total = truncated[0]
+        warnings.warn(f"{len(truncated)} sentence(s) are longer than the model's {max_length} positions and were "
+                      f"truncated (e.g. sentence {number}: {kept} of {total} words kept); the words cut off "
+                      "count as 'O' in predictions. Split long sentences to keep them whole.", stacklevel=2)
+    return features
+
+
+def collate(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pad a list of :func:`encode` items to the longest one: tensors for the model (labels padded with -100)."""
+    length = max(len(f["input_ids"]) for f in features)
+
+    def pad(key, value):
+        return torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
+
+    return {"input_ids": pad("input_ids", pad_id), "attention_mask": pad("attention_mask", 0),
+            "token_type_ids": pad("token_type_ids", 0), "labels": pad("labels", IGNORE_INDEX)}
+
+
+def word_predictions(word_ids: Sequence[int | None], token_label_ids: Sequence[int], id2label: dict,
+                     n_words: int) -> list[str]:
+    """Token predictions -> one tag per word, read at each word's first sub-token.
+
+    Words cut off by truncation get ``O``.
+    """
+    tags = ["O"] * n_words
+    previous = None
+    for word, label in zip(word_ids, token_label_ids):
+        if word is not None and word != previous:
+            tags[word] = id2label[int(label)]
+        previous = word
+    return tags
+
+
+@torch.no_grad()
+def predict_tags(model, tokenizer, sentences: Sequence[Sentence], batch_size: int = 64,
+                 max_length: int | None = None) -> list[list[str]]:
+    """Word-level BIO predictions for pre-split sentences (for seqeval)."""
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    label2id = {v: k for k, v in id2label.items()}
+    max_length = max_length or max_positions(model, tokenizer)
+    dummy = [(tokens, ["O"] * len(tokens)) for tokens, _ in sentences]  # labels are not needed here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation was reported when the data was encoded
+        features = encode(tokenizer, dummy, label2id, max_length)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for start in range(0, len(features), batch_size):
+        chunk = features[start:start + batch_size]
+        batch = collate(chunk, tokenizer.pad_token_id or 0)
+        logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
+        best = logits.argmax(-1).cpu()
+        for i, f in enumerate(chunk):
+            n_words = len(sentences[start + i][0])
+            predictions.append(word_predictions(f["word_ids"], best[i].tolist(), id2label, n_words))
+    model.train(was_training)
+    return predictions
+
+
+@torch.no_grad()
+def predict_entities(model, tokenizer, text: str, max_length: int | None = None) -> list[dict]:
+    """The entities in raw ``text``: dicts with type, text, start, end (character offsets) and score.
+
+    ``text[start:end] == text`` of the entity. The tokenizer splits the text into words (on
+    spaces and punctuation) and sub-words; each word takes the label predicted at its first
+    sub-token; consecutive words B-X I-X ... form one entity; its score is the mean probability
+    of its words' labels. Text longer than the model's positions is cut, with a warning.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    max_length = max_length or max_positions(model, tokenizer)
+    full_length = len(tokenizer(text)["input_ids"])
+    enc = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=max_length, return_tensors="pt")
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    word_ids = enc.word_ids(0)
+    if full_length > max_length:
+        last = max(end for (start, end), w in zip(offsets, word_ids) if w is not None) if any(
+            w is not None for w in word_ids) else 0
+        warnings.warn(f"the text has {full_length} tokens but the model takes {max_length}: it was truncated and "
+                      f"entities after character {last} are not predicted. Split the text into sentences.",
+                      stacklevel=2)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits = model(**{k: v.to(device) for k, v in enc.items()}).logits[0]
+    model.train(was_training)
+    probs = logits.softmax(-1).cpu()
+    words = []  # (start_char, end_char, tag, prob) per word
+    previous = None
+    for i, word in enumerate(word_ids):
+        if word is None:
+            continue
+        start, end = offsets[i]
+        if word != previous:
+            label = int(probs[i].argmax())
+            words.append([start, end, id2label[label], float(probs[i, label])])
+        else:
+            words[-1][1] = end  # a later sub-token extends the word
+        previous = word
+    entities = []
+    for kind, first, last in entity_spans([w[2] for w in words]):
+        start, end = words[first][0], words[last - 1][1]
+        score = sum(w[3] for w in words[first:last]) / (last - first)
+        entities.append({"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 4)})
+    return entities
+
+
+# ---------------------------------------------------------------- evaluation helpers
+
+def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]):
+    """Entity-type confusion: (names, counts) with counts[g][p] for gold type g and predicted type p.
+
+    A gold entity and a predicted one match when they cover exactly the same words; the last
+    name, ``"none"``, collects the gold entities with no prediction of the same span (missed or
+    wrong boundaries, last column) and the predictions with no gold span (spurious, last row).
+    """
+    types = sorted({k for seq in list(gold) + list(pred) for k, _, _ in entity_spans(seq)})
+    names = types + ["none"]
+    index = {n: i for i, n in enumerate(names)}
+    counts = [[0] * len(names) for _ in names]
+    for g_tags, p_tags in zip(gold, pred):
+        g_spans = {(a, b): k for k, a, b in entity_spans(g_tags)}
+        p_spans = {(a, b): k for k, a, b in entity_spans(p_tags)}
+        for span, kind in g_spans.items():
+            counts[index[kind]][index[p_spans.get(span, "none")]] += 1
+        for span, kind in p_spans.items():
+            if span not in g_spans:
+                counts[index["none"]][index[kind]] += 1
+    return names, counts
+
+
+def format_entities(tokens: Sequence[str], tags: Sequence[str]) -> str:
+    """A sentence with its entities in brackets: ``[Maria Lopez]PER flew to [Lyon]LOC .``"""
+    words = list(tokens)
+    for kind, start, end in reversed(entity_spans(tags)):
+        words[start:end] = ["[" + " ".join(words[start:end]) + "]" + kind]
+    return " ".join(words)
