@@ -278,9 +278,11 @@ def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     n_mask = hits = hits5 = base = all_hits = n_all = nsp_hits = n_pairs = 0
     mlm_sum = nsp_sum = 0.0
     for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
         out = pretraining_outputs(model, batch)
         labelled = batch["labels"] != IGNORE_INDEX
         targets = batch["labels"][labelled]
