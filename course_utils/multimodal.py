@@ -1,0 +1,748 @@
+"""Multimodal fusion: answering questions about images (chapter 05, Sort-of-CLEVR).
+
+A visual question answering model has three parts:
+
+* an **image encoder** that turns a picture into a set of element vectors, either the
+  patches of a small CNN (:class:`PatchCNN`, a 5x5 grid with each patch's coordinates
+  appended, as in the relation-network paper) or the scene's object descriptions
+  (:meth:`course_utils.shapes.SortOfClevr.object_descriptions`);
+* a **question encoder** giving a question vector and question tokens: the paper's
+  11-bit vector through an MLP (:class:`VectorQuestionEncoder`) or the English sentence
+  through a BERT (:class:`BertQuestionEncoder`);
+* a **fusion** that combines the two into answer logits. Every fusion has the same interface,
+  ``fusion(elements (B, N, d_image), question: QuestionEncoding) -> logits (B, n_answers)``:
+
+  - :class:`EarlyFusion` -- pool the image into one vector, then concatenate / add /
+    multiply it with the question vector (``op="concat" | "sum" | "product"``), then an MLP;
+  - :class:`FiLMFusion` -- the question scales and shifts every element's features;
+  - :class:`CrossAttentionFusion` -- the question (vector or tokens) attends to the elements
+    with the course's :class:`~course_utils.attention.MultiHeadAttention`;
+  - :class:`RelationNetwork` -- an MLP ``g`` over every pair of elements with the question,
+    summed, then an MLP ``f`` (Santoro et al. 2017).
+
+:class:`VQAModel` puts the three together; :func:`train_vqa` trains it and
+:func:`evaluate_vqa` reports accuracy per question subtype. :class:`ContrastiveModel`
+and :func:`contrastive_loss` build a shared image-text embedding space (CLIP-like).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from . import shapes
+from .attention import MultiHeadAttention
+
+GRID = 5                                   # the CNN's output grid: 5x5 patches of 15x15 pixels
+CELL = shapes.IMAGE_SIZE // GRID           # 15
+N_ANSWERS = len(shapes.ANSWERS)
+
+
+# ============================================================================ image side
+
+def check_images(images: torch.Tensor) -> None:
+    """Raise a clear error unless ``images`` is a (B, 3, 75, 75) tensor."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (batch, 3, 75, 75), got {type(images).__name__}")
+    size = shapes.IMAGE_SIZE
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[2:] != (size, size):
+        hint = ""
+        if images.dim() == 3:
+            hint = " It looks like a single image: add a batch axis with images[None]."
+        elif images.dim() == 4 and images.shape[-1] == 3:
+            hint = " It looks channels-last (B, H, W, 3): use images.permute(0, 3, 1, 2)."
+        raise ValueError(f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
+                         f"RGB images as shapes.generate makes them.{hint}")
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> floats centred on 0 (about [-0.5, 0.5]); float images pass through."""
+    if images.dtype == torch.uint8:
+        return images.float() / 255.0 - 0.5
+    return images
+
+
+def grid_coordinates(grid: int = GRID) -> torch.Tensor:
+    """(grid*grid, 2): the (x, y) centre of each patch in [-1, 1], row by row (same scale as the objects)."""
+    centre = (torch.arange(grid, dtype=torch.float32) * CELL + (CELL - 1) / 2) / (shapes.IMAGE_SIZE - 1) * 2 - 1
+    y, x = torch.meshgrid(centre, centre, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=-1)
+
+
+class PatchCNN(nn.Module):
+    """Four 3x3 convolutions with stride 2 (75 -> 38 -> 19 -> 10 -> 5), batch norm and ReLU.
+
+    :meth:`patches` gives the 5x5 grid as 25 element vectors with each patch's (x, y)
+    appended: (B, 25, channels + 2). :meth:`forward` adds a 1x1-convolution head that says, for
+    every patch and every colour, whether that object's centre lies in the patch, its shape and
+    where in the patch the centre is: (B, 25, 6, 4) = (present logit, circle logit, dx, dy).
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in (channels, channels, channels, channels):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(channels, shapes.N_OBJECTS * 4, 1)
+        self.channels = channels
+        self.register_buffer("coords", grid_coordinates(), persistent=False)
+
+    @property
+    def d_out(self) -> int:
+        return self.channels + 2
+
+    def grid(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, channels, 5, 5) feature map."""
+        check_images(images)
+        return self.body(to_float(images))
+
+    def patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 25, channels + 2): one vector per patch, coordinates appended."""
+        fmap = self.grid(images).flatten(2).transpose(1, 2)          # (B, 25, channels)
+        return torch.cat([fmap, self.coords.expand(fmap.shape[0], -1, -1)], dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.grid(images))                            # (B, 24, 5, 5)
+        return out.flatten(2).transpose(1, 2).reshape(out.shape[0], GRID * GRID, shapes.N_OBJECTS, 4)
+
+
+def grid_targets(data: shapes.SortOfClevr) -> dict:
+    """What each patch holds, from the scene: for every (image, patch, colour)
+    ``present`` (the object's centre lies in this patch), ``circle`` (its shape) and
+    ``offset`` (where the centre is inside the patch, in [-1, 1])."""
+    x, y = data.centers[..., 0], data.centers[..., 1]                 # (N, 6)
+    cell = (y // CELL) * GRID + (x // CELL)
+    n = len(data)
+    present = torch.zeros(n, GRID * GRID, shapes.N_OBJECTS)
+    present.scatter_(1, cell[:, None, :], 1.0)
+    circle = data.shapes.float()[:, None, :].expand(n, GRID * GRID, shapes.N_OBJECTS)
+    half = (CELL - 1) / 2
+    offset = torch.stack([(x % CELL - half) / half, (y % CELL - half) / half], dim=-1).float()  # (N, 6, 2)
+    return {"present": present, "circle": circle.contiguous(),
+            "offset": offset[:, None].expand(n, GRID * GRID, shapes.N_OBJECTS, 2).contiguous()}
+
+
+def dense_loss(pred: torch.Tensor, targets: dict) -> torch.Tensor:
+    """Presence everywhere; shape and offset only where an object is."""
+    present = targets["present"]
+    loss = F.binary_cross_entropy_with_logits(pred[..., 0], present)
+    weight = present / present.sum().clamp(min=1)
+    loss = loss + (F.binary_cross_entropy_with_logits(pred[..., 1], targets["circle"], reduction="none") * weight).sum()
+    loss = loss + (((pred[..., 2:] - targets["offset"]) ** 2).sum(-1) * weight).sum()
+    return loss
+
+
+@torch.no_grad()
+def dense_metrics(pred: torch.Tensor, targets: dict) -> dict:
+    """``cell_accuracy``: patches where every colour's presence and every present object's shape are
+    right; ``object_accuracy``: objects found in the right patch with the right shape;
+    ``position_error_px``: mean distance between predicted and true centres of those objects."""
+    present = targets["present"].bool()
+    says_present = pred[..., 0] > 0
+    says_circle = pred[..., 1] > 0
+    shape_ok = says_circle == targets["circle"].bool()
+    cell_ok = ((says_present == present) & (shape_ok | ~present)).all(-1)
+    object_ok = (says_present & shape_ok)[present]
+    half = (CELL - 1) / 2
+    error = ((pred[..., 2:] - targets["offset"]) * half).norm(dim=-1)[present]
+    return {"cell_accuracy": cell_ok.float().mean().item(), "object_accuracy": object_ok.float().mean().item(),
+            "position_error_px": error.mean().item()}
+
+
+def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batch_size: int = 32,
+                       lr: float = 3e-3, eval_data: shapes.SortOfClevr | None = None, progress: bool = True) -> list:
+    """Train ``cnn`` (body and head) to say what each patch holds; returns the loss per step."""
+    targets = grid_targets(data)
+    opt = torch.optim.Adam(cnn.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    cnn.train()
+    for _ in _progress(range(steps), progress, "pretraining the CNN"):
+        idx = torch.randint(len(data), (batch_size,), generator=g)
+        loss = dense_loss(cnn(data.images[idx]), {k: v[idx] for k, v in targets.items()})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    cnn.eval()
+    return losses
+
+
+@torch.no_grad()
+def cache_patches(cnn: PatchCNN, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """(N, 25, channels + 2): the frozen CNN's patch vectors for every image, computed once."""
+    cnn.eval()
+    return torch.cat([cnn.patches(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+
+# ============================================================================ question side
+
+@dataclass
+class QuestionEncoding:
+    """What a question encoder gives a fusion: one vector per question, and tokens to attend with.
+
+    vector: (B, d); tokens: (B, T, d); mask: (B, T) bool, True at real tokens.
+    The vector encoder has a single token (the vector itself).
+    """
+
+    vector: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+class VectorQuestionEncoder(nn.Module):
+    """The paper's 11-bit question vector through a two-layer MLP."""
+
+    def __init__(self, d_model: int = 128, d_in: int = shapes.QUESTION_DIM):
+        super().__init__()
+        self.d_model, self.d_in = d_model, d_in
+        self.mlp = nn.Sequential(nn.Linear(d_in, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, question_vectors: torch.Tensor, question_texts=None) -> QuestionEncoding:
+        if question_vectors.dim() != 2 or question_vectors.shape[-1] != self.d_in:
+            raise ValueError(f"question vectors have shape {tuple(question_vectors.shape)}; expected "
+                             f"(batch, {self.d_in}), the paper's encoding (shapes.question_vector)")
+        v = self.mlp(question_vectors)
+        return QuestionEncoding(v, v[:, None, :], torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device))
+
+
+class BertQuestionEncoder(nn.Module):
+    """The English question through a BERT (chapter 03's, or any in the transformers layout).
+
+    Tokens: BERT's last hidden states projected to ``d_model``; vector: their mean over the
+    real tokens. ``finetune=False`` freezes BERT (only the projection learns) and caches each
+    distinct sentence's hidden states; ``finetune=True`` trains BERT too, at ``lr_scale`` times
+    the learning rate of the rest. Sort-of-CLEVR has only 36 distinct questions, so each batch
+    runs BERT once per distinct sentence, not once per question.
+    """
+
+    needs_text = True
+
+    def __init__(self, bert: nn.Module, tokenizer, d_model: int = 128, finetune: bool = False,
+                 lr_scale: float = 0.1):
+        super().__init__()
+        self.bert, self.tokenizer, self.finetune = bert, tokenizer, finetune
+        self.d_model, self.lr_scale = d_model, lr_scale
+        hidden = bert.config.hidden_size
+        self.proj = nn.Linear(hidden, d_model)
+        self.bert.requires_grad_(finetune)
+        self._cache: dict = {}
+
+    def _encode_unique(self, texts: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, T, hidden) states and (U, T) mask for distinct sentences."""
+        device = self.proj.weight.device
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        if self.finetune:
+            self.bert.train(self.training)
+            return self.bert(ids, attention_mask=mask).last_hidden_state, mask.bool()
+        self.bert.eval()
+        with torch.no_grad():
+            return self.bert(ids, attention_mask=mask).last_hidden_state, mask.bool()
+
+    def forward(self, question_vectors=None, question_texts=None) -> QuestionEncoding:
+        if question_texts is None or isinstance(question_texts, str):
+            raise ValueError("BertQuestionEncoder reads the English questions: pass a list of sentences as "
+                             "question_texts (QuestionSet.texts(rows) gives them)")
+        unique = sorted(set(question_texts))
+        where = {t: i for i, t in enumerate(unique)}
+        if self.finetune:
+            states, mask = self._encode_unique(unique)
+        else:
+            missing = [t for t in unique if t not in self._cache]
+            if missing:
+                new_states, new_mask = self._encode_unique(missing)
+                for t, h, m in zip(missing, new_states, new_mask):
+                    self._cache[t] = h[m]                              # (real tokens, hidden)
+            rows = [self._cache[t] for t in unique]
+            states = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+            lengths = torch.tensor([r.shape[0] for r in rows], device=states.device)
+            mask = torch.arange(states.shape[1], device=states.device)[None] < lengths[:, None]
+        index = torch.tensor([where[t] for t in question_texts], device=states.device)
+        tokens = self.proj(states)[index]                               # (B, T, d_model)
+        mask = mask[index]
+        vector = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return QuestionEncoding(vector, tokens, mask)
+
+
+# ============================================================================ fusions
+
+def _mlp(d_in: int, hidden: int, d_out: int, layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
+    """Linear-ReLU blocks (``layers`` of them) then a Linear to ``d_out``."""
+    mods, d = [], d_in
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.ReLU()]
+        if dropout:
+            mods.append(nn.Dropout(dropout))
+        d = hidden
+    mods.append(nn.Linear(d, d_out))
+    return nn.Sequential(*mods)
+
+
+class Fusion(nn.Module):
+    """Base class: checks the inputs every fusion receives."""
+
+    def __init__(self, d_image: int, n_elements: int, d_question: int):
+        super().__init__()
+        self.d_image, self.n_elements, self.d_question = d_image, n_elements, d_question
+        self.last_attention = None
+
+    def check(self, elements: torch.Tensor, question: QuestionEncoding) -> None:
+        if elements.dim() != 3 or elements.shape[-1] != self.d_image:
+            raise ValueError(f"image elements have shape {tuple(elements.shape)}; this fusion expects "
+                             f"(batch, elements, {self.d_image})")
+        if question.vector.shape != (elements.shape[0], self.d_question):
+            raise ValueError(f"question vector has shape {tuple(question.vector.shape)}; expected "
+                             f"({elements.shape[0]}, {self.d_question}): one per image row, d_question wide")
+
+
+class EarlyFusion(Fusion):
+    """Flatten the elements into one image vector v, encode the question into u, combine:
+    ``concat`` [v; u], ``sum`` v + u, or ``product`` v * u, then an MLP to the answers.
+
+    Flattening keeps the element order: fine for a CNN grid, but for a shuffled list of
+    objects the MLP has to learn every order. With ``op="concat"`` and the CNN's patches this
+    is the paper's CNN+MLP baseline.
+    """
+
+    OPS = ("concat", "sum", "product")
+
+    def __init__(self, d_image: int, n_elements: int, d_question: int, op: str = "concat",
+                 hidden: int = 256, dropout: float = 0.0):
+        super().__init__(d_image, n_elements, d_question)
+        if op not in self.OPS:
+            raise ValueError(f"op must be one of {self.OPS}, got {op!r}")
+        self.op = op
+        self.image_proj = nn.Sequential(nn.Linear(n_elements * d_image, hidden), nn.ReLU())
+        self.question_proj = nn.Sequential(nn.Linear(d_question, hidden), nn.ReLU())
+        self.head = _mlp(2 * hidden if op == "concat" else hidden, hidden, N_ANSWERS, layers=2, dropout=dropout)
+
+    def forward(self, elements: torch.Tensor, question: QuestionEncoding) -> torch.Tensor:
+        self.check(elements, question)
+        if elements.shape[1] != self.n_elements:
+            raise ValueError(f"{self.op} fusion flattens exactly {self.n_elements} elements, got {elements.shape[1]}")
+        v = self.image_proj(elements.flatten(1))
+        u = self.question_proj(question.vector)
+        fused = torch.cat([v, u], -1) if self.op == "concat" else (v + u if self.op == "sum" else v * u)
+        return self.head(fused)
+
+
+class FiLMFusion(Fusion):
+    """Feature-wise linear modulation (Perez et al. 2018): the question gives a scale gamma and a
+    shift beta per feature, the same for every element, in each of ``layers`` residual blocks:
+    ``h = h + relu(gamma * W h + beta)``. Then mean- and max-pooling over elements and an MLP.
+    Elements never see each other, so relations must pass through the pooled vector.
+    """
+
+    def __init__(self, d_image: int, n_elements: int, d_question: int, hidden: int = 128, layers: int = 2):
+        super().__init__(d_image, n_elements, d_question)
+        self.embed = nn.Sequential(nn.Linear(d_image, hidden), nn.ReLU())
+        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.film = nn.ModuleList(nn.Linear(d_question, 2 * hidden) for _ in range(layers))
+        self.head = _mlp(2 * hidden, 2 * hidden, N_ANSWERS, layers=2)
+
+    def forward(self, elements, question):
+        self.check(elements, question)
+        h = self.embed(elements)                                       # (B, N, hidden)
+        for block, film in zip(self.blocks, self.film):
+            gamma, beta = film(question.vector)[:, None, :].chunk(2, dim=-1)
+            h = h + F.relu((1 + gamma) * block(h) + beta)             # 1 + gamma: starts as identity scale
+        return self.head(torch.cat([h.mean(1), h.amax(1)], dim=-1))
+
+
+class CrossAttentionFusion(Fusion):
+    """The question attends to the image: queries are the question tokens (the vector encoder
+    gives one), keys and values the image elements. Each of ``layers`` pre-LN blocks does
+    ``q = q + MHA(LN(q), elements)`` then ``q = q + FFN(LN(q))``; stacking two lets the question
+    look twice (find the object of colour c, then the object nearest to it). With
+    ``token_queries=True`` (BERT's tokens) each block first lets the tokens attend to each other,
+    as a Transformer decoder does. The outputs, averaged over the real tokens, go to an MLP.
+    With ``keep_attention = True``, ``last_attention`` holds, per layer, the cross-attention
+    weights of the last forward, (B, heads, T, N).
+    """
+
+    def __init__(self, d_image: int, n_elements: int, d_question: int, d_model: int = 128,
+                 num_heads: int = 4, layers: int = 2, token_queries: bool = False):
+        super().__init__(d_image, n_elements, d_question)
+        self.embed = _mlp(d_image, d_model, d_model, layers=1)
+        self.norm_kv = nn.LayerNorm(d_model)
+        self.query_in = nn.Linear(d_question, d_model)
+        self.token_queries = token_queries
+        if token_queries:
+            self.self_attn = nn.ModuleList(MultiHeadAttention(d_model, num_heads) for _ in range(layers))
+            self.norm_self = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
+        self.cross_attn = nn.ModuleList(MultiHeadAttention(d_model, num_heads) for _ in range(layers))
+        self.norm_q = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
+        self.norm_ff = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(layers))
+        self.ff = nn.ModuleList(_mlp(d_model, 2 * d_model, d_model, layers=1) for _ in range(layers))
+        self.head = _mlp(d_model, d_model, N_ANSWERS, layers=1)
+        self.keep_attention = False
+
+    def forward(self, elements, question):
+        self.check(elements, question)
+        kv = self.norm_kv(self.embed(elements))                        # (B, N, d)
+        q = self.query_in(question.tokens)                             # (B, T, d)
+        maps = []
+        for i in range(len(self.cross_attn)):
+            if self.token_queries:
+                x = self.norm_self[i](q)
+                q = q + self.self_attn[i](x, x, x, key_padding_mask=question.mask, need_weights=False)[0]
+            out, weights = self.cross_attn[i](self.norm_q[i](q), kv, kv, need_weights=self.keep_attention)
+            q = q + out
+            q = q + self.ff[i](self.norm_ff[i](q))
+            maps.append(weights)
+        self.last_attention = maps if self.keep_attention else None
+        real = question.mask[..., None].to(q.dtype)
+        return self.head((q * real).sum(1) / real.sum(1))
+
+
+class RelationNetwork(Fusion):
+    """RN(O, q) = f( sum over pairs (i, j) of g(o_i, o_j, q) ) (Santoro et al. 2017).
+
+    g's first layer on the concatenation [o_i; o_j; q] is W [o_i; o_j; q] = W_i o_i + W_j o_j + W_q q:
+    it is computed once per element and once per question, then broadcast-added into the
+    (N x N) pairs -- N + N + 1 small products instead of N^2 big ones. The remaining layers of g
+    run on every pair. :meth:`naive_pairs` builds the concatenations explicitly (for checking).
+    """
+
+    def __init__(self, d_image: int, n_elements: int, d_question: int, hidden: int = 128,
+                 g_layers: int = 3, f_hidden: int = 256, dropout: float = 0.0, pool: str = "sum", norm: bool = False):
+        super().__init__(d_image, n_elements, d_question)
+        self.pool = pool
+        self.norm = nn.LayerNorm(hidden) if norm else nn.Identity()
+        self.g_first = nn.Linear(2 * d_image + d_question, hidden)
+        rest = []
+        for _ in range(g_layers - 1):
+            rest += [nn.Linear(hidden, hidden), nn.ReLU()]
+        self.g_rest = nn.Sequential(*rest)
+        self.f = _mlp(hidden, f_hidden, N_ANSWERS, layers=2, dropout=dropout)
+
+    def first_layer(self, elements: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """(B, N, N, hidden): g's first layer (before ReLU) for every pair, by broadcast-adding."""
+        d = self.d_image
+        w_i, w_j, w_q = self.g_first.weight.split([d, d, self.d_question], dim=1)
+        left = elements @ w_i.T                                         # (B, N, hidden): o_i's part
+        right = elements @ w_j.T                                        # (B, N, hidden): o_j's part
+        q = question @ w_q.T + self.g_first.bias                        # (B, hidden)
+        return left[:, :, None, :] + right[:, None, :, :] + q[:, None, None, :]
+
+    def naive_pairs(self, elements: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """The same first layer from the explicit (B, N, N, 2d + d_q) concatenations."""
+        b, n, d = elements.shape
+        o_i = elements[:, :, None, :].expand(b, n, n, d)
+        o_j = elements[:, None, :, :].expand(b, n, n, d)
+        q = question[:, None, None, :].expand(b, n, n, question.shape[-1])
+        return self.g_first(torch.cat([o_i, o_j, q], dim=-1))
+
+    def forward(self, elements, question):
+        self.check(elements, question)
+        pairs = self.g_rest(F.relu(self.first_layer(elements, question.vector)))   # (B, N, N, hidden)
+        pooled = pairs.sum(dim=(1, 2)) if self.pool == "sum" else pairs.mean(dim=(1, 2))
+        return self.f(self.norm(pooled))
+
+
+FUSIONS = ("concat", "sum", "product", "film", "cross_attention", "relation_network")
+
+
+def make_fusion(name: str, d_image: int, n_elements: int, d_question: int, **kwargs) -> Fusion:
+    """One of :data:`FUSIONS` by name, e.g. ``make_fusion("film", 34, 25, 128)``."""
+    if name in EarlyFusion.OPS:
+        return EarlyFusion(d_image, n_elements, d_question, op=name, **kwargs)
+    if name == "film":
+        return FiLMFusion(d_image, n_elements, d_question, **kwargs)
+    if name == "cross_attention":
+        return CrossAttentionFusion(d_image, n_elements, d_question, **kwargs)
+    if name == "relation_network":
+        return RelationNetwork(d_image, n_elements, d_question, **kwargs)
+    raise ValueError(f"unknown fusion {name!r}; choose one of {FUSIONS}")
+
+
+class VQAModel(nn.Module):
+    """question encoder + fusion (+ an image encoder when trained from pixels).
+
+    ``forward(image_input, question_vectors, question_texts=None)``: ``image_input`` is
+    (B, N, d_image) elements (cached patches or object descriptions) when ``image_encoder`` is
+    None, else (B, 3, 75, 75) images. With ``questions_per_image = k > 1`` (end-to-end
+    training), ``image_input`` has B / k images and each image's elements serve its k questions:
+    the CNN runs once per image, not once per question.
+    """
+
+    def __init__(self, question_encoder: nn.Module, fusion: Fusion, image_encoder: PatchCNN | None = None):
+        super().__init__()
+        self.question_encoder, self.fusion, self.image_encoder = question_encoder, fusion, image_encoder
+
+    def forward(self, image_input, question_vectors, question_texts=None, questions_per_image: int = 1):
+        elements = image_input if self.image_encoder is None else self.image_encoder.patches(image_input)
+        if questions_per_image > 1:
+            elements = elements.repeat_interleave(questions_per_image, dim=0)
+        if elements.shape[0] != question_vectors.shape[0]:
+            raise ValueError(f"{elements.shape[0]} image rows but {question_vectors.shape[0]} questions; "
+                             "give one image per question (or set questions_per_image)")
+        return self.fusion(elements, self.question_encoder(question_vectors, question_texts))
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# ============================================================================ training
+
+@dataclass
+class QuestionSet:
+    """Questions flattened to one row each, pointing at their image's elements."""
+
+    elements: torch.Tensor          # (N_images, N, d) image elements, or (N_images, 3, 75, 75) images
+    image_index: torch.Tensor       # (Q,)
+    vectors: torch.Tensor           # (Q, 11)
+    question_ids: torch.Tensor      # (Q,) which of the 36 distinct questions
+    subtypes: torch.Tensor          # (Q,)
+    answers: torch.Tensor           # (Q,)
+
+    @classmethod
+    def from_data(cls, data: shapes.SortOfClevr, elements: torch.Tensor) -> "QuestionSet":
+        if elements.shape[0] != len(data):
+            raise ValueError(f"elements are given for {elements.shape[0]} images but the data has {len(data)}")
+        per_image = data.answers.shape[1]
+        return cls(elements, torch.arange(len(data)).repeat_interleave(per_image), data.questions.flatten(0, 1),
+                   data.question_ids.flatten(), data.subtypes.flatten(), data.answers.flatten())
+
+    def __len__(self) -> int:
+        return self.answers.shape[0]
+
+    def texts(self, rows: torch.Tensor) -> list:
+        return [shapes.ALL_QUESTION_TEXTS[i] for i in self.question_ids[rows].tolist()]
+
+
+@dataclass
+class TrainResult:
+    name: str
+    steps: list = field(default_factory=list)        # evaluation points: step
+    seconds: list = field(default_factory=list)      # ... training seconds so far
+    accuracy: list = field(default_factory=list)     # ... {"non-relational": a, "relational": b}
+    losses: list = field(default_factory=list)       # loss per step
+    train_seconds: float = 0.0
+    parameters: int = 0
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device) -> torch.Tensor:
+    texts = qs.texts(rows) if getattr(model.question_encoder, "needs_text", False) else None
+    elements = qs.elements[qs.image_index[rows]].to(device)
+    return model(elements, qs.vectors[rows].to(device), texts)
+
+
+@torch.no_grad()
+def predict(model: VQAModel, qs: QuestionSet, batch_size: int = 500, device=None) -> torch.Tensor:
+    """Answer index for every question of ``qs``."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [_forward_rows(model, qs, torch.arange(i, min(i + batch_size, len(qs))), device).argmax(-1).cpu()
+           for i in range(0, len(qs), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy_by_subtype(predictions: torch.Tensor, qs: QuestionSet) -> dict:
+    """Accuracy per subtype, plus ``non-relational``, ``relational`` and ``overall``."""
+    correct = (predictions == qs.answers).float()
+    result = {name: correct[qs.subtypes == s].mean().item() for s, name in enumerate(shapes.SUBTYPES)}
+    relational = torch.tensor(shapes.RELATIONAL)[qs.subtypes]
+    result["non-relational"] = correct[~relational].mean().item()
+    result["relational"] = correct[relational].mean().item()
+    result["overall"] = correct.mean().item()
+    return result
+
+
+def evaluate_vqa(model: VQAModel, qs: QuestionSet, batch_size: int = 500) -> dict:
+    return accuracy_by_subtype(predict(model, qs, batch_size), qs)
+
+
+def _param_groups(model: nn.Module, lr: float) -> list:
+    """Trainable parameters; those of a submodule with an ``lr_scale`` (a fine-tuned BERT) at lr * scale."""
+    scaled, seen = [], set()
+    for module in model.modules():
+        scale = getattr(module, "lr_scale", None)
+        if scale is not None and getattr(module, "finetune", True):
+            ps = [p for n, p in module.named_parameters() if p.requires_grad and n.startswith("bert.")]
+            scaled.append({"params": ps, "lr": lr * scale})
+            seen.update(id(p) for p in ps)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    return [{"params": rest, "lr": lr}] + [g for g in scaled if g["params"]]
+
+
+def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int, batch_size: int = 64,
+              lr: float = 1e-3, eval_every: int | None = None, eval_questions: int = 2000, name: str = "",
+              weight_decay: float = 0.0, progress: bool = True, seed: int = 0) -> TrainResult:
+    """Adam with a short warm-up and cosine decay for ``steps`` batches of random questions.
+
+    Every ``eval_every`` steps (default: 10 times in all) accuracy on the first
+    ``eval_questions`` test questions is recorded against training time (evaluation not counted).
+    """
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(_param_groups(model, lr), lr=lr, weight_decay=weight_decay)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    eval_every = eval_every or max(1, steps // 10)
+    probe = QuestionSet(test.elements, *(t[:eval_questions] for t in (test.image_index, test.vectors,
+                                                                      test.question_ids, test.subtypes, test.answers)))
+    result = TrainResult(name=name, parameters=count_parameters(model))
+    g = torch.Generator().manual_seed(seed)
+    elapsed = 0.0
+    model.train()
+    for step in _progress(range(1, steps + 1), progress, name or "training"):
+        start = time.perf_counter()
+        rows = torch.randint(len(train), (batch_size,), generator=g)
+        loss = F.cross_entropy(_forward_rows(model, train, rows, device), train.answers[rows].to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        elapsed += time.perf_counter() - start
+        result.losses.append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            acc = evaluate_vqa(model, probe)
+            result.steps.append(step)
+            result.seconds.append(elapsed)
+            result.accuracy.append({k: acc[k] for k in ("non-relational", "relational")})
+    result.train_seconds = elapsed
+    model.eval()
+    return result
+
+
+# ============================================================================ shared embedding space
+
+def scene_vocabulary() -> list:
+    """Every word a scene description (:meth:`SortOfClevr.scene_text`) uses, plus padding."""
+    words = ["[PAD]", "."] + list(shapes.COLORS) + list(shapes.SHAPES) + list(shapes.VERTICAL) + list(shapes.HORIZONTAL)
+    return list(dict.fromkeys(words))
+
+
+def tokenize_scenes(texts: list) -> torch.Tensor:
+    """(B, L) word ids of scene descriptions (all the same length: 6 objects x 5 words)."""
+    vocab = {w: i for i, w in enumerate(scene_vocabulary())}
+    rows = []
+    for text in texts:
+        words = text.replace(".", " .").split()
+        unknown = [w for w in words if w not in vocab]
+        if unknown:
+            raise ValueError(f"words {unknown} are not in the scene vocabulary; descriptions come from "
+                             "SortOfClevr.scene_text")
+        rows.append(torch.tensor([vocab[w] for w in words]))
+    return nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+class ImageEmbedder(nn.Module):
+    """Cached patches (B, 25, d) -> one unit-length vector per image: flatten, MLP, normalise."""
+
+    def __init__(self, d_image: int, n_elements: int = GRID * GRID, d_embed: int = 64, hidden: int = 256):
+        super().__init__()
+        self.mlp = _mlp(d_image * n_elements, hidden, d_embed, layers=1)
+
+    def forward(self, elements: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(elements.flatten(1)), dim=-1)
+
+
+class TextEmbedder(nn.Module):
+    """Word ids (B, L) -> one unit-length vector per text: embeddings, learned positions, one
+    Transformer encoder layer (the course's), mean over words, projection, normalise."""
+
+    def __init__(self, vocab_size: int, d_embed: int = 64, d_model: int = 64, num_heads: int = 4,
+                 max_len: int = 64):
+        super().__init__()
+        from .transformer import TransformerEncoderLayer
+
+        self.words = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.positions = nn.Embedding(max_len, d_model)
+        self.layer = TransformerEncoderLayer(d_model, num_heads, 2 * d_model, norm_first=True)
+        self.proj = nn.Linear(d_model, d_embed)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        real = ids != 0
+        x = self.words(ids) + self.positions.weight[: ids.shape[1]]
+        x = self.layer(x, key_padding_mask=real)
+        pooled = (x * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+        return F.normalize(self.proj(pooled), dim=-1)
+
+
+def contrastive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
+                     temperature: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE (as in CLIP): row i of each side belongs with row i of the other.
+
+    logits = image @ text^T / temperature; the loss is the mean of the cross-entropy of each
+    image over all texts and of each text over all images, the right partner being the target.
+    """
+    if image_embeddings.shape != text_embeddings.shape or image_embeddings.dim() != 2:
+        raise ValueError(f"image embeddings {tuple(image_embeddings.shape)} and text embeddings "
+                         f"{tuple(text_embeddings.shape)} must both be (batch, d): one text per image")
+    logits = image_embeddings @ text_embeddings.T / temperature
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+class ContrastiveModel(nn.Module):
+    """An image embedder and a text embedder trained into one space; the temperature is learned
+    (as its logarithm, started at 0.07 as in CLIP)."""
+
+    def __init__(self, d_image: int, n_elements: int = GRID * GRID, d_embed: int = 64):
+        super().__init__()
+        self.image = ImageEmbedder(d_image, n_elements, d_embed)
+        self.text = TextEmbedder(len(scene_vocabulary()), d_embed)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.07)))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(min=0.01)
+
+    def forward(self, elements: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return contrastive_loss(self.image(elements), self.text(ids), self.temperature)
+
+
+@torch.no_grad()
+def similarity_matrix(model: ContrastiveModel, elements: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(N images, N texts) cosine similarities."""
+    model.eval()
+    return model.image(elements) @ model.text(ids).T
+
+
+def recall_at_k(similarity: torch.Tensor, k: int) -> float:
+    """Share of rows whose right partner (the diagonal) is among the k most similar columns."""
+    if similarity.dim() != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"similarity must be square (N images x N texts), got {tuple(similarity.shape)}")
+    k = min(k, similarity.shape[1])
+    top = similarity.topk(k, dim=1).indices
+    return (top == torch.arange(similarity.shape[0], device=top.device)[:, None]).any(1).float().mean().item()
+
+
+def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torch.Tensor, steps: int,
+                      batch_size: int = 128, lr: float = 2e-3, progress: bool = True, seed: int = 0) -> list:
+    """Random batches of (image, its description); returns the loss per step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in _progress(range(steps), progress, "contrastive training"):
+        rows = torch.randperm(elements.shape[0], generator=g)[:batch_size]
+        loss = model(elements[rows], ids[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -1,0 +1,341 @@
+"""Fusion modules, the patch CNN, the question encoders and the contrastive loss, against references."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_utils import multimodal as mm
+from course_utils import shapes
+
+
+@pytest.fixture(scope="module")
+def data():
+    return shapes.generate(8, seed=1)
+
+
+def encoding(batch, d, tokens=1, seed=0, pad_last=0):
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randn(batch, tokens, d, generator=g)
+    mask = torch.ones(batch, tokens, dtype=torch.bool)
+    if pad_last:
+        mask[-1, tokens - pad_last:] = False
+    return mm.QuestionEncoding(toks.mean(1), toks, mask)
+
+
+# ---------------------------------------------------------------- image side
+
+def test_patch_cnn_shapes_and_coordinates(data):
+    cnn = mm.PatchCNN(channels=8).eval()
+    patches = cnn.patches(data.images[:3])
+    assert patches.shape == (3, 25, 10) and cnn.d_out == 10
+    # the last two features are each patch's centre, row by row, scaled like the objects: [-1, 1]
+    centres = [(15 * col + 7) / 74 * 2 - 1 for col in range(5)]
+    expected = torch.tensor([(centres[c], centres[r]) for r in range(5) for c in range(5)])
+    assert torch.allclose(patches[0, :, 8:], expected)
+    assert cnn(data.images[:3]).shape == (3, 25, 6, 4)
+    # uint8 images are scaled to floats the same way as explicit floats
+    assert torch.allclose(cnn.patches(data.images[:2].float() / 255 - 0.5), patches[:2], atol=1e-6)
+
+
+def test_grid_targets_put_each_object_in_its_patch(data):
+    t = mm.grid_targets(data)
+    assert t["present"].shape == (8, 25, 6)
+    for i in range(8):
+        for k in range(6):
+            x, y = data.centers[i, k].tolist()
+            cell = (y // 15) * 5 + x // 15
+            assert t["present"][i, :, k].tolist() == [1.0 if c == cell else 0.0 for c in range(25)]
+            ox = t["offset"][i, cell, k, 0].item()
+            assert ox == pytest.approx((x - 15 * (x // 15) - 7) / 7)
+            assert t["circle"][i, cell, k] == data.shapes[i, k]
+
+
+def test_dense_metrics_on_a_perfect_prediction(data):
+    t = mm.grid_targets(data)
+    perfect = torch.stack([t["present"] * 20 - 10, t["circle"] * 20 - 10, t["offset"][..., 0], t["offset"][..., 1]], -1)
+    m = mm.dense_metrics(perfect, t)
+    assert m["cell_accuracy"] == 1.0 and m["object_accuracy"] == 1.0 and m["position_error_px"] == 0.0
+    wrong_shape = perfect.clone()
+    wrong_shape[..., 1] *= -1
+    assert mm.dense_metrics(wrong_shape, t)["object_accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(3, 75, 75, dtype=torch.uint8), "single image"),
+    (torch.zeros(2, 75, 75, 3, dtype=torch.uint8), "channels-last"),
+    (torch.zeros(2, 1, 75, 75), r"\(batch, 3, 75, 75\)"),
+    (torch.zeros(2, 3, 64, 64), r"\(batch, 3, 75, 75\)"),
+])
+def test_bad_images_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        mm.PatchCNN(4).patches(bad)
+
+
+# ---------------------------------------------------------------- fusions
+
+@pytest.mark.parametrize("name", mm.FUSIONS)
+@pytest.mark.parametrize("n_elements, d_image", [(6, 10), (25, 34)])
+def test_every_fusion_gives_answer_logits(name, n_elements, d_image):
+    torch.manual_seed(0)
+    fusion = mm.make_fusion(name, d_image, n_elements, 16)
+    elements = torch.randn(5, n_elements, d_image)
+    logits = fusion(elements, encoding(5, 16))
+    assert logits.shape == (5, len(shapes.ANSWERS)) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for p in fusion.parameters())
+
+
+def test_relation_network_broadcast_add_equals_all_pairs():
+    torch.manual_seed(0)
+    rn = mm.RelationNetwork(d_image=7, n_elements=5, d_question=3, hidden=16)
+    elements, question = torch.randn(4, 5, 7), torch.randn(4, 3)
+    fast, naive = rn.first_layer(elements, question), rn.naive_pairs(elements, question)
+    assert fast.shape == (4, 5, 5, 16)
+    torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
+    # and the whole module equals f(sum over explicit pairs of g)
+    pairs = torch.stack([torch.stack([torch.cat([elements[:, i], elements[:, j], question], -1) for j in range(5)], 1)
+                         for i in range(5)], 1)                                  # (4, 5, 5, 2*7+3)
+    g = rn.g_rest(F.relu(rn.g_first(pairs)))
+    torch.testing.assert_close(rn(elements, mm.QuestionEncoding(question, question[:, None], torch.ones(4, 1, dtype=torch.bool))),
+                               rn.f(g.sum((1, 2))), atol=1e-5, rtol=1e-5)
+
+
+def test_relation_network_is_order_invariant_and_concat_is_not():
+    torch.manual_seed(0)
+    elements, q = torch.randn(3, 6, 10), encoding(3, 8)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    rn, concat = mm.RelationNetwork(10, 6, 8), mm.EarlyFusion(10, 6, 8, op="concat")
+    torch.testing.assert_close(rn(elements[:, perm], q), rn(elements, q), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(concat(elements[:, perm], q), concat(elements, q), atol=1e-4)
+
+
+def reference_mha(mha, query, kv, key_padding=None):
+    """The course's MultiHeadAttention rebuilt on torch's scaled_dot_product_attention."""
+    b, t, d = query.shape
+    h = mha.num_heads
+
+    def heads(x, proj):
+        return proj(x).view(b, x.shape[1], h, d // h).transpose(1, 2)
+
+    mask = None if key_padding is None else key_padding[:, None, None, :]
+    out = F.scaled_dot_product_attention(heads(query, mha.q_proj), heads(kv, mha.k_proj), heads(kv, mha.v_proj),
+                                         attn_mask=mask)
+    return mha.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def reference_cross_attention(fusion, elements, question):
+    kv = fusion.norm_kv(fusion.embed(elements))
+    q = fusion.query_in(question.tokens)
+    for i in range(len(fusion.cross_attn)):
+        if fusion.token_queries:
+            x = fusion.norm_self[i](q)
+            q = q + reference_mha(fusion.self_attn[i], x, x, key_padding=question.mask)
+        q = q + reference_mha(fusion.cross_attn[i], fusion.norm_q[i](q), kv)
+        q = q + fusion.ff[i](fusion.norm_ff[i](q))
+    real = question.mask.float()[..., None]
+    return fusion.head((q * real).sum(1) / real.sum(1))
+
+
+@pytest.mark.parametrize("token_queries, tokens, pad", [(False, 1, 0), (True, 5, 2)])
+def test_cross_attention_equals_a_reference_on_torch_sdpa(token_queries, tokens, pad):
+    torch.manual_seed(0)
+    fusion = mm.CrossAttentionFusion(10, 6, 12, d_model=16, num_heads=4, layers=2, token_queries=token_queries).eval()
+    elements, question = torch.randn(3, 6, 10), encoding(3, 12, tokens=tokens, pad_last=pad)
+    with torch.no_grad():
+        ours = fusion(elements, question)
+        torch.testing.assert_close(ours, reference_cross_attention(fusion, elements, question), atol=1e-5, rtol=1e-5)
+        fusion.keep_attention = True
+        torch.testing.assert_close(fusion(elements, question), ours, atol=1e-5, rtol=1e-5)
+    maps = fusion.last_attention
+    assert len(maps) == 2 and maps[0].shape == (3, 4, tokens, 6)
+    torch.testing.assert_close(maps[-1].sum(-1), torch.ones(3, 4, tokens))
+
+
+def test_padded_question_tokens_change_nothing():
+    torch.manual_seed(0)
+    fusion = mm.CrossAttentionFusion(10, 6, 12, d_model=16, layers=2, token_queries=True).eval()
+    elements, question = torch.randn(2, 6, 10), encoding(2, 12, tokens=4, pad_last=2)
+    changed = question.tokens.clone()
+    changed[-1, 2:] = 100.0                       # garbage in the padding
+    with torch.no_grad():
+        a = fusion(elements, question)
+        b = fusion(elements, mm.QuestionEncoding(question.vector, changed, question.mask))
+    torch.testing.assert_close(a, b)
+
+
+def test_film_with_zero_modulation_ignores_the_question():
+    torch.manual_seed(0)
+    film = mm.FiLMFusion(10, 6, 8, hidden=16)
+    for lin in film.film:
+        torch.nn.init.zeros_(lin.weight), torch.nn.init.zeros_(lin.bias)
+    elements = torch.randn(2, 6, 10)
+    torch.testing.assert_close(film(elements, encoding(2, 8, seed=1)), film(elements, encoding(2, 8, seed=2)))
+
+
+def test_early_fusion_ops_combine_as_named():
+    torch.manual_seed(0)
+    elements, q = torch.randn(2, 6, 10), encoding(2, 8)
+    for op, combine in [("sum", torch.add), ("product", torch.mul)]:
+        f = mm.EarlyFusion(10, 6, 8, op=op, hidden=16)
+        v, u = f.image_proj(elements.flatten(1)), f.question_proj(q.vector)
+        torch.testing.assert_close(f(elements, q), f.head(combine(v, u)))
+    f = mm.EarlyFusion(10, 6, 8, op="concat", hidden=16)
+    torch.testing.assert_close(f(elements, q), f.head(torch.cat([f.image_proj(elements.flatten(1)),
+                                                                 f.question_proj(q.vector)], -1)))
+
+
+def test_fusion_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown fusion 'mlp'"):
+        mm.make_fusion("mlp", 10, 6, 8)
+    with pytest.raises(ValueError, match="op must be one of"):
+        mm.EarlyFusion(10, 6, 8, op="max")
+    rn = mm.RelationNetwork(10, 6, 8)
+    with pytest.raises(ValueError, match=r"expects \(batch, elements, 10\)"):
+        rn(torch.randn(2, 6, 9), encoding(2, 8))
+    with pytest.raises(ValueError, match="question vector has shape"):
+        rn(torch.randn(2, 6, 10), encoding(3, 8))
+    with pytest.raises(ValueError, match="flattens exactly 6 elements"):
+        mm.EarlyFusion(10, 6, 8)(torch.randn(2, 25, 10), encoding(2, 8))
+
+
+# ---------------------------------------------------------------- question encoders and the model
+
+def test_vector_encoder_and_model(data):
+    qenc = mm.VectorQuestionEncoder(16)
+    model = mm.VQAModel(qenc, mm.make_fusion("relation_network", 10, 6, 16, hidden=8))
+    objects = data.object_descriptions()
+    logits = model(objects[:4], data.questions[:4, 0])
+    assert logits.shape == (4, 10)
+    with pytest.raises(ValueError, match=r"expected \(batch, 11\)"):
+        qenc(torch.zeros(4, 7))
+    with pytest.raises(ValueError, match="4 image rows but 3 questions"):
+        model(objects[:4], data.questions[:3, 0])
+
+
+def test_end_to_end_model_runs_the_cnn_once_per_image(data):
+    torch.manual_seed(0)
+    cnn = mm.PatchCNN(8).eval()
+    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", cnn.d_out, 25, 16), image_encoder=cnn)
+    per_image = model(data.images[:2], data.questions[:2, :3].flatten(0, 1), questions_per_image=3)
+    repeated = model(data.images[:2].repeat_interleave(3, 0), data.questions[:2, :3].flatten(0, 1))
+    torch.testing.assert_close(per_image, repeated, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    from course_utils import bert
+
+    words = sorted({w.strip("?").lower() for t in shapes.ALL_QUESTION_TEXTS for w in t.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?"] + words
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(path))
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(0)
+    return bert.BertModel(config).eval(), tokenizer
+
+
+def test_bert_encoder_dedupes_and_caches(tiny_bert):
+    model, tokenizer = tiny_bert
+    texts = [shapes.ALL_QUESTION_TEXTS[i] for i in (0, 7, 0, 30, 7)]
+    frozen = mm.BertQuestionEncoder(model, tokenizer, d_model=8, finetune=False)
+    enc = frozen(None, texts)
+    assert enc.tokens.shape[:2] == enc.mask.shape and enc.vector.shape == (5, 8)
+    # one sentence at a time, straight through BERT and the projection, gives the same
+    for i, text in enumerate(texts):
+        ids = tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            alone = frozen.proj(model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state[0])
+        n = alone.shape[0]
+        torch.testing.assert_close(enc.tokens[i, :n], alone, atol=1e-5, rtol=1e-5)
+        assert enc.mask[i].sum() == n
+        torch.testing.assert_close(enc.vector[i], alone.mean(0), atol=1e-5, rtol=1e-5)
+    assert len(frozen._cache) == 3
+    assert not any(p.requires_grad for p in frozen.bert.parameters())
+    tuned = mm.BertQuestionEncoder(model, tokenizer, d_model=8, finetune=True)
+    tuned.proj.load_state_dict(frozen.proj.state_dict())
+    torch.testing.assert_close(tuned.eval()(None, texts).vector, enc.vector, atol=1e-5, rtol=1e-5)
+    groups = mm._param_groups(mm.VQAModel(tuned, mm.make_fusion("sum", 10, 6, 8)), lr=1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="list of sentences"):
+        frozen(None, None)
+
+
+# ---------------------------------------------------------------- training and scoring
+
+def test_question_set_and_accuracy_by_subtype(data):
+    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    assert len(qs) == 8 * 20
+    assert qs.image_index[45].item() == 2 and qs.answers[45] == data.answers[2, 5]
+    assert qs.texts(torch.tensor([45])) == [data.question_text[2][5]]
+    acc = mm.accuracy_by_subtype(qs.answers.clone(), qs)
+    assert acc["overall"] == 1.0
+    always_yes = torch.zeros_like(qs.answers)
+    acc = mm.accuracy_by_subtype(always_yes, qs)
+    left = qs.subtypes == 1
+    assert acc["left"] == pytest.approx((qs.answers[left] == 0).float().mean().item())
+    assert acc["relational"] == 0.0
+    with pytest.raises(ValueError, match="elements are given for 3 images"):
+        mm.QuestionSet.from_data(data, data.object_descriptions()[:3])
+
+
+@pytest.mark.parametrize("name", mm.FUSIONS)
+def test_training_fits_a_small_set(name):
+    """The loop trains: every fusion fits the 80 questions of 4 images far above chance."""
+    data = shapes.generate(4, seed=4)
+    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    torch.manual_seed(0)
+    model = mm.VQAModel(mm.VectorQuestionEncoder(32), mm.make_fusion(name, 10, 6, 32))
+    result = mm.train_vqa(model, qs, qs, steps=150, batch_size=80, lr=3e-3, progress=False)
+    assert result.losses[0] > 2.0 and result.losses[-1] < 0.5          # from ln(10) = 2.3 to a fit
+    assert mm.evaluate_vqa(model, qs)["overall"] > 0.75                 # majority answers: about 0.4
+    assert len(result.steps) == 10 and result.parameters == mm.count_parameters(model)
+
+
+# ---------------------------------------------------------------- shared embedding space
+
+def test_contrastive_loss_by_hand():
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(4, 5, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(4, 5, generator=g), dim=-1)
+    t = 0.1
+    sims = [[sum(img[i, k].item() * txt[j, k].item() for k in range(5)) / t for j in range(4)] for i in range(4)]
+    image_to_text = sum(-sims[i][i] + math.log(sum(math.exp(s) for s in sims[i])) for i in range(4)) / 4
+    text_to_image = sum(-sims[j][j] + math.log(sum(math.exp(sims[i][j]) for i in range(4))) for j in range(4)) / 4
+    ours = mm.contrastive_loss(img, txt, t).item()
+    assert ours == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
+    logits = img @ txt.T / t
+    labels = torch.arange(4)
+    reference = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    assert ours == pytest.approx(reference.item(), rel=1e-6)
+    # matched pairs at a low temperature: almost no loss
+    assert mm.contrastive_loss(img, img, 0.01).item() < 1e-3
+    with pytest.raises(ValueError, match="one text per image"):
+        mm.contrastive_loss(img, txt[:3], t)
+
+
+def test_recall_at_k():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.1], [0.0, 0.5, 0.4]])
+    # row 0: right partner first; row 1: second; row 2: second
+    assert mm.recall_at_k(sim, 1) == pytest.approx(1 / 3)
+    assert mm.recall_at_k(sim, 2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="square"):
+        mm.recall_at_k(sim[:2], 1)
+
+
+def test_scene_tokens_and_contrastive_model(data):
+    texts = [data.scene_text(i) for i in range(4)]
+    ids = mm.tokenize_scenes(texts)
+    vocab = mm.scene_vocabulary()
+    assert ids.shape == (4, 30) and " ".join(vocab[i] for i in ids[0]).replace(" .", ".") == texts[0]
+    model = mm.ContrastiveModel(d_image=10, n_elements=25, d_embed=8)
+    loss = model(torch.randn(4, 25, 10), ids)
+    assert loss.item() > 0 and model.temperature.item() == pytest.approx(0.07)
+    sim = mm.similarity_matrix(model, torch.randn(4, 25, 10), ids)
+    assert sim.shape == (4, 4) and sim.abs().max() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="not in the scene vocabulary"):
+        mm.tokenize_scenes(["purple square top left."])
