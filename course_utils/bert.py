@@ -496,9 +496,6 @@ class _BertPreTrainedBase(nn.Module):
     hf_class_name = "BertModel"  # the transformers class with the same parameters
 
     # --- names
-    def _body(self) -> "BertModel":
-        return self if isinstance(self, BertModel) else self.bert
-
     def _hf_name(self, own_name: str) -> str:
         if isinstance(self, BertModel):
             return _own_body_to_hf(own_name)
