@@ -325,9 +325,9 @@ def tokenizer_lowercases(tokenizer) -> bool:
     return not any(ch.isupper() for piece in pieces if piece != tokenizer.unk_token for ch in piece)
 
 
-def max_positions(model, tokenizer=None) -> int:
-    """The longest input (in tokens) the model takes: its position table, capped by the tokenizer's limit."""
-    limit = int(model.config.max_position_embeddings)
+def max_positions(model_or_config, tokenizer=None) -> int:
+    """The longest input (in tokens) a model takes: its position table, capped by the tokenizer's limit."""
+    limit = int(getattr(model_or_config, "config", model_or_config).max_position_embeddings)
     if tokenizer is not None and 0 < getattr(tokenizer, "model_max_length", limit) < limit:
         limit = int(tokenizer.model_max_length)
     return limit
@@ -479,7 +479,7 @@ def predict_entities(model, tokenizer, text: str, max_length: int | None = None)
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     max_length = max_length or max_positions(model, tokenizer)
-    full_length = len(tokenizer(text)["input_ids"])
+    full_length = len(tokenizer(text, verbose=False)["input_ids"])  # verbose=False: we warn ourselves, below
     enc = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=max_length, return_tensors="pt")
     offsets = enc.pop("offset_mapping")[0].tolist()
     word_ids = enc.word_ids(0)

@@ -430,3 +430,35 @@ def test_load_ner_data_with_files_and_conll2003_fallback(tmp_path, capsys):
         out = capsys.readouterr().out.strip().splitlines()
         assert len(out) == 1 and "using the offline data instead" in out[0]
         assert source.startswith("offline")
+
+
+# ---------------------------------------------------------------- the chapter's inline code equals the package
+
+@pytest.fixture(scope="module")
+def inline():
+    from notebook_code import inline_namespace
+
+    return inline_namespace("04_bert_ner_finetuning.ipynb")
+
+
+def test_inline_defines_the_taught_pieces(inline):
+    for name in ("bio_problems", "repair_bio", "entity_spans", "align_labels"):
+        assert callable(inline.get(name)), f"chapter 04 should define {name} in a cell tagged inline"
+
+
+@given(tag_sequences)
+@settings(max_examples=200, deadline=None)
+def test_inline_bio_code_equals_package(inline, tags):
+    assert inline["bio_problems"](tags) == ner.bio_problems(tags)
+    assert inline["repair_bio"](tags) == ner.repair_bio(tags)
+    assert inline["entity_spans"](tags) == ner.entity_spans(tags)
+
+
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=8), st.data(), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_inline_align_labels_equals_package(inline, pieces_per_word, draw, label_all):
+    word_ids = [None] + [w for w, n in enumerate(pieces_per_word) for _ in range(n)] + [None, None]
+    tags = ner.repair_bio(draw.draw(st.lists(st.sampled_from(LABELS), min_size=len(pieces_per_word),
+                                             max_size=len(pieces_per_word))))
+    assert inline["align_labels"](word_ids, tags, LABEL2ID, label_all) == \
+        ner.align_labels(word_ids, tags, LABEL2ID, label_all)
