@@ -540,10 +540,27 @@ def _progress(iterable, enabled: bool, desc: str):
     return tqdm(iterable, desc=desc, leave=False)
 
 
-def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device) -> torch.Tensor:
+def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device,
+                  questions_per_image: int = 1) -> torch.Tensor:
+    """Logits for the questions ``rows``; with ``questions_per_image = k`` the rows come in runs
+    of k questions about the same image, and each image's elements are computed once."""
     texts = qs.texts(rows) if getattr(model.question_encoder, "needs_text", False) else None
-    elements = qs.elements[qs.image_index[rows]].to(device)
-    return model(elements, qs.vectors[rows].to(device), texts)
+    images = qs.image_index[rows[::questions_per_image]]
+    elements = qs.elements[images].to(device)
+    return model(elements, qs.vectors[rows].to(device), texts, questions_per_image=questions_per_image)
+
+
+def _sample_rows(qs: QuestionSet, batch_size: int, questions_per_image: int, g: torch.Generator) -> torch.Tensor:
+    """Random questions; with k = ``questions_per_image`` > 1, batch_size // k random images and k of
+    each image's questions (the rows of an image are consecutive, as QuestionSet.from_data makes them)."""
+    if questions_per_image == 1:
+        return torch.randint(len(qs), (batch_size,), generator=g)
+    per_image = len(qs) // qs.elements.shape[0]
+    if questions_per_image > per_image:
+        raise ValueError(f"questions_per_image={questions_per_image} but each image has {per_image} questions")
+    images = torch.randint(qs.elements.shape[0], (max(1, batch_size // questions_per_image),), generator=g)
+    which = torch.rand(images.shape[0], per_image, generator=g).argsort(1)[:, :questions_per_image]
+    return (images[:, None] * per_image + which).flatten()
 
 
 @torch.no_grad()
@@ -588,8 +605,12 @@ def _param_groups(model: nn.Module, lr: float) -> list:
 
 def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int, batch_size: int = 64,
               lr: float = 1e-3, eval_every: int | None = None, eval_questions: int = 2000, name: str = "",
-              weight_decay: float = 0.0, progress: bool = True, seed: int = 0) -> TrainResult:
-    """Adam with a short warm-up and cosine decay for ``steps`` batches of random questions.
+              weight_decay: float = 0.0, progress: bool = True, seed: int = 0,
+              questions_per_image: int = 1) -> TrainResult:
+    """AdamW with a short warm-up and cosine decay for ``steps`` batches of random questions.
+
+    ``questions_per_image = k > 1`` (for training from pixels) fills each batch with k questions
+    of each of batch_size // k images, so the CNN runs once per image instead of once per question.
 
     Every ``eval_every`` steps (default: 10 times in all) accuracy on the first
     ``eval_questions`` test questions is recorded against training time (evaluation not counted).
@@ -608,8 +629,9 @@ def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int
     model.train()
     for step in _progress(range(1, steps + 1), progress, name or "training"):
         start = time.perf_counter()
-        rows = torch.randint(len(train), (batch_size,), generator=g)
-        loss = F.cross_entropy(_forward_rows(model, train, rows, device), train.answers[rows].to(device))
+        rows = _sample_rows(train, batch_size, questions_per_image, g)
+        logits = _forward_rows(model, train, rows, device, questions_per_image)
+        loss = F.cross_entropy(logits, train.answers[rows].to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -746,3 +768,141 @@ def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torc
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+# ============================================================================ pictures
+
+def _image_hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).cpu().numpy()
+
+
+def show_dense_predictions(images: torch.Tensor, pred: torch.Tensor, n: int = 4):
+    """What the pretrained CNN sees: for each image, the patch grid, and a marker where it
+    places each object it finds (its colour, 's' or 'o' for its shape)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
+    half = (CELL - 1) / 2
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(_image_hwc(images[i]))
+        for c in range(1, GRID):
+            ax.axhline(c * CELL - 0.5, color="0.8", lw=0.5), ax.axvline(c * CELL - 0.5, color="0.8", lw=0.5)
+        found = (pred[i, :, :, 0] > 0).nonzero().tolist()
+        for cell, k in found:
+            x = (cell % GRID) * CELL + half + float(pred[i, cell, k, 2]) * half
+            y = (cell // GRID) * CELL + half + float(pred[i, cell, k, 3]) * half
+            marker = "o" if pred[i, cell, k, 1] > 0 else "s"
+            ax.plot(x, y, marker, markersize=13, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.2)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_title(f"{len(found)} objects found", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, title: str = ""):
+    """The image with a (25,) attention vector over the 5x5 patches laid over it as a heat map."""
+    size = shapes.IMAGE_SIZE
+    ax.imshow(_image_hwc(image))
+    heat = weights.detach().reshape(GRID, GRID).cpu().numpy()
+    ax.imshow(heat, cmap="magma", alpha=0.55, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
+              interpolation="nearest", vmin=0, vmax=max(float(heat.max()), 1e-6))
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+
+
+@torch.no_grad()
+def attention_maps(model: VQAModel, elements: torch.Tensor, question_vectors: torch.Tensor, texts=None):
+    """(logits, [per layer (B, N) attention averaged over heads and question tokens]) of a
+    cross-attention model."""
+    fusion = model.fusion
+    if not isinstance(fusion, CrossAttentionFusion):
+        raise TypeError(f"attention maps need a CrossAttentionFusion model, got {type(fusion).__name__}")
+    model.eval()
+    fusion.keep_attention = True
+    try:
+        logits = model(elements, question_vectors, texts)
+        maps = [w.mean(dim=(1, 2)) for w in fusion.last_attention]
+    finally:
+        fusion.keep_attention = False
+    return logits, maps
+
+
+def attention_figure(model: VQAModel, data: shapes.SortOfClevr, elements: torch.Tensor, image: int, question: int):
+    """One image, one question: the attention of every cross-attention layer over the patches,
+    with the true answer and the model's."""
+    from matplotlib.figure import Figure
+
+    texts = [data.question_text[image][question]] if getattr(model.question_encoder, "needs_text", False) else None
+    logits, maps = attention_maps(model, elements[image:image + 1], data.questions[image, question][None], texts)
+    predicted = shapes.ANSWERS[int(logits.argmax())]
+    truth = data.answer_text(image, question)
+    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0))
+    axes = fig.subplots(1, len(maps) + 1)
+    axes[0].imshow(_image_hwc(data.images[image]))
+    axes[0].set_xticks([]), axes[0].set_yticks([])
+    axes[0].set_title(f"image {image}", fontsize=8)
+    for layer, (ax, w) in enumerate(zip(axes[1:], maps), start=1):
+        plot_attention_on_image(ax, data.images[image], w[0], f"layer {layer} attention")
+    verdict = "right" if predicted == truth else "WRONG"
+    fig.suptitle(f"{data.question_text[image][question]}\nanswer: {truth}   model: {predicted} ({verdict})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def attention_widget(model: VQAModel, data: shapes.SortOfClevr, elements: torch.Tensor):
+    """Pick an image and one of its questions; see where each cross-attention layer looks."""
+    import base64
+    import io
+
+    import ipywidgets as widgets
+
+    image = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="image")
+    question = widgets.Dropdown(description="question", layout=widgets.Layout(width="560px"))
+    picture = widgets.Image(format="png")
+
+    def questions_of(i):
+        return [(f"{j:2d}. {data.question_text[i][j]}", j) for j in range(data.answers.shape[1])]
+
+    def draw(*_):
+        if question.value is None:
+            return
+        fig = attention_figure(model, data, elements, image.value, question.value)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        picture.value = buffer.getvalue()
+
+    def new_image(change):
+        question.unobserve(draw, "value")
+        question.options = questions_of(image.value)
+        question.value = 10                                  # the first relational question
+        question.observe(draw, "value")
+        draw()
+
+    question.options = questions_of(0)
+    question.value = 10
+    image.observe(new_image, "value")
+    question.observe(draw, "value")
+    draw()
+    box = widgets.VBox([widgets.HBox([image, question]), picture])
+    box.add_class("course-attention-on-image")
+    return box
+
+
+def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per_row: int = 4):
+    """Images with a question each: the true answer and every method's prediction.
+    ``cases``: (image, question) pairs; ``predictions``: {method: (N, 20) answer indices}."""
+    import matplotlib.pyplot as plt
+
+    rows = math.ceil(len(cases) / per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(3.3 * per_row, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (i, j) in zip(axes.flat, cases):
+        ax.imshow(_image_hwc(data.images[i]))
+        lines = [f"answer: {data.answer_text(i, j)}"]
+        lines += [f"{m}: {shapes.ANSWERS[int(p[i, j])]}" + ("" if p[i, j] == data.answers[i, j] else "  (wrong)")
+                  for m, p in predictions.items()]
+        ax.set_title(shapes._short(data.question_text[i][j]), fontsize=8)
+        ax.text(0, 78, "\n".join(lines), fontsize=7, va="top")
+    fig.tight_layout()
+    return fig
