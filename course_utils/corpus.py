@@ -353,9 +353,20 @@ def wikitext_documents(lines) -> list[Document]:
 
 def load_wikitext(config_name: str = "wikitext-2-raw-v1") -> list[Document]:
     """WikiText through ``datasets`` (needs the network): train and validation splits as articles."""
+    import logging
+
     from datasets import load_dataset
 
-    data = load_dataset("wikitext", config_name)
+    # The hub client logs every failed request; the caller prints one line if it all fails.
+    loggers = [logging.getLogger(name) for name in ("datasets", "huggingface_hub", "urllib3")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        data = load_dataset("Salesforce/wikitext", config_name)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     return wikitext_documents(list(data["train"]["text"]) + list(data["validation"]["text"]))
 
 
