@@ -75,21 +75,28 @@ def grid_coordinates(grid: int = GRID) -> torch.Tensor:
 
 
 class PatchCNN(nn.Module):
-    """Four 3x3 convolutions with stride 2 (75 -> 38 -> 19 -> 10 -> 5), batch norm and ReLU.
+    """A small CNN whose 5x5 output grid lines up exactly with 15x15-pixel patches of the image.
 
-    :meth:`patches` gives the 5x5 grid as 25 element vectors with each patch's (x, y)
-    appended: (B, 25, channels + 2). :meth:`forward` adds a 1x1-convolution head that says, for
-    every patch and every colour, whether that object's centre lies in the patch, its shape and
-    where in the patch the centre is: (B, 25, 6, 4) = (present logit, circle logit, dx, dy).
+    A 3x3 convolution with stride 3 cuts the 75x75 image into 25x25 blocks of 3x3 pixels; two 3x3
+    convolutions let each block see its neighbours; a 5x5 convolution with stride 5 then turns each
+    5x5 group of blocks -- one 15x15 patch -- into one vector (batch norm and ReLU after each).
+    Each output vector thus describes one patch and sees 6 pixels beyond its edges.
+
+    :meth:`patches` gives the 25 patch vectors with each patch's (x, y) appended:
+    (B, 25, channels + 2). :meth:`forward` adds a 1x1-convolution head that says, for
+    every patch and every colour, whether that object overlaps the patch, its shape and where
+    its centre is: (B, 25, 6, 4) = (present logit, circle logit, dx, dy); see :func:`grid_targets`.
     """
 
     def __init__(self, channels: int = 32):
         super().__init__()
-        layers, c_in = [], 3
-        for c_out in (channels, channels, channels, channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-            c_in = c_out
-        self.body = nn.Sequential(*layers)
+
+        def block(c_in, c_out, kernel, stride):
+            return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
+                    nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
+                                  *block(channels, channels, 3, 1), *block(channels, channels, 5, 5))
         self.head = nn.Conv2d(channels, shapes.N_OBJECTS * 4, 1)
         self.channels = channels
         self.register_buffer("coords", grid_coordinates(), persistent=False)
@@ -115,18 +122,24 @@ class PatchCNN(nn.Module):
 
 def grid_targets(data: shapes.SortOfClevr) -> dict:
     """What each patch holds, from the scene: for every (image, patch, colour)
-    ``present`` (the object's centre lies in this patch), ``circle`` (its shape) and
-    ``offset`` (where the centre is inside the patch, in [-1, 1])."""
-    x, y = data.centers[..., 0], data.centers[..., 1]                 # (N, 6)
-    cell = (y // CELL) * GRID + (x // CELL)
-    n = len(data)
-    present = torch.zeros(n, GRID * GRID, shapes.N_OBJECTS)
-    present.scatter_(1, cell[:, None, :], 1.0)
-    circle = data.shapes.float()[:, None, :].expand(n, GRID * GRID, shapes.N_OBJECTS)
+
+    * ``present``: some pixel of the object of that colour lies in the patch, so an object is
+      "in" one to four patches and every one of them learns about it;
+    * ``circle``: that object's shape (1 = circle);
+    * ``offset``: (dx, dy), where its centre is relative to the patch centre, in units of half
+      a patch (7 pixels): within [-1, 1] when the centre is inside the patch, up to about 1.7 outside.
+    """
     half = (CELL - 1) / 2
-    offset = torch.stack([(x % CELL - half) / half, (y % CELL - half) / half], dim=-1).float()  # (N, 6, 2)
-    return {"present": present, "circle": circle.contiguous(),
-            "offset": offset[:, None].expand(n, GRID * GRID, shapes.N_OBJECTS, 2).contiguous()}
+    n = len(data)
+    rgb = torch.from_numpy(shapes.RGB)                                   # (6, 3)
+    present = torch.empty(n, GRID * GRID, shapes.N_OBJECTS)
+    for k in range(shapes.N_OBJECTS):                                   # which patches hold a pixel of colour k
+        is_k = (data.images == rgb[k][None, :, None, None]).all(1)      # (N, 75, 75)
+        present[:, :, k] = is_k.reshape(n, GRID, CELL, GRID, CELL).any(4).any(2).flatten(1).float()
+    centres = grid_coordinates() * (shapes.IMAGE_SIZE - 1) / 2 + (shapes.IMAGE_SIZE - 1) / 2   # (25, 2) pixels
+    offset = (data.centers[:, None, :, :].float() - centres[None, :, None, :]) / half          # (N, 25, 6, 2)
+    circle = data.shapes.float()[:, None, :].expand(n, GRID * GRID, shapes.N_OBJECTS)
+    return {"present": present, "circle": circle.contiguous(), "offset": offset}
 
 
 def dense_loss(pred: torch.Tensor, targets: dict) -> torch.Tensor:
@@ -141,15 +154,18 @@ def dense_loss(pred: torch.Tensor, targets: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def dense_metrics(pred: torch.Tensor, targets: dict) -> dict:
-    """``cell_accuracy``: patches where every colour's presence and every present object's shape are
-    right; ``object_accuracy``: objects found in the right patch with the right shape;
-    ``position_error_px``: mean distance between predicted and true centres of those objects."""
+    """How well the CNN sees.
+
+    ``cell_accuracy``: patches where the set of colours said to be there is exactly right and
+    each of their shapes too; ``object_accuracy``: objects found in every patch they overlap
+    with the right shape and nowhere else; ``position_error_px``: mean distance between an
+    object's true centre and where the patches that hold it put it.
+    """
     present = targets["present"].bool()
     says_present = pred[..., 0] > 0
-    says_circle = pred[..., 1] > 0
-    shape_ok = says_circle == targets["circle"].bool()
+    shape_ok = (pred[..., 1] > 0) == targets["circle"].bool()
     cell_ok = ((says_present == present) & (shape_ok | ~present)).all(-1)
-    object_ok = (says_present & shape_ok)[present]
+    object_ok = ((says_present == present) & (shape_ok | ~present)).all(1)      # (N, 6)
     half = (CELL - 1) / 2
     error = ((pred[..., 2:] - targets["offset"]) * half).norm(dim=-1)[present]
     return {"cell_accuracy": cell_ok.float().mean().item(), "object_accuracy": object_ok.float().mean().item(),
@@ -603,11 +619,26 @@ def _param_groups(model: nn.Module, lr: float) -> list:
     return [{"params": rest, "lr": lr}] + [g for g in scaled if g["params"]]
 
 
+def lr_factor(step: int, steps: int, warmup: float = 0.05, decay: float = 0.3) -> float:
+    """Warm up over the first 5% of the steps, hold, then a cosine down to 0 over the last 30%.
+
+    Holding the peak rate matters here: some skills (closest / furthest) are learned suddenly,
+    after thousands of steps on a plateau, and a decay that starts early can stop that.
+    """
+    warm = max(1, int(warmup * steps))
+    if step < warm:
+        return (step + 1) / warm
+    start = int((1 - decay) * steps)
+    if step < start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(step - start, steps - start) / max(1, steps - start)))
+
+
 def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int, batch_size: int = 64,
               lr: float = 1e-3, eval_every: int | None = None, eval_questions: int = 2000, name: str = "",
               weight_decay: float = 0.0, progress: bool = True, seed: int = 0,
               questions_per_image: int = 1) -> TrainResult:
-    """AdamW with a short warm-up and cosine decay for ``steps`` batches of random questions.
+    """AdamW for ``steps`` batches of random questions, the learning rate shaped by :func:`lr_factor`.
 
     ``questions_per_image = k > 1`` (for training from pixels) fills each batch with k questions
     of each of batch_size // k images, so the CNN runs once per image instead of once per question.
@@ -617,9 +648,7 @@ def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int
     """
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(_param_groups(model, lr), lr=lr, weight_decay=weight_decay)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
     eval_every = eval_every or max(1, steps // 10)
     probe = QuestionSet(test.elements, *(t[:eval_questions] for t in (test.image_index, test.vectors,
                                                                       test.question_ids, test.subtypes, test.answers)))
