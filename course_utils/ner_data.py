@@ -23,7 +23,7 @@ from typing import Callable
 Sentence = tuple[list[str], list[str]]
 
 SPLITS = ("train", "dev", "test", "test_seen")
-DEFAULT_SIZES = {"train": 3000, "dev": 500, "test": 800, "test_seen": 400}
+DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 800, "test_seen": 400}
 
 # Name pools. Each is shuffled with the seed and cut 60/15/25 into train/dev/test pools.
 FIRST_NAMES = """James Maria Wei Aisha Carlos Olga Kenji Fatima Lars Priya Ahmed Elena Tomas Ingrid Kwame Mei
@@ -82,7 +82,7 @@ Sudan:Sudanese Tanzania:Tanzanian Mongolia:Mongolian Kazakhstan:Kazakh Bolivia:B
 Armenia:Armenian Azerbaijan:Azerbaijani Cyprus:Cypriot Malta:Maltese Albania:Albanian""".split()] + [
     ("South Africa", "South African"), ("South Korea", "South Korean"), ("New Zealand", "New Zealand"),
     ("Saudi Arabia", "Saudi"), ("Sri Lanka", "Sri Lankan"), ("Costa Rica", "Costa Rican"),
-    ("the Netherlands", "Dutch"), ("the Philippines", "Filipino"), ("Czech Republic", "Czech")]
+    ("Panama", "Panamanian"), ("Kuwait", "Kuwaiti"), ("Czech Republic", "Czech")]
 
 REGIONS = """Bavaria Catalonia Tuscany Siberia Patagonia Kashmir Scandinavia Flanders Andalusia Normandy
 Provence Lombardy Silesia Transylvania Anatolia Punjab Bengal Kerala Yunnan Sichuan Hokkaido Tasmania
@@ -226,19 +226,53 @@ def _split_pool(items: list, rng: random.Random) -> dict[str, list]:
     return {"train": items[:a], "dev": items[a:b], "test": items[b:]}
 
 
+# Made-up name words: two or three syllables joined at random ("Tenvaso", "Rinmek").
+SYLLABLES = "ka lo mir ten va so rin del bar no tu ve sha lin gor da mek pa ri zu fen ol am bre ti ko nu sar el".split()
+MADE_UP_RATE = 0.4  # share of the words of training names replaced by made-up words
+
+
+def _real_name_words() -> set[str]:
+    words = set()
+    for pool in (FIRST_NAMES, SURNAMES, AMBIGUOUS, CITIES, REGIONS, ORG_CORES, ORG_SUFFIXES, CLUB_SUFFIXES,
+                 [c for c, _ in COUNTRIES], [n for _, n in COUNTRIES], EVENT_PATTERNS):
+        for name in pool:
+            words.update(w.lower() for w in name.split())
+    return words
+
+
+REAL_NAME_WORDS = _real_name_words()  # lower-cased words of every real name in the pools
+
+
+def made_up_word(rng: random.Random) -> str:
+    """A capitalised word that is no word of any real name here, e.g. ``Tenvaso``."""
+    while True:
+        word = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 2, 3]))).capitalize()
+        if word.lower() not in REAL_NAME_WORDS:
+            return word
+
+
+def _disguise(sentence: Sentence, rng: random.Random, rate: float) -> Sentence:
+    """Replace each capitalised word of an entity, with probability ``rate``, by a made-up word."""
+    tokens, tags = sentence
+    tokens = list(tokens)
+    for i, (token, tag) in enumerate(zip(tokens, tags)):
+        if tag != "O" and token[:1].isupper() and token.isalpha() and rng.random() < rate:
+            word = made_up_word(rng)
+            tokens[i] = word.upper() if token.isupper() and len(token) > 1 else word
+    return tokens, list(tags)
+
+
 class _Pools:
     """The names one split may use."""
 
-    def __init__(self, pools: dict[str, dict[str, list]], split: str):
+    def __init__(self, pools: dict[str, dict[str, list]], split: str, rng: random.Random):
         name_split = "train" if split == "test_seen" else split
-        self.first = pools["first"][name_split]
-        self.surnames = pools["surnames"][name_split]
-        self.ambiguous = pools["ambiguous"][name_split]
-        self.cities = pools["cities"][name_split]
-        self.countries = pools["countries"][name_split]
-        self.regions = pools["regions"][name_split]
-        self.cores = pools["cores"][name_split]
-        self.acronyms = pools["acronyms"][name_split]
+        self.pools = {kind: by_split[name_split] for kind, by_split in pools.items()}
+        self.rng = rng
+
+    def pick(self, kind: str):
+        """A name of one kind: first, surnames, ambiguous, cities, countries, regions, cores, acronyms."""
+        return self.rng.choice(self.pools[kind])
 
 
 def _make_pools(rng: random.Random) -> dict[str, dict[str, list]]:
@@ -266,64 +300,64 @@ class _Filler:
 
     def person(self) -> list[str]:
         p, rng = self.p, self.rng
-        first = rng.choice(p.first)
-        last = rng.choice(p.surnames)
+        first = p.pick("first")
+        last = p.pick("surnames")
         if rng.random() < self.AMBIGUOUS_RATE:
             if rng.random() < 0.5:
-                first = rng.choice(p.ambiguous)
+                first = p.pick("ambiguous")
             else:
-                last = rng.choice(p.ambiguous)
+                last = p.pick("ambiguous")
         return [first, last] if rng.random() < 0.85 else [last]
 
     def surname(self) -> list[str]:
         if self.rng.random() < self.AMBIGUOUS_RATE:
-            return [self.rng.choice(self.p.ambiguous)]
-        return [self.rng.choice(self.p.surnames)]
+            return [self.p.pick("ambiguous")]
+        return [self.p.pick("surnames")]
 
     def city(self) -> list[str]:
         if self.rng.random() < self.AMBIGUOUS_RATE:
-            return [self.rng.choice(self.p.ambiguous)]
-        return self.rng.choice(self.p.cities).split()
+            return [self.p.pick("ambiguous")]
+        return self.p.pick("cities").split()
 
     def country(self) -> list[str]:
-        name = self.rng.choice(self.p.countries)[0].split()
+        name = self.p.pick("countries")[0].split()
         return name[1:] if name[0] == "the" else name  # "the" is not part of the name
 
     def nationality(self) -> list[str]:
-        return self.rng.choice(self.p.countries)[1].split()
+        return self.p.pick("countries")[1].split()
 
     def org(self) -> list[str]:
         p, rng = self.p, self.rng
         r = rng.random()
         if r < 0.55:
-            return [rng.choice(p.cores), rng.choice(ORG_SUFFIXES)]
+            return [p.pick("cores"), rng.choice(ORG_SUFFIXES)]
         if r < 0.70:
-            return [rng.choice(p.acronyms)]
+            return [p.pick("acronyms")]
         if r < 0.82:
-            return [rng.choice(p.surnames), "&", rng.choice(p.surnames)]
+            return [p.pick("surnames"), "&", p.pick("surnames")]
         if r < 0.92:
-            return [rng.choice(p.cores)]
+            return [p.pick("cores")]
         return self.nationality() + [rng.choice(["Football", "Tennis", "Olympic"]), "Federation"]
 
     def club(self) -> list[str]:
-        base = self.rng.choice(self.p.cities).split() if self.rng.random() < 0.7 else [self.rng.choice(self.p.cores)]
+        base = self.p.pick("cities").split() if self.rng.random() < 0.7 else [self.p.pick("cores")]
         return base + [self.rng.choice(CLUB_SUFFIXES)]
 
     def university(self) -> list[str]:
         if self.rng.random() < 0.5:
-            return ["University", "of"] + self.rng.choice(self.p.cities).split()
-        return self.rng.choice(self.p.cities).split() + [self.rng.choice(["University", "Institute"])]
+            return ["University", "of"] + self.p.pick("cities").split()
+        return self.p.pick("cities").split() + [self.rng.choice(["University", "Institute"])]
 
     def event(self) -> list[str]:
         pattern = self.rng.choice(EVENT_PATTERNS)
         words = []
         for word in pattern.split():
             if word == "{city}":
-                words += self.rng.choice(self.p.cities).split()
+                words += self.p.pick("cities").split()
             elif word == "{nat}":
                 words += self.nationality()
             elif word == "{core}":
-                words.append(self.rng.choice(self.p.cores))
+                words.append(self.p.pick("cores"))
             else:
                 words.append(word)
         return words
@@ -334,7 +368,7 @@ class _Filler:
         makers: dict[str, tuple[Callable[[], list[str]], str]] = {
             "PER": (self.person, "PER"), "SURNAME": (self.surname, "PER"), "ORG": (self.org, "ORG"),
             "CLUB": (self.club, "ORG"), "UNIVERSITY": (self.university, "ORG"), "CITY": (self.city, "LOC"),
-            "COUNTRY": (self.country, "LOC"), "REGION": (lambda: [rng.choice(self.p.regions)], "LOC"),
+            "COUNTRY": (self.country, "LOC"), "REGION": (lambda: [self.p.pick("regions")], "LOC"),
             "NAT": (self.nationality, "MISC"), "EVENT": (self.event, "MISC"),
         }
         if slot in makers:
@@ -371,10 +405,13 @@ def _fill(template: str, filler: _Filler, upper: bool) -> Sentence:
     return tokens, tags
 
 
-def generate(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, list[Sentence]]:
+def generate(seed: int = 0, sizes: dict[str, int] | None = None,
+             made_up: float = MADE_UP_RATE) -> dict[str, list[Sentence]]:
     """The four splits ``train``, ``dev``, ``test``, ``test_seen`` as lists of (tokens, tags).
 
-    The names of dev and test never occur in train (``test_seen`` reuses the train names).
+    The names of dev and test never occur in train (``test_seen`` reuses the real train names).
+    In ``train``, a share ``made_up`` of the words of names are replaced by made-up words
+    (random syllables): a model that cannot memorise them learns to read the context.
     The same seed gives the same sentences everywhere; ``sizes`` sets the number of sentences
     per split (defaults: :data:`DEFAULT_SIZES`).
     """
@@ -389,9 +426,12 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, li
         split_rng = random.Random(f"{seed}-{index}-{split}")  # each split its own stream: sizes stay independent
         sentences = []
         for _ in range(sizes[split]):
-            filler = _Filler(_Pools(pools, split), split_rng)
+            filler = _Filler(_Pools(pools, split, split_rng), split_rng)
             family = split_rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])[0]
             template = split_rng.choice(family)
-            sentences.append(_fill(template, filler, upper=family is HEADLINES))
+            sentence = _fill(template, filler, upper=family is HEADLINES)
+            if split == "train" and made_up > 0:
+                sentence = _disguise(sentence, split_rng, made_up)
+            sentences.append(sentence)
         data[split] = sentences
     return data

@@ -382,13 +382,37 @@ def test_dev_and_test_names_never_occur_in_training(offline):
     assert names_of(offline["dev"]).isdisjoint(train)
     train_words = {w for name in train for w in name.split()}
     seen_words = {w for name in names_of(offline["test_seen"]) for w in name.split()}
-    assert seen_words <= train_words  # test_seen: new sentences, the names' parts all seen in training
+    # test_seen: new sentences with the training pools' names (a few words only appear disguised in training)
+    assert len(seen_words & train_words) >= 0.95 * len(seen_words)
     # not even a single word of a test name is a word of a training name, except shared name parts
     shared = {w.lower() for w in ner_data.ORG_SUFFIXES + ner_data.CLUB_SUFFIXES} | {
         "&", "of", "university", "institute", "football", "tennis", "olympic", "federation", "marathon", "open",
         "film", "festival", "book", "fair", "grand", "prix", "cup", "masters", "trophy", "new", "san", "de", "south"}
     test_words = {w for name in names_of(offline["test"]) for w in name.split()}
     assert (test_words & train_words) <= shared
+
+
+def made_up_share(sentences):
+    """Share of the entity names with a word that is in no real name pool (a made-up name)."""
+    shared = {w.lower() for w in ner_data.ORG_SUFFIXES + ner_data.CLUB_SUFFIXES + ["&", "of", "University",
+              "Institute", "Football", "Tennis", "Olympic", "Federation"]} | {
+        w.lower() for p in ner_data.EVENT_PATTERNS for w in p.split() if "{" not in w}
+    names = [n for n in names_of(sentences)]
+    odd = [n for n in names if any(w not in ner_data.REAL_NAME_WORDS and w not in shared and not
+                                   (len(w) == 3 and w.isalpha()) for w in n.split())]
+    return len(odd) / len(names)
+
+
+def test_made_up_names_are_in_training_only(offline):
+    assert made_up_share(offline["train"]) > 0.2
+    for split in ("dev", "test", "test_seen"):
+        assert made_up_share(offline[split]) == 0, split
+    plain = ner_data.generate(0, {"train": 300, "dev": 0, "test": 0, "test_seen": 0}, made_up=0.0)
+    assert made_up_share(plain["train"]) == 0
+    rng = __import__("random").Random(5)
+    for _ in range(50):
+        word = ner_data.made_up_word(rng)
+        assert word.lower() not in ner_data.REAL_NAME_WORDS and word[0].isupper() and word[1:].islower()
 
 
 def test_offline_data_is_valid_bio_with_every_type_and_plain_sentences(offline):
