@@ -74,6 +74,11 @@ def grid_coordinates(grid: int = GRID) -> torch.Tensor:
     return torch.stack([x.flatten(), y.flatten()], dim=-1)
 
 
+EMPTY = shapes.N_OBJECTS                     # the 7th "colour": no object is centred in this patch
+PATCH_CLASSES = shapes.N_OBJECTS + 1
+D_DESCRIPTION = PATCH_CLASSES + 1 + 2 + 2   # class probabilities, circle, offset, coordinates = 12
+
+
 class PatchCNN(nn.Module):
     """A small CNN whose 5x5 output grid lines up exactly with 15x15-pixel patches of the image.
 
@@ -82,10 +87,11 @@ class PatchCNN(nn.Module):
     5x5 group of blocks -- one 15x15 patch -- into one vector (batch norm and ReLU after each).
     Each output vector thus describes one patch and sees 6 pixels beyond its edges.
 
-    :meth:`patches` gives the 25 patch vectors with each patch's (x, y) appended:
-    (B, 25, channels + 2). :meth:`forward` adds a 1x1-convolution head that says, for
-    every patch and every colour, whether that object overlaps the patch, its shape and where
-    its centre is: (B, 25, 6, 4) = (present logit, circle logit, dx, dy); see :func:`grid_targets`.
+    * :meth:`patches`: the 25 hidden vectors with each patch's (x, y) appended, (B, 25, channels + 2);
+    * :meth:`forward`: a 1x1-convolution head on them, (B, 25, 10): which object is centred in the
+      patch (7 logits: the six colours, then "none"), a circle logit, and the centre's offset (dx, dy)
+      from the patch centre (see :func:`grid_targets`);
+    * :meth:`describe`: the head's answers as 12 numbers per patch (:func:`describe_patches`).
     """
 
     def __init__(self, channels: int = 32):
@@ -97,7 +103,7 @@ class PatchCNN(nn.Module):
 
         self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
                                   *block(channels, channels, 3, 1), *block(channels, channels, 5, 5))
-        self.head = nn.Conv2d(channels, shapes.N_OBJECTS * 4, 1)
+        self.head = nn.Conv2d(channels, PATCH_CLASSES + 3, 1)
         self.channels = channels
         self.register_buffer("coords", grid_coordinates(), persistent=False)
 
@@ -111,79 +117,100 @@ class PatchCNN(nn.Module):
         return self.body(to_float(images))
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 25, channels + 2): one vector per patch, coordinates appended."""
+        """(B, 25, channels + 2): one hidden vector per patch, coordinates appended."""
         fmap = self.grid(images).flatten(2).transpose(1, 2)          # (B, 25, channels)
         return torch.cat([fmap, self.coords.expand(fmap.shape[0], -1, -1)], dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.head(self.grid(images))                            # (B, 24, 5, 5)
-        return out.flatten(2).transpose(1, 2).reshape(out.shape[0], GRID * GRID, shapes.N_OBJECTS, 4)
+        return self.head(self.grid(images)).flatten(2).transpose(1, 2)   # (B, 25, 10)
+
+    def describe(self, images: torch.Tensor) -> torch.Tensor:
+        return describe_patches(self(images), self.coords)
+
+
+def describe_patches(head_output: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
+    """What the CNN says about each patch, as (B, 25, 12) numbers:
+
+    the probabilities of the 7 classes (red ... gray, none), the probability of a circle and the
+    offset (dx, dy) -- both times the probability that an object is there, so an empty patch says
+    nothing about shape or offset -- and the patch's (x, y) coordinates.
+    """
+    probs = head_output[..., :PATCH_CLASSES].softmax(-1)
+    occupied = 1 - probs[..., EMPTY:]
+    coords = grid_coordinates().to(head_output.device) if coords is None else coords
+    return torch.cat([probs, torch.sigmoid(head_output[..., PATCH_CLASSES:PATCH_CLASSES + 1]) * occupied,
+                      head_output[..., PATCH_CLASSES + 1:] * occupied,
+                      coords.expand(head_output.shape[0], -1, -1)], dim=-1)
 
 
 def grid_targets(data: shapes.SortOfClevr) -> dict:
-    """What each patch holds, from the scene: for every (image, patch, colour)
+    """What each patch holds, from the scene, for every (image, patch):
 
-    * ``present``: some pixel of the object of that colour lies in the patch, so an object is
-      "in" one to four patches and every one of them learns about it;
-    * ``circle``: that object's shape (1 = circle);
-    * ``offset``: (dx, dy), where its centre is relative to the patch centre, in units of half
-      a patch (7 pixels): within [-1, 1] when the centre is inside the patch, up to about 1.7 outside.
+    * ``holds``: the colour of the object whose centre lies in the patch, or :data:`EMPTY` (6);
+      in the few images where two centres share a patch, the one nearer the patch centre;
+    * ``circle``: that object's shape (1 = circle; 0 for an empty patch);
+    * ``offset``: (dx, dy) from the patch centre to the object's centre, in half-patches (7 pixels),
+      so within [-1, 1] (0 for an empty patch).
     """
-    half = (CELL - 1) / 2
-    n = len(data)
-    rgb = torch.from_numpy(shapes.RGB)                                   # (6, 3)
-    present = torch.empty(n, GRID * GRID, shapes.N_OBJECTS)
-    for k in range(shapes.N_OBJECTS):                                   # which patches hold a pixel of colour k
-        is_k = (data.images == rgb[k][None, :, None, None]).all(1)      # (N, 75, 75)
-        present[:, :, k] = is_k.reshape(n, GRID, CELL, GRID, CELL).any(4).any(2).flatten(1).float()
-    centres = grid_coordinates() * (shapes.IMAGE_SIZE - 1) / 2 + (shapes.IMAGE_SIZE - 1) / 2   # (25, 2) pixels
-    offset = (data.centers[:, None, :, :].float() - centres[None, :, None, :]) / half          # (N, 25, 6, 2)
-    circle = data.shapes.float()[:, None, :].expand(n, GRID * GRID, shapes.N_OBJECTS)
-    return {"present": present, "circle": circle.contiguous(), "offset": offset}
+    n, half = len(data), (CELL - 1) / 2
+    x, y = data.centers[..., 0], data.centers[..., 1]
+    cell = (y // CELL) * GRID + x // CELL                                   # (N, 6) patch of each object
+    centres = (grid_coordinates() + 1) * (shapes.IMAGE_SIZE - 1) / 2        # (25, 2) patch centres, pixels
+    to_centre = ((data.centers.float() - centres[cell]) ** 2).sum(-1)      # (N, 6)
+    holds = torch.full((n, GRID * GRID), EMPTY, dtype=torch.long)
+    best = torch.full((n, GRID * GRID), float("inf"))
+    rows = torch.arange(n)
+    for k in range(shapes.N_OBJECTS):                                       # nearest centre wins a shared patch
+        better = to_centre[:, k] < best[rows, cell[:, k]]
+        holds[rows[better], cell[better, k]] = k
+        best[rows[better], cell[better, k]] = to_centre[better, k]
+    occupied = holds != EMPTY
+    who = holds.clamp(max=shapes.N_OBJECTS - 1)
+    circle = torch.gather(data.shapes, 1, who).float() * occupied
+    centre = torch.gather(data.centers, 1, who[..., None].expand(n, GRID * GRID, 2)).float()
+    offset = (centre - centres) / half * occupied[..., None]
+    return {"holds": holds, "circle": circle, "offset": offset}
 
 
 def dense_loss(pred: torch.Tensor, targets: dict) -> torch.Tensor:
-    """Presence everywhere; shape and offset only where an object is."""
-    present = targets["present"]
-    loss = F.binary_cross_entropy_with_logits(pred[..., 0], present)
-    weight = present / present.sum().clamp(min=1)
-    loss = loss + (F.binary_cross_entropy_with_logits(pred[..., 1], targets["circle"], reduction="none") * weight).sum()
-    loss = loss + (((pred[..., 2:] - targets["offset"]) ** 2).sum(-1) * weight).sum()
+    """Cross-entropy over the 7 classes everywhere; shape and offset only where an object is."""
+    loss = F.cross_entropy(pred[..., :PATCH_CLASSES].reshape(-1, PATCH_CLASSES), targets["holds"].flatten())
+    occupied = (targets["holds"] != EMPTY).float()
+    weight = occupied / occupied.sum().clamp(min=1)
+    circle = pred[..., PATCH_CLASSES]
+    loss = loss + (F.binary_cross_entropy_with_logits(circle, targets["circle"], reduction="none") * weight).sum()
+    loss = loss + (((pred[..., PATCH_CLASSES + 1:] - targets["offset"]) ** 2).sum(-1) * weight).sum()
     return loss
 
 
 @torch.no_grad()
 def dense_metrics(pred: torch.Tensor, targets: dict) -> dict:
-    """How well the CNN sees.
-
-    ``cell_accuracy``: patches where the set of colours said to be there is exactly right and
-    each of their shapes too; ``object_accuracy``: objects found in every patch they overlap
-    with the right shape and nowhere else; ``position_error_px``: mean distance between an
-    object's true centre and where the patches that hold it put it.
-    """
-    present = targets["present"].bool()
-    says_present = pred[..., 0] > 0
-    shape_ok = (pred[..., 1] > 0) == targets["circle"].bool()
-    cell_ok = ((says_present == present) & (shape_ok | ~present)).all(-1)
-    object_ok = ((says_present == present) & (shape_ok | ~present)).all(1)      # (N, 6)
+    """How well the CNN sees: ``cell_accuracy`` (patches whose class and, if occupied, shape are
+    right), ``object_accuracy`` (the same over occupied patches only: objects found with the right
+    colour and shape) and ``position_error_px`` (mean distance of predicted to true centres)."""
+    holds = pred[..., :PATCH_CLASSES].argmax(-1)
+    occupied = targets["holds"] != EMPTY
+    shape_ok = (pred[..., PATCH_CLASSES] > 0) == targets["circle"].bool()
+    cell_ok = (holds == targets["holds"]) & (shape_ok | ~occupied)
     half = (CELL - 1) / 2
-    error = ((pred[..., 2:] - targets["offset"]) * half).norm(dim=-1)[present]
-    return {"cell_accuracy": cell_ok.float().mean().item(), "object_accuracy": object_ok.float().mean().item(),
+    error = ((pred[..., PATCH_CLASSES + 1:] - targets["offset"]) * half).norm(dim=-1)[occupied]
+    return {"cell_accuracy": cell_ok.float().mean().item(), "object_accuracy": cell_ok[occupied].float().mean().item(),
             "position_error_px": error.mean().item()}
 
 
 def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batch_size: int = 32,
-                       lr: float = 3e-3, eval_data: shapes.SortOfClevr | None = None, progress: bool = True) -> list:
+                       lr: float = 3e-3, progress: bool = True, seed: int = 0) -> list:
     """Train ``cnn`` (body and head) to say what each patch holds; returns the loss per step."""
     targets = grid_targets(data)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
+    device = next(cnn.parameters()).device
     losses = []
     cnn.train()
     for _ in _progress(range(steps), progress, "pretraining the CNN"):
         idx = torch.randint(len(data), (batch_size,), generator=g)
-        loss = dense_loss(cnn(data.images[idx]), {k: v[idx] for k, v in targets.items()})
+        loss = dense_loss(cnn(data.images[idx].to(device)), {k: v[idx].to(device) for k, v in targets.items()})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -193,11 +220,59 @@ def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batc
     return losses
 
 
+@dataclass
+class CachedPatches:
+    """Per image, the vectors of the ``keep`` most object-like patches and which patches they are.
+
+    vectors: (N, keep, d); index: (N, keep) patch numbers 0..24 in reading order.
+    """
+
+    vectors: torch.Tensor
+    index: torch.Tensor
+
+    def keep(self, k: int) -> "CachedPatches":
+        """The k patches most likely to hold an object, from cached descriptions (reading order)."""
+        if self.vectors.shape[-1] != D_DESCRIPTION:
+            raise ValueError("keep() reads the objectness from patch descriptions (12 numbers per patch); "
+                             "for hidden channels pass keep= to cache_patches instead")
+        if not 1 <= k <= self.vectors.shape[1]:
+            raise ValueError(f"keep must be between 1 and {self.vectors.shape[1]} patches, got {k}")
+        objectness = 1 - self.vectors[..., EMPTY]
+        pick = objectness.topk(k, dim=1).indices.sort(dim=1).values
+        return CachedPatches(torch.gather(self.vectors, 1, pick[..., None].expand(-1, -1, self.vectors.shape[-1])),
+                             torch.gather(self.index, 1, pick))
+
+    def weights_on_grid(self, weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Spread (B, keep) weights of images ``rows`` back onto the (B, 25) patch grid."""
+        grid = torch.zeros(weights.shape[0], GRID * GRID, dtype=weights.dtype)
+        return grid.scatter(1, self.index[rows], weights.cpu())
+
+
 @torch.no_grad()
-def cache_patches(cnn: PatchCNN, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """(N, 25, channels + 2): the frozen CNN's patch vectors for every image, computed once."""
+def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, what: str = "description",
+                  batch_size: int = 500) -> CachedPatches:
+    """Run the frozen CNN once over every image and keep, per image, the ``keep`` patches it finds
+    most likely to hold an object (in reading order).
+
+    ``what="description"``: what the CNN says about each patch (12 numbers, :func:`describe_patches`);
+    ``what="channels"``: its hidden vectors with coordinates (channels + 2 numbers).
+    """
+    if what not in ("description", "channels"):
+        raise ValueError(f"what must be 'description' or 'channels', got {what!r}")
+    if not 1 <= keep <= GRID * GRID:
+        raise ValueError(f"keep must be between 1 and {GRID * GRID} patches, got {keep}")
     cnn.eval()
-    return torch.cat([cnn.patches(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+    device = next(cnn.parameters()).device
+    vectors, index = [], []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start:start + batch_size].to(device)
+        head = cnn(batch)
+        v = describe_patches(head, cnn.coords) if what == "description" else cnn.patches(batch)
+        objectness = 1 - head[..., :PATCH_CLASSES].softmax(-1)[..., EMPTY]
+        idx = objectness.topk(keep, dim=1).indices.sort(dim=1).values
+        vectors.append(torch.gather(v, 1, idx[..., None].expand(-1, -1, v.shape[-1])).cpu())
+        index.append(idx.cpu())
+    return CachedPatches(torch.cat(vectors), torch.cat(index))
 
 
 # ============================================================================ question side
@@ -806,8 +881,8 @@ def _image_hwc(image: torch.Tensor) -> np.ndarray:
 
 
 def show_dense_predictions(images: torch.Tensor, pred: torch.Tensor, n: int = 4):
-    """What the pretrained CNN sees: for each image, the patch grid, and a marker where it
-    places each object it finds (its colour, 's' or 'o' for its shape)."""
+    """What the pretrained CNN sees: the patch grid, and for every patch it finds an object in, a
+    marker where it places the centre (a circle or a square, per its shape guess), drawn in black."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
@@ -815,13 +890,14 @@ def show_dense_predictions(images: torch.Tensor, pred: torch.Tensor, n: int = 4)
     for i, ax in enumerate(np.atleast_1d(axes)):
         ax.imshow(_image_hwc(images[i]))
         for c in range(1, GRID):
-            ax.axhline(c * CELL - 0.5, color="0.8", lw=0.5), ax.axvline(c * CELL - 0.5, color="0.8", lw=0.5)
-        found = (pred[i, :, :, 0] > 0).nonzero().tolist()
-        for cell, k in found:
-            x = (cell % GRID) * CELL + half + float(pred[i, cell, k, 2]) * half
-            y = (cell // GRID) * CELL + half + float(pred[i, cell, k, 3]) * half
-            marker = "o" if pred[i, cell, k, 1] > 0 else "s"
-            ax.plot(x, y, marker, markersize=13, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.2)
+            ax.axhline(c * CELL - 0.5, color="0.75", lw=0.5), ax.axvline(c * CELL - 0.5, color="0.75", lw=0.5)
+        holds = pred[i, :, :PATCH_CLASSES].argmax(-1)
+        found = (holds != EMPTY).nonzero().flatten().tolist()
+        for cell in found:
+            x = (cell % GRID) * CELL + half + float(pred[i, cell, PATCH_CLASSES + 1]) * half
+            y = (cell // GRID) * CELL + half + float(pred[i, cell, PATCH_CLASSES + 2]) * half
+            marker = "o" if pred[i, cell, PATCH_CLASSES] > 0 else "s"
+            ax.plot(x, y, marker, markersize=14, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.2)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"{len(found)} objects found", fontsize=8)
     fig.tight_layout()
@@ -856,13 +932,16 @@ def attention_maps(model: VQAModel, elements: torch.Tensor, question_vectors: to
     return logits, maps
 
 
-def attention_figure(model: VQAModel, data: shapes.SortOfClevr, elements: torch.Tensor, image: int, question: int):
-    """One image, one question: the attention of every cross-attention layer over the patches,
-    with the true answer and the model's."""
+def attention_figure(model: VQAModel, data: shapes.SortOfClevr, patches: CachedPatches, image: int, question: int):
+    """One image, one question: the attention of every cross-attention layer over the patches
+    (the patches the model did not get stay dark), with the true answer and the model's."""
     from matplotlib.figure import Figure
 
     texts = [data.question_text[image][question]] if getattr(model.question_encoder, "needs_text", False) else None
-    logits, maps = attention_maps(model, elements[image:image + 1], data.questions[image, question][None], texts)
+    device = next(model.parameters()).device
+    logits, maps = attention_maps(model, patches.vectors[image:image + 1].to(device),
+                                  data.questions[image, question][None].to(device), texts)
+    maps = [patches.weights_on_grid(w, torch.tensor([image])) for w in maps]
     predicted = shapes.ANSWERS[int(logits.argmax())]
     truth = data.answer_text(image, question)
     fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0))
@@ -878,9 +957,8 @@ def attention_figure(model: VQAModel, data: shapes.SortOfClevr, elements: torch.
     return fig
 
 
-def attention_widget(model: VQAModel, data: shapes.SortOfClevr, elements: torch.Tensor):
+def attention_widget(model: VQAModel, data: shapes.SortOfClevr, patches: CachedPatches):
     """Pick an image and one of its questions; see where each cross-attention layer looks."""
-    import base64
     import io
 
     import ipywidgets as widgets
@@ -895,7 +973,7 @@ def attention_widget(model: VQAModel, data: shapes.SortOfClevr, elements: torch.
     def draw(*_):
         if question.value is None:
             return
-        fig = attention_figure(model, data, elements, image.value, question.value)
+        fig = attention_figure(model, data, patches, image.value, question.value)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90)
         picture.value = buffer.getvalue()

@@ -33,32 +33,96 @@ def test_patch_cnn_shapes_and_coordinates(data):
     centres = [(15 * col + 7) / 74 * 2 - 1 for col in range(5)]
     expected = torch.tensor([(centres[c], centres[r]) for r in range(5) for c in range(5)])
     assert torch.allclose(patches[0, :, 8:], expected)
-    assert cnn(data.images[:3]).shape == (3, 25, 6, 4)
+    assert cnn(data.images[:3]).shape == (3, 25, 10)
+    assert cnn.describe(data.images[:3]).shape == (3, 25, mm.D_DESCRIPTION)
     # uint8 images are scaled to floats the same way as explicit floats
     assert torch.allclose(cnn.patches(data.images[:2].float() / 255 - 0.5), patches[:2], atol=1e-6)
 
 
+def test_each_output_patch_sees_its_own_15_pixels(data):
+    """Changing pixels far outside a patch leaves that patch's vector unchanged."""
+    torch.manual_seed(0)
+    cnn = mm.PatchCNN(channels=4).eval()
+    image = data.images[:1].clone()
+    before = cnn.patches(image)
+    image[..., 45:, 45:] = 0                  # bottom-right corner only
+    after = cnn.patches(image)
+    assert torch.equal(before[0, 0], after[0, 0])          # top-left patch: pixels 0..14, sees up to 20
+    assert not torch.equal(before[0, 24], after[0, 24])
+
+
 def test_grid_targets_put_each_object_in_its_patch(data):
     t = mm.grid_targets(data)
-    assert t["present"].shape == (8, 25, 6)
+    assert t["holds"].shape == (8, 25) and t["offset"].shape == (8, 25, 2)
     for i in range(8):
+        claimed = {}
         for k in range(6):
             x, y = data.centers[i, k].tolist()
             cell = (y // 15) * 5 + x // 15
-            assert t["present"][i, :, k].tolist() == [1.0 if c == cell else 0.0 for c in range(25)]
-            ox = t["offset"][i, cell, k, 0].item()
-            assert ox == pytest.approx((x - 15 * (x // 15) - 7) / 7)
-            assert t["circle"][i, cell, k] == data.shapes[i, k]
+            dist = (x - (15 * (x // 15) + 7)) ** 2 + (y - (15 * (y // 15) + 7)) ** 2
+            if cell not in claimed or dist < claimed[cell][1]:
+                claimed[cell] = (k, dist)
+        for cell in range(25):
+            if cell not in claimed:
+                assert t["holds"][i, cell] == 6 and t["offset"][i, cell].abs().sum() == 0
+                continue
+            k = claimed[cell][0]
+            x, y = data.centers[i, k].tolist()
+            assert t["holds"][i, cell] == k and t["circle"][i, cell] == data.shapes[i, k]
+            assert t["offset"][i, cell, 0].item() == pytest.approx((x - 15 * (x // 15) - 7) / 7)
+            assert t["offset"][i, cell, 1].item() == pytest.approx((y - 15 * (y // 15) - 7) / 7)
+
+
+def _perfect_prediction(t):
+    logits = torch.nn.functional.one_hot(t["holds"], 7).float() * 20 - 10
+    return torch.cat([logits, (t["circle"] * 20 - 10)[..., None], t["offset"]], -1)
 
 
 def test_dense_metrics_on_a_perfect_prediction(data):
     t = mm.grid_targets(data)
-    perfect = torch.stack([t["present"] * 20 - 10, t["circle"] * 20 - 10, t["offset"][..., 0], t["offset"][..., 1]], -1)
+    perfect = _perfect_prediction(t)
     m = mm.dense_metrics(perfect, t)
-    assert m["cell_accuracy"] == 1.0 and m["object_accuracy"] == 1.0 and m["position_error_px"] == 0.0
+    assert m == {"cell_accuracy": 1.0, "object_accuracy": 1.0, "position_error_px": 0.0}
+    assert mm.dense_loss(perfect, t).item() < 1e-3
     wrong_shape = perfect.clone()
-    wrong_shape[..., 1] *= -1
+    wrong_shape[..., 7] *= -1
     assert mm.dense_metrics(wrong_shape, t)["object_accuracy"] == 0.0
+
+
+def test_describe_patches(data):
+    t = mm.grid_targets(data)
+    d = mm.describe_patches(_perfect_prediction(t))
+    assert d.shape == (8, 25, 12)
+    torch.testing.assert_close(d[..., :7].sum(-1), torch.ones(8, 25))
+    empty = t["holds"] == 6
+    assert d[..., 7:10][empty].abs().max() < 1e-3                      # an empty patch says nothing more
+    torch.testing.assert_close(d[..., 8:10][~empty], t["offset"][~empty], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(d[0, :, 10:], mm.grid_coordinates())
+
+
+def test_cache_patches_keeps_the_most_object_like(data):
+    torch.manual_seed(0)
+    cnn = mm.PatchCNN(channels=4).eval()
+    full = mm.cache_patches(cnn, data.images, keep=25, batch_size=3)
+    with torch.no_grad():
+        described = cnn.describe(data.images)
+        objectness = 1 - cnn(data.images)[..., :7].softmax(-1)[..., 6]
+    torch.testing.assert_close(full.vectors, described)
+    assert torch.equal(full.index, torch.arange(25).expand(8, 25))
+    top = mm.cache_patches(cnn, data.images, keep=8, batch_size=3)
+    assert top.vectors.shape == (8, 8, 12)
+    for i in range(8):
+        assert set(top.index[i].tolist()) == set(objectness[i].topk(8).indices.tolist())
+        assert top.index[i].tolist() == sorted(top.index[i].tolist())
+        torch.testing.assert_close(top.vectors[i], described[i, top.index[i]])
+    grid = top.weights_on_grid(torch.ones(2, 8), torch.tensor([0, 3]))
+    assert grid.shape == (2, 25) and grid.sum().item() == 16 and grid[1, top.index[3]].sum().item() == 8
+    channels = mm.cache_patches(cnn, data.images[:2], keep=6, what="channels")
+    assert channels.vectors.shape == (2, 6, cnn.d_out)
+    with pytest.raises(ValueError, match="keep must be between 1 and 25"):
+        mm.cache_patches(cnn, data.images, keep=0)
+    with pytest.raises(ValueError, match="what must be 'description' or 'channels'"):
+        mm.cache_patches(cnn, data.images, what="pixels")
 
 
 @pytest.mark.parametrize("bad, message", [
