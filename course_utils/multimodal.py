@@ -4,7 +4,8 @@ A visual question answering model has three parts:
 
 * an **image encoder** that turns a picture into a set of element vectors, either the
   patches of a small CNN (:class:`PatchCNN`, a 5x5 grid with each patch's coordinates
-  appended, as in the relation-network paper) or the scene's object descriptions
+  appended, as in the relation-network paper; pretrained on what each patch holds, frozen,
+  and cached by :func:`cache_patches`) or the scene's object descriptions
   (:meth:`course_utils.shapes.SortOfClevr.object_descriptions`);
 * a **question encoder** giving a question vector and question tokens: the paper's
   11-bit vector through an MLP (:class:`VectorQuestionEncoder`) or the English sentence
@@ -397,12 +398,12 @@ class Fusion(nn.Module):
 
 
 class EarlyFusion(Fusion):
-    """Flatten the elements into one image vector v, encode the question into u, combine:
+    """Pool the image into one vector v, encode the question into u, combine them:
     ``concat`` [v; u], ``sum`` v + u, or ``product`` v * u, then an MLP to the answers.
 
-    Flattening keeps the element order: fine for a CNN grid, but for a shuffled list of
-    objects the MLP has to learn every order. With ``op="concat"`` and the CNN's patches this
-    is the paper's CNN+MLP baseline.
+    v is the sum over elements of one shared two-layer MLP (a "bag of elements": any number,
+    any order). The image is summarised *before* the question is known, so v must describe every
+    object at once, and the question can only pick from that summary afterwards.
     """
 
     OPS = ("concat", "sum", "product")
@@ -413,15 +414,16 @@ class EarlyFusion(Fusion):
         if op not in self.OPS:
             raise ValueError(f"op must be one of {self.OPS}, got {op!r}")
         self.op = op
-        self.image_proj = nn.Sequential(nn.Linear(n_elements * d_image, hidden), nn.ReLU())
+        self.element_mlp = nn.Sequential(nn.Linear(d_image, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.question_proj = nn.Sequential(nn.Linear(d_question, hidden), nn.ReLU())
         self.head = _mlp(2 * hidden if op == "concat" else hidden, hidden, N_ANSWERS, layers=2, dropout=dropout)
 
+    def image_vector(self, elements: torch.Tensor) -> torch.Tensor:
+        return self.element_mlp(elements).sum(dim=1)
+
     def forward(self, elements: torch.Tensor, question: QuestionEncoding) -> torch.Tensor:
         self.check(elements, question)
-        if elements.shape[1] != self.n_elements:
-            raise ValueError(f"{self.op} fusion flattens exactly {self.n_elements} elements, got {elements.shape[1]}")
-        v = self.image_proj(elements.flatten(1))
+        v = self.image_vector(elements)
         u = self.question_proj(question.vector)
         fused = torch.cat([v, u], -1) if self.op == "concat" else (v + u if self.op == "sum" else v * u)
         return self.head(fused)
@@ -451,8 +453,8 @@ class FiLMFusion(Fusion):
 
 
 class CrossAttentionFusion(Fusion):
-    """The question attends to the image: queries are the question tokens (the vector encoder
-    gives one), keys and values the image elements. Each of ``layers`` pre-LN blocks does
+    """The question attends to the image: the query is the question vector (or, with
+    ``token_queries=True``, every question token), keys and values are the image elements. Each of ``layers`` pre-LN blocks does
     ``q = q + MHA(LN(q), elements)`` then ``q = q + FFN(LN(q))``; stacking two lets the question
     look twice (find the object of colour c, then the object nearest to it). With
     ``token_queries=True`` (BERT's tokens) each block first lets the tokens attend to each other,
@@ -481,19 +483,23 @@ class CrossAttentionFusion(Fusion):
     def forward(self, elements, question):
         self.check(elements, question)
         kv = self.norm_kv(self.embed(elements))                        # (B, N, d)
-        q = self.query_in(question.tokens)                             # (B, T, d)
+        if self.token_queries:
+            q, real = self.query_in(question.tokens), question.mask     # (B, T, d): every token asks
+        else:
+            q = self.query_in(question.vector)[:, None, :]              # (B, 1, d): one question vector asks
+            real = torch.ones(q.shape[0], 1, dtype=torch.bool, device=q.device)
         maps = []
         for i in range(len(self.cross_attn)):
             if self.token_queries:
                 x = self.norm_self[i](q)
-                q = q + self.self_attn[i](x, x, x, key_padding_mask=question.mask, need_weights=False)[0]
+                q = q + self.self_attn[i](x, x, x, key_padding_mask=real, need_weights=False)[0]
             out, weights = self.cross_attn[i](self.norm_q[i](q), kv, kv, need_weights=self.keep_attention)
             q = q + out
             q = q + self.ff[i](self.norm_ff[i](q))
             maps.append(weights)
         self.last_attention = maps if self.keep_attention else None
-        real = question.mask[..., None].to(q.dtype)
-        return self.head((q * real).sum(1) / real.sum(1))
+        weight = real[..., None].to(q.dtype)
+        return self.head((q * weight).sum(1) / weight.sum(1))
 
 
 class RelationNetwork(Fusion):
@@ -775,7 +781,7 @@ def tokenize_scenes(texts: list) -> torch.Tensor:
 
 
 class ImageEmbedder(nn.Module):
-    """Cached patches (B, 25, d) -> one unit-length vector per image: flatten, MLP, normalise."""
+    """Cached patch vectors (B, N, d) -> one unit-length vector per image: flatten, MLP, normalise."""
 
     def __init__(self, d_image: int, n_elements: int = GRID * GRID, d_embed: int = 64, hidden: int = 256):
         super().__init__()
@@ -1001,15 +1007,18 @@ def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per
     import matplotlib.pyplot as plt
 
     rows = math.ceil(len(cases) / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(3.3 * per_row, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.16 * len(predictions)) * rows),
+                             squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
+        ax.set_visible(False)
     for ax, (i, j) in zip(axes.flat, cases):
+        ax.set_visible(True)
         ax.imshow(_image_hwc(data.images[i]))
+        ax.set_xticks([]), ax.set_yticks([])
         lines = [f"answer: {data.answer_text(i, j)}"]
         lines += [f"{m}: {shapes.ANSWERS[int(p[i, j])]}" + ("" if p[i, j] == data.answers[i, j] else "  (wrong)")
                   for m, p in predictions.items()]
-        ax.set_title(shapes._short(data.question_text[i][j]), fontsize=8)
-        ax.text(0, 78, "\n".join(lines), fontsize=7, va="top")
+        ax.set_title(f"image {i}: " + shapes._short(data.question_text[i][j]), fontsize=8)
+        ax.set_xlabel("\n".join(lines), fontsize=7, loc="left")
     fig.tight_layout()
     return fig
