@@ -13,8 +13,8 @@ A visual question answering model has three parts:
 * a **fusion** that combines the two into answer logits. Every fusion has the same interface,
   ``fusion(elements (B, N, d_image), question: QuestionEncoding) -> logits (B, n_answers)``:
 
-  - :class:`EarlyFusion` -- pool the image into one vector, then concatenate / add /
-    multiply it with the question vector (``op="concat" | "sum" | "product"``), then an MLP;
+  - :class:`EarlyFusion` -- the paper's baseline: flatten the elements into one vector,
+    concatenate it with the question (or add / multiply their projections), then an MLP;
   - :class:`FiLMFusion` -- the question scales and shifts every element's features;
   - :class:`CrossAttentionFusion` -- the question (vector or tokens) attends to the elements
     with the course's :class:`~course_utils.attention.MultiHeadAttention`;
@@ -77,7 +77,7 @@ def grid_coordinates(grid: int = GRID) -> torch.Tensor:
 
 EMPTY = shapes.N_OBJECTS                     # the 7th "colour": no object is centred in this patch
 PATCH_CLASSES = shapes.N_OBJECTS + 1
-D_DESCRIPTION = PATCH_CLASSES + 1 + 2 + 2   # class probabilities, circle, offset, coordinates = 12
+D_DESCRIPTION = PATCH_CLASSES + 1 + 2       # class probabilities, circle, position (x, y) = 10
 
 
 class PatchCNN(nn.Module):
@@ -92,7 +92,7 @@ class PatchCNN(nn.Module):
     * :meth:`forward`: a 1x1-convolution head on them, (B, 25, 10): which object is centred in the
       patch (7 logits: the six colours, then "none"), a circle logit, and the centre's offset (dx, dy)
       from the patch centre (see :func:`grid_targets`);
-    * :meth:`describe`: the head's answers as 12 numbers per patch (:func:`describe_patches`).
+    * :meth:`describe`: the head's answers as 10 numbers per patch (:func:`describe_patches`).
     """
 
     def __init__(self, channels: int = 32):
@@ -130,18 +130,20 @@ class PatchCNN(nn.Module):
 
 
 def describe_patches(head_output: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
-    """What the CNN says about each patch, as (B, 25, 12) numbers:
+    """What the CNN says about each patch, as (B, 25, 10) numbers laid out like an object
+    description (:meth:`~course_utils.shapes.SortOfClevr.object_descriptions`):
 
-    the probabilities of the 7 classes (red ... gray, none), the probability of a circle and the
-    offset (dx, dy) -- both times the probability that an object is there, so an empty patch says
-    nothing about shape or offset -- and the patch's (x, y) coordinates.
+    the probabilities of the 7 classes (red ... gray, none); the probability of a circle, times the
+    probability that an object is there (an empty patch says nothing about shape); and where the CNN
+    places the object in the image, (x, y) in [-1, 1]: the patch centre plus the predicted offset,
+    again weighted by the probability of an object (an empty patch sits at its centre).
     """
     probs = head_output[..., :PATCH_CLASSES].softmax(-1)
     occupied = 1 - probs[..., EMPTY:]
     coords = grid_coordinates().to(head_output.device) if coords is None else coords
+    offset = head_output[..., PATCH_CLASSES + 1:] * occupied * (CELL - 1) / (shapes.IMAGE_SIZE - 1)
     return torch.cat([probs, torch.sigmoid(head_output[..., PATCH_CLASSES:PATCH_CLASSES + 1]) * occupied,
-                      head_output[..., PATCH_CLASSES + 1:] * occupied,
-                      coords.expand(head_output.shape[0], -1, -1)], dim=-1)
+                      coords + offset], dim=-1)
 
 
 def grid_targets(data: shapes.SortOfClevr) -> dict:
@@ -234,7 +236,7 @@ class CachedPatches:
     def keep(self, k: int) -> "CachedPatches":
         """The k patches most likely to hold an object, from cached descriptions (reading order)."""
         if self.vectors.shape[-1] != D_DESCRIPTION:
-            raise ValueError("keep() reads the objectness from patch descriptions (12 numbers per patch); "
+            raise ValueError("keep() reads the objectness from patch descriptions (10 numbers per patch); "
                              "for hidden channels pass keep= to cache_patches instead")
         if not 1 <= k <= self.vectors.shape[1]:
             raise ValueError(f"keep must be between 1 and {self.vectors.shape[1]} patches, got {k}")
@@ -255,7 +257,7 @@ def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, 
     """Run the frozen CNN once over every image and keep, per image, the ``keep`` patches it finds
     most likely to hold an object (in reading order).
 
-    ``what="description"``: what the CNN says about each patch (12 numbers, :func:`describe_patches`);
+    ``what="description"``: what the CNN says about each patch (10 numbers, :func:`describe_patches`);
     ``what="channels"``: its hidden vectors with coordinates (channels + 2 numbers).
     """
     if what not in ("description", "channels"):
@@ -266,9 +268,13 @@ def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, 
     device = next(cnn.parameters()).device
     vectors, index = [], []
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size].to(device)
-        head = cnn(batch)
-        v = describe_patches(head, cnn.coords) if what == "description" else cnn.patches(batch)
+        fmap = cnn.grid(images[start:start + batch_size].to(device))           # the CNN body runs once
+        head = cnn.head(fmap).flatten(2).transpose(1, 2)
+        if what == "description":
+            v = describe_patches(head, cnn.coords)
+        else:
+            hidden = fmap.flatten(2).transpose(1, 2)
+            v = torch.cat([hidden, cnn.coords.expand(hidden.shape[0], -1, -1)], dim=-1)
         objectness = 1 - head[..., :PATCH_CLASSES].softmax(-1)[..., EMPTY]
         idx = objectness.topk(keep, dim=1).indices.sort(dim=1).values
         vectors.append(torch.gather(v, 1, idx[..., None].expand(-1, -1, v.shape[-1])).cpu())
@@ -327,13 +333,20 @@ class BertQuestionEncoder(nn.Module):
         hidden = bert.config.hidden_size
         self.proj = nn.Linear(hidden, d_model)
         self.bert.requires_grad_(finetune)
-        self._cache: dict = {}
+        self._cache: dict = {}                               # sentence -> frozen hidden states
+        self._ids: dict = {}                                 # sentence -> token ids
 
     def _encode_unique(self, texts: list) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, T, hidden) states and (U, T) mask for distinct sentences."""
         device = self.proj.weight.device
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        for t in texts:                                  # tokenise each distinct sentence once
+            if t not in self._ids:
+                self._ids[t] = torch.tensor(self.tokenizer(t)["input_ids"])
+        rows = [self._ids[t] for t in texts]
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id or 0)
+        lengths = torch.tensor([r.shape[0] for r in rows])
+        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+        ids, mask = ids.to(device), mask.to(device)
         if self.finetune:
             self.bert.train(self.training)
             return self.bert(ids, attention_mask=mask).last_hidden_state, mask.bool()
@@ -398,12 +411,17 @@ class Fusion(nn.Module):
 
 
 class EarlyFusion(Fusion):
-    """Pool the image into one vector v, encode the question into u, combine them:
-    ``concat`` [v; u], ``sum`` v + u, or ``product`` v * u, then an MLP to the answers.
+    """The paper's baseline: the image's elements, flattened into one long vector x (N * d_image
+    numbers, in the order given), fused with the question vector q, then an MLP to the answers:
 
-    v is the sum over elements of one shared two-layer MLP (a "bag of elements": any number,
-    any order). The image is summarised *before* the question is known, so v must describe every
-    object at once, and the question can only pick from that summary afterwards.
+    * ``concat``: MLP([x; q]) -- the paper's CNN + MLP;
+    * ``sum``: MLP(relu(W_x x + W_q q)) -- the same function as ``concat``: a Linear on [x; q]
+      *is* W_x x + W_q q (see :meth:`as_concat`); only the starting weights differ;
+    * ``product``: MLP((W_x x) * (W_q q)) -- the question multiplies the image features,
+      switching on the ones it needs.
+
+    No element is compared with another until the MLP does it, and the MLP sees slots: which
+    element sits in which place of x matters (unlike every other fusion here).
     """
 
     OPS = ("concat", "sum", "product")
@@ -414,19 +432,43 @@ class EarlyFusion(Fusion):
         if op not in self.OPS:
             raise ValueError(f"op must be one of {self.OPS}, got {op!r}")
         self.op = op
-        self.element_mlp = nn.Sequential(nn.Linear(d_image, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.question_proj = nn.Sequential(nn.Linear(d_question, hidden), nn.ReLU())
-        self.head = _mlp(2 * hidden if op == "concat" else hidden, hidden, N_ANSWERS, layers=2, dropout=dropout)
+        d_flat = n_elements * d_image
+        if op == "concat":
+            self.head = _mlp(d_flat + d_question, hidden, N_ANSWERS, layers=3, dropout=dropout)
+        else:
+            self.image_proj = nn.Linear(d_flat, hidden)
+            self.question_proj = nn.Linear(d_question, hidden)
+            self.head = _mlp(hidden, hidden, N_ANSWERS, layers=2, dropout=dropout)
 
-    def image_vector(self, elements: torch.Tensor) -> torch.Tensor:
-        return self.element_mlp(elements).sum(dim=1)
+    def check(self, elements: torch.Tensor, question: QuestionEncoding) -> None:
+        super().check(elements, question)
+        if elements.shape[1] != self.n_elements:
+            raise ValueError(f"{elements.shape[1]} image elements, but this fusion flattens exactly "
+                             f"{self.n_elements}: build it with n_elements={elements.shape[1]}")
 
     def forward(self, elements: torch.Tensor, question: QuestionEncoding) -> torch.Tensor:
         self.check(elements, question)
-        v = self.image_vector(elements)
-        u = self.question_proj(question.vector)
-        fused = torch.cat([v, u], -1) if self.op == "concat" else (v + u if self.op == "sum" else v * u)
-        return self.head(fused)
+        x = elements.flatten(1)
+        if self.op == "concat":
+            return self.head(torch.cat([x, question.vector], dim=-1))
+        v, u = self.image_proj(x), self.question_proj(question.vector)
+        return self.head(F.relu(v + u) if self.op == "sum" else v * u)
+
+    def as_concat(self) -> "EarlyFusion":
+        """A ``concat`` fusion computing exactly what this ``sum`` fusion computes: its first
+        Linear on [x; q] gets the weight [W_x, W_q] and the bias b_x + b_q."""
+        if self.op != "sum":
+            raise ValueError("only a 'sum' fusion has a 'concat' twin")
+        twin = EarlyFusion(self.d_image, self.n_elements, self.d_question, op="concat",
+                           hidden=self.image_proj.out_features)
+        with torch.no_grad():
+            first = twin.head[0]
+            first.weight.copy_(torch.cat([self.image_proj.weight, self.question_proj.weight], dim=1))
+            first.bias.copy_(self.image_proj.bias + self.question_proj.bias)
+            rest = [m for m in twin.head if isinstance(m, nn.Linear)][1:]
+            for target, source in zip(rest, [m for m in self.head if isinstance(m, nn.Linear)]):
+                target.load_state_dict(source.state_dict())
+        return twin
 
 
 class FiLMFusion(Fusion):
@@ -996,8 +1038,10 @@ def attention_widget(model: VQAModel, data: shapes.SortOfClevr, patches: CachedP
     image.observe(new_image, "value")
     question.observe(draw, "value")
     draw()
+    image.add_class("course-image-picker")
     box = widgets.VBox([widgets.HBox([image, question]), picture])
     box.add_class("course-attention-on-image")
+    box.image, box.question, box.picture = image, question, picture      # for tests and for tinkering
     return box
 
 

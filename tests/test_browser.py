@@ -1,5 +1,6 @@
-"""End to end in a real browser: JupyterLab runs chapter 01, the attention explorer renders,
-and moving its temperature slider redraws the picture.
+"""End to end in a real browser: JupyterLab runs a chapter, its widget renders, and moving the
+widget's controls redraws the picture (chapter 01's attention explorer, chapter 05's
+cross-attention over the image).
 
 Needs Debian's Chromium (/usr/bin/chromium, or the path in COURSE_CHROMIUM) and Playwright for
 Python; skipped with a one-line reason otherwise. The server runs on a copy of notebooks/ in
@@ -110,25 +111,41 @@ def _screenshot(page, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(folder / f"{name}.png"))
 
 
+def _open_and_run_all(playwright, base: str, token: str, notebook: str):
+    """A browser page with ``notebook`` open in JupyterLab, "run all" started; returns (browser, page)."""
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(f"{base}/lab/tree/{notebook}?token={token}", wait_until="domcontentloaded")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
+    # run all once the kernel is up
+    page.evaluate("""async () => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        await panel.sessionContext.ready;
+        await window.jupyterapp.commands.execute('runmenu:run-all');
+    }""")
+    return browser, page
+
+
+def _wait_for_new_src(page, selector: str, old: str) -> str:
+    page.wait_for_function(
+        "([selector, old]) => { const img = document.querySelector(selector);"
+        " return img && img.getAttribute('src') !== old; }",
+        arg=[selector, old], timeout=60_000)
+    new = page.locator(selector).first.get_attribute("src")
+    assert new != old and new.startswith("data:image/png;base64,"), f"unexpected image source {new[:60]!r}"
+    return new
+
+
 def test_attention_explorer_responds_to_the_temperature_slider(lab):
     from playwright.sync_api import sync_playwright
 
     base, token, tmp_path = lab
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser, page = _open_and_run_all(playwright, base, token, NOTEBOOK)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
-            # run all once the kernel is up
-            page.evaluate("""async () => {
-                const panel = window.jupyterapp.shell.currentWidget;
-                await panel.sessionContext.ready;
-                await window.jupyterapp.commands.execute('runmenu:run-all');
-            }""")
             image = page.locator(IMAGE).first
             image.wait_for(state="attached", timeout=120_000)
             image.scroll_into_view_if_needed()
@@ -140,14 +157,38 @@ def test_attention_explorer_responds_to_the_temperature_slider(lab):
             handle.focus()
             for _ in range(6):  # six log-steps up: temperature 1.00 -> 2.00
                 handle.press("ArrowRight")
-            page.wait_for_function(
-                "([selector, old]) => { const img = document.querySelector(selector);"
-                " return img && img.getAttribute('src') !== old; }",
-                arg=[IMAGE, before], timeout=60_000)
-            after = page.locator(IMAGE).first.get_attribute("src")
+            _wait_for_new_src(page, IMAGE, before)
             _screenshot(page, tmp_path, "explorer_after")
-            assert after != before and after.startswith("data:image/png;base64,")
             readout = page.locator(".course-temperature .widget-readout").first.inner_text()
             assert float(readout) > 1.0, f"the temperature readout shows {readout!r} after moving the slider up"
+        finally:
+            browser.close()
+
+
+def test_attention_on_the_image_follows_the_image_slider_and_the_question(lab):
+    """Chapter 05 (fast mode) in the browser: the cross-attention widget redraws for another image
+    and for another question."""
+    from playwright.sync_api import sync_playwright
+
+    base, token, tmp_path = lab
+    widget = ".course-attention-on-image"
+    picture = f"{widget} img"
+    with sync_playwright() as playwright:
+        browser, page = _open_and_run_all(playwright, base, token, "05_multimodal_fusion.ipynb")
+        try:
+            image = page.locator(picture).first
+            image.wait_for(state="attached", timeout=240_000)
+            image.scroll_into_view_if_needed()
+            first = image.get_attribute("src")
+            assert first and first.startswith("data:image/png;base64,"), f"unexpected image source {first[:60]!r}"
+            handle = page.locator(f"{widget} .course-image-picker .noUi-handle").first
+            handle.focus()
+            handle.press("ArrowRight")                                    # image 0 -> image 1
+            second = _wait_for_new_src(page, picture, first)
+            readout = page.locator(f"{widget} .course-image-picker .widget-readout").first.inner_text()
+            assert readout.strip() == "1", f"the image slider reads {readout!r} after one step right"
+            page.locator(f"{widget} select").first.select_option(index=3)  # a non-relational question
+            _wait_for_new_src(page, picture, second)
+            _screenshot(page, tmp_path, "attention_on_image")
         finally:
             browser.close()

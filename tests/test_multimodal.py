@@ -90,14 +90,22 @@ def test_dense_metrics_on_a_perfect_prediction(data):
 
 
 def test_describe_patches(data):
+    """A perfect head describes each occupied patch as its object's description says it."""
     t = mm.grid_targets(data)
     d = mm.describe_patches(_perfect_prediction(t))
-    assert d.shape == (8, 25, 12)
+    assert d.shape == (8, 25, 10) == (8, 25, mm.D_DESCRIPTION)
     torch.testing.assert_close(d[..., :7].sum(-1), torch.ones(8, 25))
     empty = t["holds"] == 6
-    assert d[..., 7:10][empty].abs().max() < 1e-3                      # an empty patch says nothing more
-    torch.testing.assert_close(d[..., 8:10][~empty], t["offset"][~empty], atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(d[0, :, 10:], mm.grid_coordinates())
+    assert d[..., 7][empty].abs().max() < 1e-3                          # an empty patch says no shape ...
+    torch.testing.assert_close(d[..., 8:][empty], mm.grid_coordinates().expand(8, 25, 2)[empty],
+                               atol=1e-3, rtol=1e-3)                     # ... and sits at its centre
+    objects = data.object_descriptions(shuffle=False)                    # (8, 6, 10): colour, shape, x, y
+    for i in range(8):
+        for cell in (~empty[i]).nonzero().flatten().tolist():
+            k = int(t["holds"][i, cell])
+            assert d[i, cell, :7].argmax() == k
+            assert d[i, cell, 7].item() == pytest.approx(objects[i, k, 7].item(), abs=1e-3)    # circle
+            torch.testing.assert_close(d[i, cell, 8:], objects[i, k, 8:], atol=1e-3, rtol=1e-3)
 
 
 def test_cache_patches_keeps_the_most_object_like(data):
@@ -110,7 +118,7 @@ def test_cache_patches_keeps_the_most_object_like(data):
     torch.testing.assert_close(full.vectors, described)
     assert torch.equal(full.index, torch.arange(25).expand(8, 25))
     top = mm.cache_patches(cnn, data.images, keep=8, batch_size=3)
-    assert top.vectors.shape == (8, 8, 12)
+    assert top.vectors.shape == (8, 8, 10)
     for i in range(8):
         assert set(top.index[i].tolist()) == set(objectness[i].topk(8).indices.tolist())
         assert top.index[i].tolist() == sorted(top.index[i].tolist())
@@ -165,8 +173,11 @@ def test_relation_network_broadcast_add_equals_all_pairs():
                                rn.f(g.sum((1, 2))), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", mm.FUSIONS)
-def test_every_fusion_treats_the_image_as_a_set(name):
+SET_FUSIONS = [f for f in mm.FUSIONS if f not in mm.EarlyFusion.OPS]
+
+
+@pytest.mark.parametrize("name", SET_FUSIONS)
+def test_every_fusion_but_the_mlp_treats_the_image_as_a_set(name):
     """Shuffling the elements changes no answer: objects come in random order."""
     torch.manual_seed(0)
     elements, q = torch.randn(3, 6, 10), encoding(3, 8)
@@ -174,6 +185,16 @@ def test_every_fusion_treats_the_image_as_a_set(name):
     fusion = mm.make_fusion(name, 10, 6, 8).eval()
     with torch.no_grad():
         torch.testing.assert_close(fusion(elements[:, perm], q), fusion(elements, q), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("op", mm.EarlyFusion.OPS)
+def test_the_early_fusion_mlp_sees_slots(op):
+    """The paper's MLP reads the flattened elements: the same objects in another order change its answer."""
+    torch.manual_seed(0)
+    elements, q = torch.randn(3, 6, 10), encoding(3, 8)
+    fusion = mm.make_fusion(op, 10, 6, 8).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fusion(elements[:, [3, 0, 5, 1, 4, 2]], q), fusion(elements, q), atol=1e-4)
 
 
 def reference_mha(mha, query, kv, key_padding=None):
@@ -244,13 +265,35 @@ def test_film_with_zero_modulation_ignores_the_question():
 
 
 def test_early_fusion_ops_combine_as_named():
+    """Each op rebuilt from torch.nn.functional on the module's own weights."""
     torch.manual_seed(0)
     elements, q = torch.randn(2, 6, 10), encoding(2, 8)
-    for op, combine in [("sum", torch.add), ("product", torch.mul), ("concat", lambda v, u: torch.cat([v, u], -1))]:
-        f = mm.EarlyFusion(10, 6, 8, op=op, hidden=16)
-        v = sum(f.element_mlp(elements[:, i]) for i in range(6))           # the pooled image vector
-        u = f.question_proj(q.vector)
-        torch.testing.assert_close(f(elements, q), f.head(combine(v, u)), atol=1e-5, rtol=1e-5)
+    x = elements.reshape(2, 60)
+    for op in mm.EarlyFusion.OPS:
+        f = mm.EarlyFusion(10, 6, 8, op=op, hidden=16).eval()
+        linears = [m for m in f.head if isinstance(m, torch.nn.Linear)]
+        if op == "concat":
+            h = torch.cat([x, q.vector], -1)
+        else:
+            v = F.linear(x, f.image_proj.weight, f.image_proj.bias)
+            u = F.linear(q.vector, f.question_proj.weight, f.question_proj.bias)
+            h = F.relu(v + u) if op == "sum" else v * u
+        for lin in linears[:-1]:
+            h = F.relu(F.linear(h, lin.weight, lin.bias))
+        torch.testing.assert_close(f(elements, q), F.linear(h, linears[-1].weight, linears[-1].bias),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_sum_fusion_is_concat_fusion_with_split_weights():
+    """A Linear on [x; q] equals W_x x + W_q q: the 'sum' fusion is a 'concat' fusion in disguise."""
+    torch.manual_seed(0)
+    elements, q = torch.randn(4, 6, 10), encoding(4, 8)
+    summed = mm.EarlyFusion(10, 6, 8, op="sum", hidden=16).eval()
+    twin = summed.as_concat().eval()
+    assert twin.op == "concat" and mm.count_parameters(twin) == mm.count_parameters(summed) - 16
+    torch.testing.assert_close(twin(elements, q), summed(elements, q), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="only a 'sum' fusion"):
+        twin.as_concat()
 
 
 def test_fusion_errors_name_the_problem():
@@ -258,6 +301,8 @@ def test_fusion_errors_name_the_problem():
         mm.make_fusion("mlp", 10, 6, 8)
     with pytest.raises(ValueError, match="op must be one of"):
         mm.EarlyFusion(10, 6, 8, op="max")
+    with pytest.raises(ValueError, match="flattens exactly 6"):
+        mm.EarlyFusion(10, 6, 8)(torch.randn(2, 5, 10), encoding(2, 8))
     rn = mm.RelationNetwork(10, 6, 8)
     with pytest.raises(ValueError, match=r"expects \(batch, elements, 10\)"):
         rn(torch.randn(2, 6, 9), encoding(2, 8))
@@ -360,6 +405,50 @@ def test_training_fits_a_small_set(name):
     assert result.losses[0] > 2.0 and result.losses[-1] < 0.5          # from ln(10) = 2.3 to a fit
     assert mm.evaluate_vqa(model, qs)["overall"] > 0.75                 # majority answers: about 0.4
     assert len(result.steps) == 10 and result.parameters == mm.count_parameters(model)
+
+
+def _cross_attention_on_patches(data):
+    torch.manual_seed(0)
+    cnn = mm.PatchCNN(channels=8).eval()
+    patches = mm.cache_patches(cnn, data.images).keep(6)
+    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("cross_attention", mm.D_DESCRIPTION, 6, 16,
+                                                                     d_model=16, num_heads=2)).eval()
+    return model, patches
+
+
+def test_attention_maps_are_distributions_over_the_kept_patches(data):
+    model, patches = _cross_attention_on_patches(data)
+    logits, maps = mm.attention_maps(model, patches.vectors[:3], data.questions[:3, 10])
+    torch.testing.assert_close(logits, model(patches.vectors[:3], data.questions[:3, 10]))
+    assert len(maps) == 2 and model.fusion.last_attention is None            # not kept after the call
+    for w in maps:
+        assert w.shape == (3, 6) and (w >= 0).all()
+        torch.testing.assert_close(w.sum(-1), torch.ones(3))
+        on_grid = patches.weights_on_grid(w, torch.arange(3))
+        assert on_grid.shape == (3, 25)
+        for i in range(3):
+            torch.testing.assert_close(on_grid[i, patches.index[i]], w[i])
+            others = torch.ones(25, dtype=torch.bool)
+            others[patches.index[i]] = False
+            assert (on_grid[i, others] == 0).all()
+    with pytest.raises(TypeError, match="CrossAttentionFusion"):
+        mm.attention_maps(mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 12, 6, 16)),
+                          patches.vectors[:1], data.questions[:1, 0])
+
+
+def test_attention_widget_redraws_for_a_new_image_and_question(data):
+    pytest.importorskip("ipywidgets")
+    model, patches = _cross_attention_on_patches(data)
+    box = mm.attention_widget(model, data, patches)
+    first = bytes(box.picture.value)
+    assert first.startswith(b"\x89PNG") and box.question.value == 10
+    assert box.question.options[10][0].endswith(data.question_text[0][10])
+    box.question.value = 13
+    second = bytes(box.picture.value)
+    assert second != first
+    box.image.value = 3
+    assert box.question.value == 10 and box.question.options[0][0].endswith(data.question_text[3][0])
+    assert bytes(box.picture.value) not in (first, second)
 
 
 # ---------------------------------------------------------------- shared embedding space
