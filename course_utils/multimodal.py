@@ -316,9 +316,10 @@ class VectorQuestionEncoder(nn.Module):
 class BertQuestionEncoder(nn.Module):
     """The English question through a BERT (chapter 03's, or any in the transformers layout).
 
-    Tokens: BERT's last hidden states projected to ``d_model``; vector: their mean over the
-    real tokens. ``finetune=False`` freezes BERT (only the projection learns) and caches each
-    distinct sentence's hidden states; ``finetune=True`` trains BERT too, at ``lr_scale`` times
+    Vector: the mean of BERT's last hidden states over the real tokens, standardised per feature
+    (:class:`~torch.nn.BatchNorm1d` statistics, no learned scale), projected to ``d_model``;
+    tokens: each hidden state standardised the same way and projected. ``finetune=False``
+    freezes BERT (only the projection learns) and caches each distinct sentence's hidden states; ``finetune=True`` trains BERT too, at ``lr_scale`` times
     the learning rate of the rest. Sort-of-CLEVR has only 36 distinct questions, so each batch
     runs BERT once per distinct sentence, not once per question.
     """
@@ -331,6 +332,10 @@ class BertQuestionEncoder(nn.Module):
         self.bert, self.tokenizer, self.finetune = bert, tokenizer, finetune
         self.d_model, self.lr_scale = d_model, lr_scale
         hidden = bert.config.hidden_size
+        # BERT's sentence vectors share one large common direction (they all look alike); standardising
+        # each feature over the questions makes their differences -- the colour, the kind -- stand out
+        self.sentence_norm = nn.BatchNorm1d(hidden, affine=False)
+        self.token_norm = nn.BatchNorm1d(hidden, affine=False)
         self.proj = nn.Linear(hidden, d_model)
         self.bert.requires_grad_(finetune)
         self._cache: dict = {}                               # sentence -> frozen hidden states
@@ -372,11 +377,19 @@ class BertQuestionEncoder(nn.Module):
             states = nn.utils.rnn.pad_sequence(rows, batch_first=True)
             lengths = torch.tensor([r.shape[0] for r in rows], device=states.device)
             mask = torch.arange(states.shape[1], device=states.device)[None] < lengths[:, None]
+        real = mask[..., None].to(states.dtype)
+        sentences = self._standardise(self.sentence_norm, (states * real).sum(1) / real.sum(1))   # (U, hidden)
+        tokens = torch.zeros_like(states)
+        tokens[mask] = self._standardise(self.token_norm, states[mask])
         index = torch.tensor([where[t] for t in question_texts], device=states.device)
-        tokens = self.proj(states)[index]                               # (B, T, d_model)
-        mask = mask[index]
-        vector = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        return QuestionEncoding(vector, tokens, mask)
+        return QuestionEncoding(self.proj(sentences)[index], self.proj(tokens)[index], mask[index])
+
+    def _standardise(self, norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        """Per feature, subtract the mean and divide by the standard deviation over the batch's
+        sentences (tokens) while training, over the running averages otherwise."""
+        batch_stats = self.training and x.shape[0] > 1
+        return F.batch_norm(x, norm.running_mean, norm.running_var, training=batch_stats,
+                            momentum=norm.momentum, eps=norm.eps)
 
 
 # ============================================================================ fusions

@@ -349,26 +349,56 @@ def tiny_bert(tmp_path_factory):
     return bert.BertModel(config).eval(), tokenizer
 
 
-def test_bert_encoder_dedupes_and_caches(tiny_bert):
+def _bert_states(model, tokenizer, text):
+    ids = tokenizer([text], return_tensors="pt")
+    was_training = model.training
+    model.eval()                                                              # no dropout
+    with torch.no_grad():
+        states = model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state[0]
+    model.train(was_training)
+    return states                                                             # (T, hidden)
+
+
+def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
     model, tokenizer = tiny_bert
     texts = [shapes.ALL_QUESTION_TEXTS[i] for i in (0, 7, 0, 30, 7)]
     frozen = mm.BertQuestionEncoder(model, tokenizer, d_model=8, finetune=False)
-    enc = frozen(None, texts)
+    eps = frozen.sentence_norm.eps
+    # evaluation: fixed statistics; one sentence at a time, straight through BERT, gives the same
+    g = torch.Generator().manual_seed(0)
+    for norm in (frozen.sentence_norm, frozen.token_norm):
+        norm.running_mean.copy_(torch.randn(16, generator=g))
+        norm.running_var.copy_(torch.rand(16, generator=g) + 0.5)
+    enc = frozen.eval()(None, texts)
     assert enc.tokens.shape[:2] == enc.mask.shape and enc.vector.shape == (5, 8)
-    # one sentence at a time, straight through BERT and the projection, gives the same
-    for i, text in enumerate(texts):
-        ids = tokenizer([text], return_tensors="pt")
-        with torch.no_grad():
-            alone = frozen.proj(model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state[0])
-        n = alone.shape[0]
-        torch.testing.assert_close(enc.tokens[i, :n], alone, atol=1e-5, rtol=1e-5)
-        assert enc.mask[i].sum() == n
-        torch.testing.assert_close(enc.vector[i], alone.mean(0), atol=1e-5, rtol=1e-5)
+    sn, tn = frozen.sentence_norm, frozen.token_norm
+    with torch.no_grad():
+        for i, text in enumerate(texts):
+            states = _bert_states(model, tokenizer, text)
+            n = states.shape[0]
+            tokens = frozen.proj((states - tn.running_mean) / (tn.running_var + eps).sqrt())
+            torch.testing.assert_close(enc.tokens[i, :n], tokens, atol=1e-5, rtol=1e-5)
+            assert enc.mask[i].sum() == n and (enc.tokens[i, n:] == frozen.proj.bias).all()
+            vector = frozen.proj((states.mean(0) - sn.running_mean) / (sn.running_var + eps).sqrt())
+            torch.testing.assert_close(enc.vector[i], vector, atol=1e-5, rtol=1e-5)
     assert len(frozen._cache) == 3
     assert not any(p.requires_grad for p in frozen.bert.parameters())
+    # training: each feature standardised over the distinct sentences of the batch
+    frozen.train()
+    before = sn.running_mean.clone()
+    enc = frozen(None, texts)
+    unique = sorted(set(texts))
+    with torch.no_grad():
+        means = torch.stack([_bert_states(model, tokenizer, t).mean(0) for t in unique])
+        standard = (means - means.mean(0)) / (means.var(0, unbiased=False) + eps).sqrt()
+        for i, text in enumerate(texts):
+            torch.testing.assert_close(enc.vector[i], frozen.proj(standard[unique.index(text)]), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(sn.running_mean, before)                           # running statistics move
+    # fine-tuned: same outputs from the same weights, BERT trained at lr * lr_scale
     tuned = mm.BertQuestionEncoder(model, tokenizer, d_model=8, finetune=True)
-    tuned.proj.load_state_dict(frozen.proj.state_dict())
-    torch.testing.assert_close(tuned.eval()(None, texts).vector, enc.vector, atol=1e-5, rtol=1e-5)
+    tuned.load_state_dict(frozen.state_dict())
+    torch.testing.assert_close(tuned.eval()(None, texts).vector, frozen.eval()(None, texts).vector,
+                               atol=1e-5, rtol=1e-5)
     groups = mm._param_groups(mm.VQAModel(tuned, mm.make_fusion("sum", 10, 6, 8)), lr=1e-3)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     model.requires_grad_(False)
