@@ -129,13 +129,26 @@ def _open_and_run_all(playwright, base: str, token: str, notebook: str):
     return browser, page
 
 
+PICTURE_SOURCES = ("data:image/png;base64,", "blob:")   # an Output's inline PNG; an ipywidgets Image
+
+
+def _first_picture(page, selector: str, timeout_ms: int) -> str:
+    """Wait until the notebook has drawn the widget's picture; scroll to it; return its source."""
+    image = page.locator(selector).first
+    image.wait_for(state="attached", timeout=timeout_ms)
+    image.scroll_into_view_if_needed()
+    src = image.get_attribute("src")
+    assert src and src.startswith(PICTURE_SOURCES), f"unexpected image source {str(src)[:60]!r}"
+    return src
+
+
 def _wait_for_new_src(page, selector: str, old: str) -> str:
     page.wait_for_function(
         "([selector, old]) => { const img = document.querySelector(selector);"
         " return img && img.getAttribute('src') !== old; }",
         arg=[selector, old], timeout=60_000)
     new = page.locator(selector).first.get_attribute("src")
-    assert new != old and new.startswith("data:image/png;base64,"), f"unexpected image source {new[:60]!r}"
+    assert new != old and new.startswith(PICTURE_SOURCES), f"unexpected image source {new[:60]!r}"
     return new
 
 
@@ -146,11 +159,7 @@ def test_attention_explorer_responds_to_the_temperature_slider(lab):
     with sync_playwright() as playwright:
         browser, page = _open_and_run_all(playwright, base, token, NOTEBOOK)
         try:
-            image = page.locator(IMAGE).first
-            image.wait_for(state="attached", timeout=120_000)
-            image.scroll_into_view_if_needed()
-            before = image.get_attribute("src")
-            assert before and before.startswith("data:image/png;base64,"), f"unexpected image source {before[:60]!r}"
+            before = _first_picture(page, IMAGE, timeout_ms=120_000)
             _screenshot(page, tmp_path, "explorer_before")
 
             handle = page.locator(SLIDER_HANDLE).first
@@ -176,11 +185,7 @@ def test_attention_on_the_image_follows_the_image_slider_and_the_question(lab):
     with sync_playwright() as playwright:
         browser, page = _open_and_run_all(playwright, base, token, "05_multimodal_fusion.ipynb")
         try:
-            image = page.locator(picture).first
-            image.wait_for(state="attached", timeout=240_000)
-            image.scroll_into_view_if_needed()
-            first = image.get_attribute("src")
-            assert first and first.startswith("data:image/png;base64,"), f"unexpected image source {first[:60]!r}"
+            first = _first_picture(page, picture, timeout_ms=240_000)
             handle = page.locator(f"{widget} .course-image-picker .noUi-handle").first
             handle.focus()
             handle.press("ArrowRight")                                    # image 0 -> image 1
