@@ -313,14 +313,21 @@ class VectorQuestionEncoder(nn.Module):
         return QuestionEncoding(v, v[:, None, :], torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device))
 
 
+def _pad(rows: list, value=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences of different lengths -> (U, T, ...) padded with ``value``, and the (U, T) mask of real entries."""
+    padded = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
+    lengths = torch.tensor([r.shape[0] for r in rows], device=padded.device)
+    return padded, torch.arange(padded.shape[1], device=padded.device)[None] < lengths[:, None]
+
+
 class BertQuestionEncoder(nn.Module):
     """The English question through a BERT (chapter 03's, or any in the transformers layout).
 
     Vector: the mean of BERT's last hidden states over the real tokens, standardised per feature
     (:class:`~torch.nn.BatchNorm1d` statistics, no learned scale), projected to ``d_model``;
     tokens: each hidden state standardised the same way and projected. ``finetune=False``
-    freezes BERT (only the projection learns) and caches each distinct sentence's hidden states; ``finetune=True`` trains BERT too, at ``lr_scale`` times
-    the learning rate of the rest. Sort-of-CLEVR has only 36 distinct questions, so each batch
+    freezes BERT (only the projection learns) and caches each distinct sentence's hidden states;
+    ``finetune=True`` trains BERT too, at ``lr_scale`` times the learning rate of the rest. Sort-of-CLEVR has only 36 distinct questions, so each batch
     runs BERT once per distinct sentence, not once per question.
     """
 
@@ -347,17 +354,14 @@ class BertQuestionEncoder(nn.Module):
         for t in texts:                                  # tokenise each distinct sentence once
             if t not in self._ids:
                 self._ids[t] = torch.tensor(self.tokenizer(t)["input_ids"])
-        rows = [self._ids[t] for t in texts]
-        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.tokenizer.pad_token_id or 0)
-        lengths = torch.tensor([r.shape[0] for r in rows])
-        mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+        ids, mask = _pad([self._ids[t] for t in texts], self.tokenizer.pad_token_id or 0)
         ids, mask = ids.to(device), mask.to(device)
         if self.finetune:
             self.bert.train(self.training)
-            return self.bert(ids, attention_mask=mask).last_hidden_state, mask.bool()
+            return self.bert(ids, attention_mask=mask.long()).last_hidden_state, mask
         self.bert.eval()
         with torch.no_grad():
-            return self.bert(ids, attention_mask=mask).last_hidden_state, mask.bool()
+            return self.bert(ids, attention_mask=mask.long()).last_hidden_state, mask
 
     def forward(self, question_vectors=None, question_texts=None) -> QuestionEncoding:
         if question_texts is None or isinstance(question_texts, str):
@@ -373,10 +377,7 @@ class BertQuestionEncoder(nn.Module):
                 new_states, new_mask = self._encode_unique(missing)
                 for t, h, m in zip(missing, new_states, new_mask):
                     self._cache[t] = h[m]                              # (real tokens, hidden)
-            rows = [self._cache[t] for t in unique]
-            states = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-            lengths = torch.tensor([r.shape[0] for r in rows], device=states.device)
-            mask = torch.arange(states.shape[1], device=states.device)[None] < lengths[:, None]
+            states, mask = _pad([self._cache[t] for t in unique])
         real = mask[..., None].to(states.dtype)
         sentences = self._standardise(self.sentence_norm, (states * real).sum(1) / real.sum(1))   # (U, hidden)
         tokens = torch.zeros_like(states)
