@@ -1065,7 +1065,7 @@ def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per
     import matplotlib.pyplot as plt
 
     rows = math.ceil(len(cases) / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.16 * len(predictions)) * rows),
+    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.3 * (len(predictions) + 1)) * rows),
                              squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
