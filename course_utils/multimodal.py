@@ -119,11 +119,19 @@ class PatchCNN(nn.Module):
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 25, channels + 2): one hidden vector per patch, coordinates appended."""
-        fmap = self.grid(images).flatten(2).transpose(1, 2)          # (B, 25, channels)
-        return torch.cat([fmap, self.coords.expand(fmap.shape[0], -1, -1)], dim=-1)
+        return self.patches_of(self.grid(images))
+
+    def patches_of(self, fmap: torch.Tensor) -> torch.Tensor:
+        """:meth:`patches` from an already computed (B, channels, 5, 5) feature map."""
+        hidden = fmap.flatten(2).transpose(1, 2)                      # (B, 25, channels)
+        return torch.cat([hidden, self.coords.expand(hidden.shape[0], -1, -1)], dim=-1)
+
+    def head_of(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The head's (B, 25, 10) answers from an already computed feature map."""
+        return self.head(fmap).flatten(2).transpose(1, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.grid(images)).flatten(2).transpose(1, 2)   # (B, 25, 10)
+        return self.head_of(self.grid(images))                        # (B, 25, 10)
 
     def describe(self, images: torch.Tensor) -> torch.Tensor:
         return describe_patches(self(images), self.coords)
@@ -269,12 +277,8 @@ def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, 
     vectors, index = [], []
     for start in range(0, images.shape[0], batch_size):
         fmap = cnn.grid(images[start:start + batch_size].to(device))           # the CNN body runs once
-        head = cnn.head(fmap).flatten(2).transpose(1, 2)
-        if what == "description":
-            v = describe_patches(head, cnn.coords)
-        else:
-            hidden = fmap.flatten(2).transpose(1, 2)
-            v = torch.cat([hidden, cnn.coords.expand(hidden.shape[0], -1, -1)], dim=-1)
+        head = cnn.head_of(fmap)
+        v = describe_patches(head, cnn.coords) if what == "description" else cnn.patches_of(fmap)
         objectness = 1 - head[..., :PATCH_CLASSES].softmax(-1)[..., EMPTY]
         idx = objectness.topk(keep, dim=1).indices.sort(dim=1).values
         vectors.append(torch.gather(v, 1, idx[..., None].expand(-1, -1, v.shape[-1])).cpu())
