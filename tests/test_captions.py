@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sacrebleu
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from course_utils import captions as C
 from course_utils import shapes
