@@ -1,0 +1,620 @@
+"""Generating text from images (chapter 07): decoder layers with cross-attention, and a captioner.
+
+A captioning model is an encoder-decoder: the image encoder (chapter 05's :class:`PatchCNN`)
+turns the picture into a grid of patch vectors, the *memory*; the decoder writes the caption
+one word at a time, and in every layer a **cross-attention** sub-layer lets the words look at
+the image (queries from the text, keys and values from the memory).
+
+* :class:`CrossAttentionDecoderLayer`: causal self-attention, cross-attention, feed-forward,
+  post-LN or pre-LN; :meth:`~CrossAttentionDecoderLayer.from_torch` copies a
+  ``torch.nn.TransformerDecoderLayer`` (the tests prove both give the same outputs);
+* :class:`BertDecoder`: the course's BERT layers (:mod:`course_utils.bert`) with a
+  cross-attention sub-layer added, weight-compatible with
+  ``transformers.BertLMHeadModel(is_decoder=True, add_cross_attention=True)`` both ways;
+* :class:`Captioner`: chapter 06's pre-LN :class:`~course_utils.decoder.DecoderBlock` with a
+  cross-attention sub-layer (:class:`CaptionBlock`), over cached patch features. Its KV cache
+  holds, per block, the self-attention keys and values (growing by one position per step) and
+  the cross-attention keys and values (computed **once per image**, never recomputed);
+  :meth:`Captioner.bind` gives the ``model(input_ids, attention_mask, past_key_values, use_cache)``
+  that :func:`course_utils.generation.generate` drives, greedy or beam search alike.
+
+Training (:func:`train_captioner`: teacher forcing, AdamW with warmup, optional label
+smoothing) and captioning images (:func:`generate_captions`) are at the end; plots and the
+widget live in :mod:`course_utils.captioning_viz`.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import bert as course_bert
+from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .decoder import DecoderBlock
+from .transformer import FeedForward
+
+__all__ = [
+    "BertDecoder",
+    "BoundCaptioner",
+    "CaptionBlock",
+    "Captioner",
+    "CaptionerConfig",
+    "CaptionerInputError",
+    "CrossAttention",
+    "CrossAttentionDecoderLayer",
+    "teacher_forced_loss",
+    "train_captioner",
+]
+
+
+class CaptionerInputError(ValueError):
+    """Input a captioner cannot take (wrong image size or dtype, memory of the wrong width...), with the fix."""
+
+
+# ============================================================================ cross-attention
+
+class CrossAttention(MultiHeadAttention):
+    """Multi-head attention whose keys and values come from the image memory.
+
+    ``forward(query, key, value, ...)`` is the course's :class:`MultiHeadAttention`. For generation
+    the memory's keys and values are projected once (:meth:`memory_kv`) and reused at every step
+    (:meth:`attend`): the same arithmetic, without projecting the same memory again for every word.
+    """
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, d) memory -> keys and values (B, heads, N, d_head)."""
+        return self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))
+
+    def attend(self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask=None,
+               need_weights: bool = False):
+        """(B, L, d) queries over precomputed keys and values; ``memory_mask`` (B, N) bool, True = real."""
+        q = self.split_heads(self.q_proj(query))
+        mask = None if memory_mask is None else memory_mask[:, None, None, :]
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = scaled_dot_product_attention(q, kv[0], kv[1], mask=mask, dropout_p=dropout_p)
+        else:
+            out, weights = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, dropout_p=dropout_p), None
+        return self.out_proj(self.merge_heads(out)), weights
+
+
+# ============================================================================ the textbook layer
+
+class CrossAttentionDecoderLayer(nn.Module):
+    """The Transformer decoder layer (Vaswani et al. 2017): masked self-attention, then attention
+    over the encoder's output (the memory), then the feed-forward network; each sub-layer in a
+    residual connection with LayerNorm, after it (post-LN) or before it (pre-LN, ``norm_first``).
+
+    ``forward(x (B, L, d), memory (B, N, d), tgt_mask=None, memory_key_padding_mask=None,
+    tgt_key_padding_mask=None)``; every mask is boolean with **True = may attend / a real
+    position** (torch's ``nn.TransformerDecoderLayer`` uses True = ignore). ``tgt_mask`` (L, L) is
+    usually :func:`course_utils.attention.causal_mask`. With ``keep_attention = True`` the last
+    cross-attention weights (B, heads, L, N) are kept in ``last_cross_attention``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
+                 activation: str = "relu", layer_norm_eps: float = 1e-5):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.cross_attn = CrossAttention(d_model, num_heads, dropout=dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model, eps=layer_norm_eps) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.norm_first = norm_first
+        self.keep_attention = False
+        self.last_cross_attention = None
+
+    def _self_block(self, x, tgt_mask, tgt_key_padding_mask):
+        return self.dropout1(self.self_attn(x, x, x, mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0])
+
+    def _cross_block(self, x, memory, memory_key_padding_mask):
+        out, weights = self.cross_attn(x, memory, memory, key_padding_mask=memory_key_padding_mask)
+        if self.keep_attention:
+            self.last_cross_attention = weights.detach()
+        return self.dropout2(out)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+                memory_key_padding_mask: torch.Tensor | None = None,
+                tgt_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != x.shape[-1]:
+            raise CaptionerInputError(f"memory has shape {tuple(memory.shape)}; expected (batch={x.shape[0]}, "
+                                      f"patches, d_model={x.shape[-1]}), the image encoder's output for each caption.")
+        if self.norm_first:
+            x = x + self._self_block(self.norm1(x), tgt_mask, tgt_key_padding_mask)
+            x = x + self._cross_block(self.norm2(x), memory, memory_key_padding_mask)
+            return x + self.dropout3(self.ff(self.norm3(x)))
+        x = self.norm1(x + self._self_block(x, tgt_mask, tgt_key_padding_mask))
+        x = self.norm2(x + self._cross_block(x, memory, memory_key_padding_mask))
+        return self.norm3(x + self.dropout3(self.ff(x)))
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> CrossAttentionDecoderLayer:
+        """A copy of ``torch.nn.TransformerDecoderLayer``'s weights in this module (same outputs)."""
+        if not isinstance(layer, nn.TransformerDecoderLayer):
+            raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
+        act = layer.activation
+        if act is F.relu or isinstance(act, nn.ReLU):
+            name = "relu"
+        elif act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
+            name = "gelu"
+        else:
+            raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu, not {act!r}.")
+        ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
+                   dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name, layer_norm_eps=layer.norm1.eps)
+        ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
+        cross = MultiHeadAttention.from_torch(layer.multihead_attn)
+        ours.cross_attn.load_state_dict(cross.state_dict())
+        with torch.no_grad():
+            for mine, theirs in ((ours.ff.linear1, layer.linear1), (ours.ff.linear2, layer.linear2),
+                                 (ours.norm1, layer.norm1), (ours.norm2, layer.norm2), (ours.norm3, layer.norm3)):
+                mine.weight.copy_(theirs.weight)
+                mine.bias.copy_(theirs.bias)
+        return ours.to(layer.linear1.weight.device, layer.linear1.weight.dtype)
+
+
+# ============================================================================ BERT as a decoder
+
+# the cross-attention sub-layer's names -> transformers' (inside encoder.layer.{i})
+_CROSS_TO_HF = {
+    "cross.attn.q_proj": "crossattention.self.query",
+    "cross.attn.k_proj": "crossattention.self.key",
+    "cross.attn.v_proj": "crossattention.self.value",
+    "cross.attn.out_proj": "crossattention.output.dense",
+    "cross.norm": "crossattention.output.LayerNorm",
+}
+
+
+class BertCrossAttentionSublayer(nn.Module):
+    """BERT's cross-attention sub-layer: attention over the memory, dropout, residual, LayerNorm (post-LN)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.attn = CrossAttention(config.hidden_size, config.num_attention_heads,
+                                   dropout=config.attention_probs_dropout_prob)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, memory, memory_mask=None):
+        return self.norm(x + self.dropout(self.attn(x, memory, memory, key_padding_mask=memory_mask,
+                                                    need_weights=False)[0]))
+
+
+class BertDecoderLayer(nn.Module):
+    """One of chapter 03's BERT layers, causal, with a cross-attention sub-layer between its
+    self-attention and its feed-forward network (transformers' ``BertLayer`` with
+    ``add_cross_attention=True``). The self-attention and feed-forward are the course's
+    :class:`~course_utils.transformer.TransformerEncoderLayer` pieces, reused as they are."""
+
+    def __init__(self, encoder_layer: nn.Module, config):
+        super().__init__()
+        self.layer = encoder_layer
+        self.cross = BertCrossAttentionSublayer(config)
+
+    def forward(self, x, memory, causal_and_padding, memory_mask=None):
+        layer = self.layer
+        x = layer.norm1(x + layer._attend(x, causal_and_padding, None))
+        x = self.cross(x, memory, memory_mask)
+        return layer.norm2(x + layer.dropout2(layer.ff(x)))
+
+
+class BertDecoder(nn.Module):
+    """BERT as a decoder: the course's embeddings, causal BERT layers with cross-attention over a
+    memory, and the MLM head (tied to the word embeddings) predicting the next token.
+
+    ``forward(input_ids (B, L), encoder_hidden_states (B, N, hidden), attention_mask (B, L) 1/0,
+    encoder_attention_mask (B, N) 1/0)`` -> logits (B, L, vocab). Weights move from / to
+    ``transformers.BertLMHeadModel(config)`` with ``is_decoder=True, add_cross_attention=True``
+    (:meth:`from_hf`, :meth:`to_hf`)."""
+
+    def __init__(self, config):
+        super().__init__()
+        if not (getattr(config, "is_decoder", False) and getattr(config, "add_cross_attention", False)):
+            raise ValueError("BertDecoder needs a BertConfig with is_decoder=True and add_cross_attention=True.")
+        self.config = copy.deepcopy(config)
+        self.embeddings = course_bert.BertEmbeddings(config)
+        self.layers = nn.ModuleList(BertDecoderLayer(layer, config) for layer in course_bert.build_encoder(config).layers)
+        for block in self.layers:
+            block.layer.fused = False   # padded query rows stay finite through the course's own attention
+        self.cls = course_bert.BertOnlyMLMHead(config)
+        self.apply(functools.partial(course_bert._init_weights, std=config.initializer_range))
+        self.cls.predictions.decoder.weight = self.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None):
+        length = input_ids.shape[1]
+        if length > self.config.max_position_embeddings:
+            raise CaptionerInputError(f"{length} tokens do not fit the {self.config.max_position_embeddings} positions.")
+        mask = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()[None, None]
+        if attention_mask is not None:
+            mask = mask & attention_mask.bool()[:, None, None, :]
+        memory_mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()
+        x = self.embeddings(input_ids)
+        for block in self.layers:
+            x = block(x, encoder_hidden_states, mask, memory_mask)
+        return self.cls(x)
+
+    # --- weights in transformers' names
+    def hf_state_dict(self) -> dict:
+        out = {}
+        for name, tensor in self.state_dict().items():
+            if name.startswith("layers."):
+                index, rest = name[len("layers."):].split(".", 1)
+                module, param = rest.rsplit(".", 1)
+                if module.startswith("layer."):
+                    hf = course_bert._LAYER_TO_HF[module[len("layer."):]]
+                else:
+                    hf = _CROSS_TO_HF[module]
+                name = f"bert.encoder.layer.{index}.{hf}.{param}"
+            elif name.startswith("embeddings."):
+                name = "bert." + name
+            if name == "cls.predictions.decoder.weight" or name == "cls.predictions.decoder.bias":
+                continue   # tied: the word embeddings and cls.predictions.bias hold them
+            out[name] = tensor.detach()
+        return out
+
+    def load_hf_state_dict(self, state: dict) -> None:
+        own = self.hf_state_dict()
+        state = {k: v for k, v in state.items() if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+                 and not k.endswith(("position_ids", "token_type_ids"))}
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or unexpected or wrong:
+            raise course_bert.CheckpointError(f"the weights do not fit this BertDecoder: missing {missing[:5]}, "
+                                              f"unexpected {unexpected[:5]}, other shapes {wrong[:5]}")
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(state[k])       # own[k] shares storage with the parameter
+
+    @classmethod
+    def from_hf(cls, hf_model) -> BertDecoder:
+        ours = cls(hf_model.config)
+        ours.load_hf_state_dict(hf_model.state_dict())
+        return ours.train(hf_model.training)
+
+    def to_hf(self):
+        import transformers
+
+        config = copy.deepcopy(self.config)
+        config._attn_implementation = "eager"
+        hf = transformers.BertLMHeadModel(config)
+        result = hf.load_state_dict(self.hf_state_dict(), strict=False)
+        leftover = [k for k in result.missing_keys if not k.startswith("cls.predictions.decoder")]
+        if leftover or result.unexpected_keys:
+            raise course_bert.CheckpointError(f"transformers' layout changed: {leftover[:5]} {result.unexpected_keys[:5]}")
+        return hf.train(self.training)
+
+
+# ============================================================================ the captioner
+
+class CaptionBlock(DecoderBlock):
+    """Chapter 06's pre-LN decoder block with a cross-attention sub-layer added between its
+    self-attention and its MLP: ``x + self_attn(norm1(x))``, ``x + cross_attn(norm_cross(x), image)``,
+    ``x + mlp(norm2(x))``."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0):
+        super().__init__(d_model, num_heads, d_ff, dropout=dropout, attn_dropout=dropout)
+        self.norm_cross = nn.LayerNorm(d_model)
+        self.cross_attn = CrossAttention(d_model, num_heads, dropout=dropout)
+        self.cross_dropout = nn.Dropout(dropout)
+
+    def forward(self, x, cross_kv, past=None, key_mask=None, memory_mask=None, need_weights: bool = False):
+        attended, present, _ = self.self_attn(self.norm1(x), past=past, key_mask=key_mask, need_weights=False)
+        x = x + attended
+        crossed, weights = self.cross_attn.attend(self.norm_cross(x), cross_kv, memory_mask, need_weights)
+        x = x + self.cross_dropout(crossed)
+        x = x + self.mlp(self.norm2(x))
+        return x, present, weights
+
+
+@dataclass
+class CaptionerConfig:
+    vocab_size: int
+    d_image: int                 # numbers per patch in the memory (chapter 05's descriptions: 10)
+    n_patches: int = 25          # patches per image
+    d_model: int = 128
+    num_heads: int = 4
+    num_layers: int = 2
+    d_ff: int = 512
+    max_positions: int = 96      # the longest caption, [BOS] and [EOS] included
+    dropout: float = 0.0
+    pad_token_id: int = 0
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+
+
+class Captioner(nn.Module):
+    """Patch features in, caption logits out.
+
+    ``encode(features (B, N, d_image))`` -> memory (B, N, d_model): a linear map of every patch
+    plus a learned embedding of its place in the grid, then LayerNorm.
+    ``forward(input_ids (B, L), memory=None, attention_mask=None, memory_mask=None,
+    past_key_values=None, use_cache=False, output_attentions=False)`` -> ``(logits, cache,
+    cross_attentions)``. The cache is a tuple over blocks of ``(self_keys, self_values,
+    cross_keys, cross_values)``; with a cache, ``memory`` is not needed (its keys and values are in it).
+    """
+
+    def __init__(self, config: CaptionerConfig):
+        super().__init__()
+        if not isinstance(config, CaptionerConfig):
+            raise TypeError(f"Captioner takes a CaptionerConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.image_proj = nn.Linear(c.d_image, c.d_model)
+        self.patch_embedding = nn.Embedding(c.n_patches, c.d_model)
+        self.image_norm = nn.LayerNorm(c.d_model)
+        self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)
+        self.position_embedding = nn.Embedding(c.max_positions, c.d_model)
+        self.blocks = nn.ModuleList(CaptionBlock(c.d_model, c.num_heads, c.d_ff, c.dropout) for _ in range(c.num_layers))
+        self.final_norm = nn.LayerNorm(c.d_model)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.apply(_init_weights)
+        self.lm_head.weight = self.token_embedding.weight          # tied, as GPT-2 and BERT
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_positions
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
+            raise CaptionerInputError(f"patch features must be a float tensor (B, {c.n_patches}, {c.d_image}); got "
+                                      f"{features.dtype if isinstance(features, torch.Tensor) else type(features).__name__}. "
+                                      "For images, run the patch CNN first (features_of(cnn, images)).")
+        if features.dim() != 3 or tuple(features.shape[1:]) != (c.n_patches, c.d_image):
+            raise CaptionerInputError(f"patch features have shape {tuple(features.shape)}; this captioner was built for "
+                                      f"(batch, {c.n_patches}, {c.d_image}). Cache them with the same CNN and `what`.")
+        grid = self.patch_embedding.weight[None]
+        return self.image_norm(self.image_proj(features) + grid)
+
+    def cross_cache(self, memory: torch.Tensor) -> list:
+        """Every block's cross-attention keys and values of ``memory``: computed once per image."""
+        return [block.cross_attn.memory_kv(memory) for block in self.blocks]
+
+    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, attention_mask=None,
+                memory_mask=None, past_key_values=None, use_cache: bool = False, output_attentions: bool = False):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
+            raise CaptionerInputError("input_ids must be a (batch, length) torch.long tensor of caption token ids.")
+        past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+        length = input_ids.shape[1]
+        if past_len + length > self.config.max_positions:
+            raise CaptionerInputError(f"{past_len + length} positions do not fit the position table of "
+                                      f"{self.config.max_positions}: generate fewer tokens or build a longer table.")
+        if past_key_values is None:
+            if memory is None:
+                raise CaptionerInputError("the first call needs the image memory (memory=captioner.encode(features)).")
+            if memory.shape[0] != input_ids.shape[0]:
+                raise CaptionerInputError(f"{memory.shape[0]} images for {input_ids.shape[0]} captions: give one "
+                                          "memory row per caption (repeat_interleave it for several per image).")
+            cross = self.cross_cache(memory)
+        else:
+            cross = [(p[2], p[3]) for p in past_key_values]
+        positions = torch.arange(past_len, past_len + length, device=input_ids.device)
+        x = self.token_embedding(input_ids) + self.position_embedding(positions)[None]
+        key_mask = None if attention_mask is None else attention_mask.bool()
+        presents, attentions = [], []
+        for i, block in enumerate(self.blocks):
+            past = None if past_key_values is None else past_key_values[i][:2]
+            x, present, weights = block(x, cross[i], past=past, key_mask=key_mask, memory_mask=memory_mask,
+                                        need_weights=output_attentions)
+            if use_cache:
+                presents.append((*present, *cross[i]))
+            if output_attentions:
+                attentions.append(weights.detach())
+        logits = self.lm_head(self.final_norm(x))
+        return logits, (tuple(presents) if use_cache else None), (tuple(attentions) if output_attentions else None)
+
+    def bind(self, features: torch.Tensor) -> BoundCaptioner:
+        """The decoder with these images' memory attached: ``bound(input_ids, attention_mask=None,
+        past_key_values=None, use_cache=False)``, the interface of chapter 06's ``generate``."""
+        return BoundCaptioner(self, features)
+
+    # --- checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Weights as safetensors, the config in the file's metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if k != "lm_head.weight"}
+        save_file(tensors, str(path), metadata={"config": json.dumps(asdict(self.config))})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected: CaptionerConfig | None = None) -> Captioner:
+        """A captioner from :meth:`save`; with ``expected``, a checkpoint of another size is refused in one line."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no captioner checkpoint at {path}: train one and call model.save(path).")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "config" not in meta:
+            raise course_bert.CheckpointError(f"{path} is not a captioner checkpoint (no config in its metadata).")
+        config = CaptionerConfig(**json.loads(meta["config"]))
+        if expected is not None and config != expected:
+            diff = {k: (v, getattr(expected, k)) for k, v in asdict(config).items() if getattr(expected, k) != v}
+            raise course_bert.CheckpointError(f"{path} holds a captioner of another size (checkpoint vs expected: "
+                                              f"{diff}); build the model from the checkpoint's config or retrain.")
+        model = cls(config)
+        model.load_state_dict(load_file(str(path)), strict=False)
+        return model.eval()
+
+
+class BoundCaptioner(nn.Module):
+    """A captioner bound to M images: ``forward(input_ids (B, L), attention_mask=None,
+    past_key_values=None, use_cache=False)`` -> ``(logits, cache)``, for B a multiple of M
+    (B = M * k: k beams or samples per image, rows in ``repeat_interleave`` order, as beam search
+    lays them out). The cross-attention keys and values are computed for the M images once, on the
+    first call, and carried in the cache; :meth:`reorder_cache` moves only the self-attention part
+    when beams are reordered within an image."""
+
+    def __init__(self, model: Captioner, features: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.memory = model.encode(features)
+        self.max_positions = model.max_positions
+        self.config = model.config
+        self.cross_computations = 0           # how often image keys/values were computed (tests read it)
+        self.last_cross_attentions = None
+        self.train(model.training)
+
+    def _repeats(self, batch: int) -> int:
+        images = self.memory.shape[0]
+        if batch % images:
+            raise CaptionerInputError(f"{batch} captions for {images} images: the batch must be a multiple of the "
+                                      "number of images (rows in repeat_interleave order).")
+        return batch // images
+
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache: bool = False,
+                output_attentions: bool = False, **_):
+        k = self._repeats(input_ids.shape[0])
+        if past_key_values is None:
+            cross = [tuple(t.repeat_interleave(k, dim=0) for t in kv) for kv in self.model.cross_cache(self.memory)]
+            self.cross_computations += 1
+            past = None
+        else:
+            past = past_key_values
+            cross = None
+        if past is None:
+            # run the first step with empty self-attention caches and the precomputed image keys/values
+            d_head = self.model.config.d_model // self.model.config.num_heads
+            empty = input_ids.new_zeros((input_ids.shape[0], self.model.config.num_heads, 0, d_head), dtype=cross[0][0].dtype)
+            past = tuple((empty, empty, *kv) for kv in cross)
+        logits, cache, attentions = self.model(input_ids, attention_mask=attention_mask, past_key_values=past,
+                                               use_cache=use_cache, output_attentions=output_attentions)
+        self.last_cross_attentions = attentions
+        return (logits, cache) if use_cache else (logits,)
+
+    def reorder_cache(self, cache, beam_idx: torch.Tensor):
+        """Beams of one image are reordered among themselves, so the image keys/values stay put;
+        only if a row were to take another image's place are they moved too."""
+        k = self._repeats(beam_idx.shape[0])
+        image_of_row = torch.arange(beam_idx.shape[0], device=beam_idx.device) // k
+        same_image = bool((image_of_row[beam_idx] == image_of_row).all())
+        return tuple((layer[0].index_select(0, beam_idx), layer[1].index_select(0, beam_idx),
+                      *(layer[2:] if same_image else (t.index_select(0, beam_idx) for t in layer[2:])))
+                     for layer in cache)
+
+
+def _init_weights(module: nn.Module, std: float = 0.02) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ============================================================================ training
+
+def teacher_forced_loss(model: Captioner, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                        label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+    """Teacher forcing: the decoder reads the *true* caption up to word t and predicts word t + 1.
+    Padding takes no part. ``reduction="none"`` gives one mean loss per caption."""
+    logits = model(ids[:, :-1], memory=model.encode(features), attention_mask=mask[:, :-1])[0]
+    targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+    token_losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                   label_smoothing=label_smoothing, reduction="none")
+    if reduction == "none":
+        return token_losses.sum(1) / mask[:, 1:].sum(1)
+    return token_losses.sum() / mask[:, 1:].sum()
+
+
+def warmup_factor(step: int, steps: int, warmup: float = 0.05) -> float:
+    """Linear warmup over the first ``warmup`` share of the steps, then cosine decay to 10%."""
+    warm = max(1, int(steps * warmup))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, steps - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int,
+                    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.01, warmup: float = 0.05,
+                    label_smoothing: float = 0.0, progress: bool = True, seed: int = 0) -> list:
+    """Teacher-forced training with AdamW and warmup; returns the loss of every step.
+    ``features`` (N, patches, d_image) cached patch features, ``ids``/``mask`` (N, L) the captions."""
+    if features.shape[0] != ids.shape[0] or ids.shape != mask.shape:
+        raise CaptionerInputError(f"{features.shape[0]} images, ids {tuple(ids.shape)}, mask {tuple(mask.shape)}: "
+                                  "give one caption (ids and mask of the same shape) per image.")
+    from tqdm.auto import tqdm
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, steps, warmup))
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    losses = []
+    model.train()
+    bar = tqdm(range(steps), desc="training the captioner", disable=not progress, mininterval=1.0)
+    for step in bar:
+        idx = torch.randint(features.shape[0], (batch_size,), generator=g)
+        length = int(mask[idx].sum(1).max())                 # trim the padding every caption in the batch has
+        loss = teacher_forced_loss(model, features[idx].to(device), ids[idx, :length].to(device),
+                                   mask[idx, :length].to(device), label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses
+
+
+# ============================================================================ images -> features -> captions
+
+def check_uint8_images(images) -> None:
+    """Raise one clear line unless ``images`` are (B, 3, 75, 75) uint8 pictures as shapes.generate makes them."""
+    from .multimodal import check_images
+
+    if isinstance(images, torch.Tensor) and images.dim() == 3:
+        raise CaptionerInputError(f"one image of shape {tuple(images.shape)}: add a batch axis, images[None].")
+    check_images(images)
+    if images.dtype != torch.uint8:
+        raise CaptionerInputError(f"images have dtype {images.dtype}; the patch CNN reads uint8 pixels in 0..255 as "
+                                  "shapes.generate makes them (for floats in [0, 1]: (x * 255).round().to(torch.uint8)).")
+
+
+@torch.no_grad()
+def features_of(cnn, images: torch.Tensor, what: str = "description") -> torch.Tensor:
+    """All 25 patches of each image through the frozen patch CNN of chapter 05 (reading order)."""
+    from .multimodal import GRID, cache_patches
+
+    check_uint8_images(images)
+    return cache_patches(cnn, images, keep=GRID * GRID, what=what).vectors
+
+
+@torch.no_grad()
+def generate_captions(model: Captioner, features: torch.Tensor, tokenizer, num_beams: int = 1,
+                      max_new_tokens: int | None = None, length_penalty: float = 1.0, batch_size: int = 250,
+                      progress: bool = False) -> list[str]:
+    """Captions for cached patch features, greedy (``num_beams=1``) or beam search, batch by batch."""
+    from tqdm.auto import tqdm
+
+    from .generation import generate
+
+    model.eval()
+    max_new_tokens = max_new_tokens or model.max_positions - 1
+    out = []
+    for start in tqdm(range(0, features.shape[0], batch_size), disable=not progress, desc=f"captions, beams={num_beams}"):
+        chunk = features[start:start + batch_size]
+        bound = model.bind(chunk)
+        prompt = torch.full((chunk.shape[0], 1), tokenizer.BOS, dtype=torch.long)
+        ids = generate(bound, prompt, max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
+                       eos_token_id=tokenizer.EOS, pad_token_id=tokenizer.PAD)
+        out.extend(tokenizer.decode(row[1:]) for row in ids)
+    return out
