@@ -1,8 +1,10 @@
-"""Every registered exercise, whichever chapters exist when the tests are collected:
-the reference answer passes, each recorded typical mistake fails, a placeholder is
-"not tried", and an answer that crashes gives a message instead of an exception."""
+"""Every registered exercise, whichever chapters exist when the tests are collected: the
+reference answer passes, each typical mistake fails with its own diagnosing message, a
+placeholder is "not tried", an answer that crashes gives a message naming the learner's line,
+and every chapter has enough exercises that test understanding rather than retyping."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,10 +14,10 @@ from course_utils import exercises
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 KEYS = exercises.keys()
-WRONG = [(key, i, answer) for key in KEYS if exercises.get(key).wrong
-         for i, answer in enumerate(exercises.get(key).wrong())]
+MISTAKES = [(key, i, m) for key in KEYS for i, m in enumerate(exercises.get(key).mistakes())]
+CHAPTERS = sorted({key[:2] for key in KEYS})
 CHAPTERS_WITH_NOTEBOOK = sorted({p.name[:2] for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")})
-MIN_EXERCISES = {"00": 1}  # the setup chapter may have fewer than the usual four
+MIN_EXERCISES, MIN_UNDERSTANDING = 5, 2     # per chapter; "understanding": predict or conceptual
 
 
 def test_some_exercises_are_registered():
@@ -31,25 +33,35 @@ def test_key_names_its_chapter(key):
 
 
 @pytest.mark.parametrize("key", KEYS)
+def test_metadata_is_complete(key):
+    ex = exercises.get(key)
+    assert ex.kind in exercises.KINDS
+    assert ex.section.strip(), f"{key}: say which section of the chapter it draws on (section=...)"
+    assert 1 <= ex.minutes <= 30, f"{key}: minutes={ex.minutes} is not a plausible time for one exercise"
+
+
+@pytest.mark.parametrize("key", KEYS)
 def test_reference_answer_passes(key):
     passed, message = exercises.verdict(key, exercises.reference_answer(key))
     assert passed, f"{key}: the reference solution fails its own check: {message}"
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_typical_mistakes_are_recorded(key):
-    ex = exercises.get(key)
-    assert ex.wrong is not None and len(ex.wrong()) >= 1, (
-        f"{key}: give @exercise(..., wrong=...) at least one typical wrong answer, so the test proves "
-        "the check can tell right from wrong")
+def test_typical_mistakes_are_recorded_with_messages(key):
+    mistakes = exercises.get(key).mistakes()
+    assert mistakes, f"{key}: list at least one typical mistake (mistakes=[Mistake(answer, says), ...])"
+    bare = [i for i, m in enumerate(mistakes) if not m.says]
+    assert not bare, f"{key}: mistakes {bare} have no diagnosing message: give each one as Mistake(answer, says)"
 
 
-@pytest.mark.parametrize("key,index,answer", WRONG, ids=[f"{k}-wrong{i}" for k, i, _ in WRONG])
-def test_wrong_answer_fails_with_a_hint(key, index, answer):
-    passed, message = exercises.verdict(key, answer)
-    assert not passed, f"{key}: wrong answer #{index} passes the check"
-    assert message.startswith(("not yet: ", "your answer raised ")) and len(message) > len("not yet: ") + 5, (
-        f"{key}: wrong answer #{index} gives no hint: {message!r}")
+@pytest.mark.parametrize("key,index,mistake", MISTAKES, ids=[f"{k}-mistake{i}" for k, i, _ in MISTAKES])
+def test_each_mistake_is_rejected_with_its_message(key, index, mistake):
+    passed, message = exercises.verdict(key, mistake.answer)
+    assert not passed, f"{key}: typical mistake #{index} passes the check"
+    assert message.startswith(("not yet: ", "your answer raised ")), f"{key}: mistake #{index}: {message!r}"
+    if mistake.says:
+        assert mistake.says in message, (
+            f"{key}: mistake #{index} should be diagnosed as {mistake.says!r}, the verdict says {message!r}")
 
 
 @pytest.mark.parametrize("placeholder", [None, ...], ids=["None", "Ellipsis"])
@@ -60,47 +72,66 @@ def test_placeholder_is_not_tried(key, placeholder):
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_crashing_answer_gives_a_message(key):
+def test_crashing_answer_is_reported_as_the_learners_with_its_line(key):
     if exercises.get(key).answer_is_function:
         def crashing(*args, **kwargs):
             raise RuntimeError("boom from the learner's code")
         passed, message = exercises.verdict(key, crashing)
         assert not passed
-        assert message == "your answer raised RuntimeError: boom from the learner's code"
-    else:  # a value answer of the wrong kind: the check may fail or crash, never raise
+        assert message.startswith("your answer raised RuntimeError: boom from the learner's code (at line 2 of "
+                                  "crashing: `raise RuntimeError"), message
+    else:  # a value answer of the wrong kind: the check fails with a message, never raises
         passed, message = exercises.verdict(key, object())
-        assert not passed and message.startswith(("not yet: ", "your answer raised "))
+        assert not passed and message.startswith("not yet: ")
 
 
 @pytest.mark.parametrize("key", KEYS)
 def test_show_check_and_solution_print(key, capsys):
+    ex = exercises.get(key)
     exercises.show(key)
-    assert f"Exercise {key}: {exercises.get(key).title}" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"Exercise {key}: {ex.title}" in shown and f"[{ex.kind}, about {ex.minutes} min" in shown
+    for rule in ex.rules:
+        assert rule.says in shown.replace("\n", " "), f"{key}: show() does not state the rule {rule.says!r}"
     assert exercises.check(key, exercises.reference_answer(key)) is True
     assert capsys.readouterr().out.startswith(f"✅ {key}: correct!")
     assert exercises.check(key, None) is False
     assert capsys.readouterr().out.startswith(f"❌ {key}: not tried yet")
-    assert "def " in exercises.get(key).solution_source()
+    assert len(ex.solution_text().strip()) > 10
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_enough_exercises_that_test_understanding(chapter):
+    chosen = [exercises.get(k) for k in exercises.keys(chapter)]
+    kinds = {ex.key: ex.kind for ex in chosen}
+    assert len(chosen) >= MIN_EXERCISES, f"chapter {chapter} has {len(chosen)} exercises; it needs {MIN_EXERCISES}"
+    understanding = [k for k, kind in kinds.items() if kind in ("predict", "conceptual")]
+    assert len(understanding) >= MIN_UNDERSTANDING, (
+        f"chapter {chapter}: {len(understanding)} predict/conceptual exercises, at least {MIN_UNDERSTANDING} "
+        f"needed: {kinds}")
+    retype = [k for k, kind in kinds.items() if kind == "retype"]
+    assert 2 * len(retype) <= len(chosen), f"chapter {chapter}: more than half are retyping: {kinds}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS_WITH_NOTEBOOK)
-def test_chapter_with_notebook_has_enough_exercises(chapter):
-    want = MIN_EXERCISES.get(chapter, 4)
-    have = exercises.keys(chapter)
-    assert len(have) >= want, f"chapter {chapter} has {len(have)} exercises ({have}); it needs at least {want}"
+def test_notebook_shows_its_page_and_every_exercise(chapter):
+    notebook, = NOTEBOOKS.glob(f"{chapter}_*.ipynb")
+    source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
+    assert chapter in CHAPTERS, f"{notebook.name} has a notebook but course_utils/exercises/ch{chapter}.py has no exercises"
+    assert f'exercises.page("{chapter}")' in source, f"{notebook.name}: call exercises.page(\"{chapter}\")"
+    missing = [k for k in exercises.keys(chapter) if f'"{k}"' not in source]
+    assert not missing, f"{notebook.name} does not show these exercises: {missing}"
+
+
+def test_page_says_time_and_sections(capsys):
+    for chapter in CHAPTERS:
+        chosen = [exercises.get(k) for k in exercises.keys(chapter)]
+        exercises.page(chapter)
+        out = capsys.readouterr().out
+        assert f"about {sum(ex.minutes for ex in chosen)} minutes" in out
+        assert all(ex.section in out and ex.key in out for ex in chosen)
 
 
 def test_unknown_key_lists_known_ones():
     with pytest.raises(KeyError, match=r"no exercise '99.nothing'; known exercises: .*" + re.escape(KEYS[0])):
         exercises.get("99.nothing")
-
-
-def test_registering_a_key_twice_is_refused():
-    key = "99.test_only_duplicate"
-    register = exercises.exercise(key, "t", "task", reference=lambda: None)
-    try:
-        register(lambda answer: None)
-        with pytest.raises(ValueError, match="exercise '99.test_only_duplicate' is registered twice"):
-            exercises.exercise(key, "t", "task", reference=lambda: None)(lambda answer: None)
-    finally:
-        exercises._REGISTRY.pop(key, None)
