@@ -410,7 +410,8 @@ def attention_viewer(attentions, tokens: Sequence[Any], query_tokens: Sequence[A
     return viewer.widget
 
 
-_SENTENCE = "the cat sat on the mat because it was tired and then it slept all day".split()
+# Labels for the explorer's positions (chapter 01's running sentence); the vectors are random.
+_SENTENCE = "the animal didn't cross the street because it was too tired".split()
 MASK_TYPES = ("none", "padding", "causal", "both")
 
 
@@ -496,6 +497,7 @@ class AttentionExplorer:
         heat_ax, bar_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
         plot_attention(np.zeros((n, n)), tokens, tokens, ax=heat_ax, vmin=0.0, vmax=1.0, annotate=n <= 7, title=" ")
         self._cell_texts = list(heat_ax.texts)  # one per cell, row by row (empty when not annotated)
+        self._allowed = allowed
         for i, j in zip(*np.nonzero(~allowed)):  # mark masked cells so they read as "not allowed", not "weight 0"
             heat_ax.text(j, i, "×", ha="center", va="center", color="#bbbbbb", fontsize=9)
         rows = np.arange(n)
@@ -522,13 +524,15 @@ class AttentionExplorer:
         entropy = _entropy_bits(w)
         uniform = np.log2(np.maximum(allowed.sum(axis=-1), 1))
         self._image.set_data(w)
-        for text, value in zip(self._cell_texts, w.flatten()):
-            text.set_text(f"{value:.2f}")
+        for text, value, ok in zip(self._cell_texts, w.flatten(), self._allowed.flatten()):
+            text.set_text(f"{value:.2f}" if ok else "")  # a masked cell shows only its grey ×
             text.set_color("black" if value > 0.5 else "white")
         for bar, bits in zip(self._bars, entropy):
             bar.set_width(bits)
+        scaling = "q·k/√d_k" if self.scaled.value else "q·k, NOT divided by √d_k"
         self._heat_ax.set_title(
-            f"weights  (T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value})")
+            f"softmax({scaling} / T)  T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value}\n"
+            "random q, k ~ N(0, 1); the words only label positions", fontsize=9)
         self.last_png = _figure_png(self._fig)
         self.output.outputs = (_png_output(self.last_png, "attention explorer heatmap"),)
         real_rows = allowed.any(axis=-1)
@@ -547,8 +551,9 @@ def attention_explorer(temperature: float = 1.0, length: int = 6, d_k: int = 16,
     """Chapter 01's live toy: sliders for temperature, length, d_k (with or without the
     1/sqrt(d_k) scaling), a mask choice (none / padding / causal / both) and the seed.
 
-    Queries and keys are random N(0, 1) vectors; the heatmap shows
-    ``softmax(q k^T / (sqrt(d_k) * temperature))`` computed by
+    Queries and keys are random N(0, 1) vectors (the words on the axes only label the positions);
+    the heatmap shows ``softmax(q k^T / (sqrt(d_k) * temperature))`` (without the sqrt(d_k) when
+    ``scaled`` is False; the title says which), masked cells marked with a grey ×, computed by
     :func:`course_utils.attention.scaled_dot_product_attention`, next to the entropy of every
     row. Returns the widget (an ``ipywidgets.VBox``); ``.explorer`` is the
     :class:`AttentionExplorer` behind it.

@@ -224,3 +224,22 @@ def test_attention_explorer_temperature_sharpens_and_flattens():
 def test_attention_explorer_rejects_unknown_mask_type():
     with pytest.raises(ValueError, match=r"mask_type must be one of \('none', 'padding', 'causal', 'both'\), got 'future'"):
         viz.attention_explorer(mask_type="future")
+
+
+def test_attention_explorer_masked_cells_show_only_the_cross():
+    explorer = viz.attention_explorer(length=6, mask_type="causal").explorer
+    texts = [t.get_text() for t in explorer._heat_ax.texts]
+    weights, mask, _ = explorer.compute()
+    numbers, crosses = texts[:36], texts[36:]
+    assert crosses == ["×"] * int((~mask).sum())          # one grey cross per masked cell
+    for value, ok, text in zip(weights.flatten().tolist(), mask.flatten().tolist(), numbers):
+        assert text == (f"{value:.2f}" if ok else ""), "a masked cell must not print a weight under its ×"
+
+
+def test_attention_explorer_title_says_whether_scores_are_scaled_and_that_vectors_are_random():
+    explorer = viz.attention_explorer(d_k=64).explorer
+    assert "q·k/√d_k" in explorer._heat_ax.get_title() and "NOT" not in explorer._heat_ax.get_title()
+    explorer.scaled.value = False
+    title = explorer._heat_ax.get_title()
+    assert "NOT divided by √d_k" in title and "d_k=64" in title
+    assert "random q, k" in title and "only label positions" in title

@@ -1,7 +1,8 @@
-"""Chapter 01 exercises: softmax with temperature, the two masks, merging heads, masked attention.
+"""Chapter 01 exercises: predict, choose, modify and debug, on the mathematics of attention.
 
-Every check compares the learner's answer with an independent reference computed here
-(torch's own softmax and SDPA), on inputs chosen so that the usual mistakes show.
+Every check compares the learner's answer with an independent reference computed here (torch's
+own softmax and SDPA, or a loop written from the definition), on several inputs drawn with a
+fixed seed, edge cases included. Each typical mistake has its own diagnosing message.
 """
 from __future__ import annotations
 
@@ -10,20 +11,111 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import exercise
+from . import Mistake, choice, exercise, expect_same, forbid, numeric
 
+# ----------------------------------------------------------------------------- predict: numbers
 
-def _close(got, want, what: str, atol: float = 1e-5) -> None:
-    assert isinstance(got, torch.Tensor), f"{what} should be a torch.Tensor, got {type(got).__name__}"
-    assert got.shape == want.shape, f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-    assert not torch.isnan(got).any(), (
-        f"{what} contains NaN: is a softmax overflowing (subtract the row maximum first) "
-        "or running over a row that is all -inf?")
-    diff = (got.float() - want.float()).abs().max().item()
-    assert diff <= atol, f"{what} is off by up to {diff:.3g} from the expected values"
+numeric(
+    "01.uniform_entropy", "The entropy of a uniform attention row",
+    "A query may attend to 8 keys and its 8 scores are all equal. Predict the entropy of its row of "
+    "attention weights in bits, -sum(w * log2(w)), the quantity the explorer of section 11 draws for "
+    "every row. Answer with a number, before running anything.",
+    reference=lambda: -sum((1 / 8) * math.log2(1 / 8) for _ in range(8)), tolerance=0.01,
+    mistakes=lambda: [
+        Mistake(8.0, "8 is the number of keys; the entropy of a uniform row over n keys is log2(n)"),
+        Mistake(math.log(8), "that is ln 8, the entropy in nats; the explorer counts bits, with log base 2"),
+        Mistake(0.125, "0.125 is each weight (1/8); the entropy sums -w log2(w) over the row"),
+        Mistake(1.0, "1 is the sum of the weights; the entropy sums -w log2(w) over the row"),
+        Mistake(0.0, "0 bits is a one-hot row (all weight on one key); equal scores give the flattest row, "
+                     "the largest entropy"),
+    ],
+    hint="equal scores give equal weights 1/8; add up -w log2(w)", section="2. Softmax; 11. Explore", minutes=3)
 
+numeric(
+    "01.score_variance", "The variance of an unscaled score",
+    "The query q and the key k each have d_k = 64 entries, all drawn independently from N(0, 1). "
+    "Predict the variance of the raw score q·k (no division by sqrt(d_k)).",
+    reference=lambda: sum(1.0 * 1.0 for _ in range(64)),     # 64 independent products, each of variance 1 x 1
+    tolerance=0.5,
+    mistakes=lambda: [
+        Mistake(8.0, "8 = sqrt(64) is the standard deviation of q·k; the variance is its square"),
+        Mistake(1.0, "1 is the variance after dividing by sqrt(d_k); without the division it grows with d_k"),
+        Mistake(4096.0, "64² would be the variance of 64 times ONE product; q·k adds 64 independent products, "
+                        "and variances of independent terms add: 64 x 1"),
+        Mistake(0.0, "0 is the mean of q·k; its variance is the sum of the 64 products' variances"),
+    ],
+    hint="q·k is a sum of 64 independent products q_i k_i, each of mean 0 and variance 1",
+    section="3. Why divide by √d_k", minutes=3)
 
-# ----------------------------------------------------------------------------- 01.softmax_temperature
+numeric(
+    "01.score_memory", "How much memory the score matrix takes",
+    "Our attention function keeps the (batch, heads, L, L) matrix of scores in float32. With batch 1, "
+    "8 heads and L = 1024 it takes 32 MiB. How many MiB does it take at L = 4096 (same batch and heads)?",
+    reference=lambda: 1 * 8 * 4096 * 4096 * 4 / 2**20, tolerance=0.01, relative=True,
+    mistakes=lambda: [
+        Mistake(128.0, "x4 is linear in L; the matrix has L x L entries, so 4 times the length is 16 times the memory"),
+        Mistake(64.0, "the length grew 4 times, not 2, and the memory grows with the square of it"),
+        Mistake(2048.0, "x64 would be cubic in L; the matrix has L x L entries (the d_k axis is summed away)"),
+    ],
+    hint="count the entries of an L x L matrix", section="10. The cost", minutes=3)
+
+# ----------------------------------------------------------------------------- conceptual: choices
+
+choice(
+    "01.diagonal_cause", "Why the diagonal is bright",
+    "In section 6 the weights of both heads have a bright diagonal: most tokens put their largest "
+    "weight on themselves. Which explanation holds?",
+    options={
+        "a": "The causal mask adds weight to the diagonal.",
+        "b": "The heads learned to attend to their own token.",
+        "c": "Queries and keys were the same vectors, so a token's score with itself, |x_i|² / sqrt(d), "
+             "is usually the largest in its row.",
+        "d": "Softmax always gives its largest weight to the diagonal entry.",
+    },
+    correct="c",
+    why="Section 6 passed the same slice as Q, K and V. By Cauchy-Schwarz x_i·x_j <= |x_i| |x_j|, so the "
+        "diagonal wins whenever x_i is at least as long as the others, and usually even otherwise; with "
+        "random projections W_Q != W_K section 6 measured the diagonal winning only about as often as chance.",
+    why_not={
+        "a": "the causal mask only removes keys above the diagonal (weight 0 there); it adds nothing to the "
+             "diagonal, and section 6's projected run keeps the mask but loses the bright diagonal.",
+        "b": "nothing was trained in section 6: the vectors are random and there are no learned weights.",
+        "d": "softmax gives its largest weight to the largest score, wherever it is; with projected queries "
+             "and keys the diagonal wins only about as often as chance.",
+    },
+    section="6. Multi-head attention", minutes=3)
+
+choice(
+    "01.dropout_row_sums", "A row of weights after dropout",
+    "A model trains with dropout p = 0.1 on its attention weights, applied as torch applies it. After "
+    "dropout, what is true of one row of weights?",
+    options={
+        "a": "It still sums to exactly 1: dropout renormalises the row.",
+        "b": "It sums to 0.9: a tenth of the weight is dropped.",
+        "c": "Its sum varies from row to row but is 1 on average: dropped weights become 0 and the "
+             "survivors are divided by 0.9.",
+        "d": "The softmax is computed again over the surviving keys, so the row sums to 1 over fewer keys.",
+    },
+    correct="c",
+    why="Inverted dropout zeroes each weight with probability p and divides the survivors by 1 - p, so "
+        "every weight keeps its expected value; a row's sum is random, 1 on average (section 9 measured it).",
+    why_not={
+        "a": "nothing renormalises after dropout: section 9 measured rows summing to less and to more than 1.",
+        "b": "that would be dropout without rescaling; torch divides the survivors by 1 - p = 0.9, so the "
+             "expected sum stays 1, and a single row's sum is random, not 0.9.",
+        "d": "dropout acts after the softmax, on the weights; the softmax is not computed again.",
+    },
+    section="9. Dropout", minutes=3)
+
+# ----------------------------------------------------------------------------- modify: softmax with a temperature
+
+_SOFTMAX_RULE = forbid(
+    "torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
+    "torch.log_softmax", "torch.Tensor.log_softmax", "torch.nn.functional.log_softmax", "torch.nn.Softmax",
+    "torch.nn.functional.scaled_dot_product_attention",
+    says="write the softmax yourself with exp, max and sum (torch.softmax, Tensor.softmax, F.softmax, "
+         "log_softmax, nn.Softmax and F.scaled_dot_product_attention are not allowed)")
+
 
 def _softmax_temperature_reference(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     scaled = scores / temperature
@@ -32,71 +124,101 @@ def _softmax_temperature_reference(scores: torch.Tensor, temperature: float) -> 
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def _softmax_temperature_wrong():
+def _stable(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    e = (s - s.max(dim=dim, keepdim=True).values).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def _softmax_temperature_mistakes():
     return [
-        lambda s, t: torch.softmax(s, dim=-1),                              # temperature ignored
-        lambda s, t: torch.softmax(s * t, dim=-1),                          # multiplied instead of divided
-        lambda s, t: torch.softmax(s / t, dim=0),                           # over the wrong axis
-        lambda s, t: (s / t).exp() / (s / t).exp().sum(-1, keepdim=True),  # overflows for big scores
+        Mistake(lambda s, t: torch.softmax(s / t, dim=-1), "write the softmax yourself"),
+        Mistake(lambda s, t: (s / t).softmax(-1), "write the softmax yourself"),
+        Mistake(lambda s, t: F.softmax(s / t, dim=-1), "write the softmax yourself"),
+        Mistake(lambda s, t: _stable(s), "the temperature is ignored: divide the scores by it before the exp"),
+        Mistake(lambda s, t: _stable(s * t), "you multiplied the scores by the temperature; softmax(s / T) divides, "
+                                             "so that a low T sharpens the weights"),
+        Mistake(lambda s, t: _stable(s / t, dim=0), "the softmax runs over the wrong axis: each row (the last "
+                                                    "axis, dim=-1) must sum to 1"),
+        Mistake(lambda s, t: (s / t).exp() / (s / t).exp().sum(-1, keepdim=True),
+                "exp overflowed to inf (and inf / inf is NaN) for scores near 1000: subtract each row's maximum "
+                "before the exp"),
+        Mistake(lambda s, t: ((s / t) - (s / t).max()).exp() / ((s / t) - (s / t).max()).exp().sum(-1, keepdim=True),
+                "you subtracted the maximum of the whole tensor: a row far below it underflows to 0 / 0; "
+                "subtract each row's own maximum (max(dim=-1, keepdim=True))"),
     ]
 
 
 @exercise(
     "01.softmax_temperature", "A numerically stable softmax with a temperature",
-    "Write softmax_with_temperature(scores, temperature) that returns softmax(scores / temperature) "
-    "over the LAST axis, using only exp, max and sum (not torch.softmax). It must work for scores "
-    "as large as 1000 without producing NaN: subtract each row's maximum before exp.",
-    reference=_softmax_temperature_reference, wrong=_softmax_temperature_wrong)
+    "Change section 2's softmax into softmax_with_temperature(scores, temperature), returning "
+    "softmax(scores / temperature) over the LAST axis, for tensors of any number of axes. It must not "
+    "produce NaN for scores as large as 1000, nor for rows of very different sizes in one tensor.",
+    reference=_softmax_temperature_reference, mistakes=_softmax_temperature_mistakes, kind="modify",
+    rules=[_SOFTMAX_RULE], section="2. Softmax", minutes=8)
 def check_softmax_temperature(fn) -> None:
+    def want(scores, temperature):
+        return torch.softmax(scores / temperature, dim=-1)
+
     generator = torch.Generator().manual_seed(1)
     scores = torch.randn(3, 5, generator=generator) * 3
-    for temperature in (0.5, 1.0, 4.0):
-        _close(fn(scores, temperature), torch.softmax(scores / temperature, dim=-1),
-               f"softmax_with_temperature(scores, {temperature})")
-    rows = fn(torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]]), 1.0)
-    _close(rows.sum(dim=-1), torch.ones(2), "the sum of each row (it should be 1)")
-    big = torch.tensor([[1000.0, 1001.0, 999.0]])
-    _close(fn(big, 1.0), torch.softmax(big, dim=-1), "softmax_with_temperature of scores near 1000")
+    for temperature in (0.5, 4.0, 1.0):
+        expect_same(fn, want, scores, temperature, what=f"softmax_with_temperature(scores, {temperature})")
+    expect_same(fn, want, torch.randn(2, 4, 6, generator=generator), 2.0, what="a (2, 4, 6) tensor")
+    expect_same(fn, want, torch.tensor([2.0, 1.0, 0.1]), 0.25, what="a 1-D tensor")
+    expect_same(fn, want, torch.tensor([[1000.0, 1001.0, 999.0]]), 1.0, what="scores near 1000")
+    expect_same(fn, want, torch.tensor([[0.0, 1.0, 2.0], [1000.0, 1001.0, 999.0]]), 1.0,
+                what="rows of very different sizes")
+    expect_same(fn, want, torch.tensor([[3.0, 1.0, 2.0]]), 0.01, what="a very low temperature (0.01)")
 
 
-# ----------------------------------------------------------------------------- 01.causal_mask
+# ----------------------------------------------------------------------------- modify: a causal mask for L_q != L_k
 
-def _causal_mask_reference(length: int) -> torch.Tensor:
-    return torch.ones(length, length, dtype=torch.bool).tril()
+def _causal_mask_reference(l_q: int, l_k: int) -> torch.Tensor:
+    return torch.ones(l_q, l_k, dtype=torch.bool).tril(diagonal=l_k - l_q)   # query i sits at position i + l_k - l_q
 
 
-def _causal_mask_wrong():
+def _causal_mask_from_definition(l_q: int, l_k: int) -> torch.Tensor:
+    return torch.tensor([[j <= i + (l_k - l_q) for j in range(l_k)] for i in range(l_q)], dtype=torch.bool)
+
+
+def _causal_mask_mistakes():
+    ones = lambda a, b: torch.ones(a, b, dtype=torch.bool)  # noqa: E731
     return [
-        lambda n: torch.ones(n, n, dtype=torch.bool).triu(),     # the future instead of the past
-        lambda n: torch.ones(n, n, dtype=torch.bool).tril(-1),   # a token may not see itself
-        lambda n: torch.ones(n, n).tril(),                       # float, not boolean
-        lambda n: ~torch.ones(n, n, dtype=torch.bool).tril(),    # True = masked (the opposite convention)
+        Mistake(lambda a, b: ones(a, b).tril(),
+                "your mask is aligned top-left (query i sees keys 0..i), as torch's is_causal=True is; here the "
+                "queries are the LAST l_q positions, so shift the diagonal by l_k - l_q"),
+        Mistake(lambda a, b: ones(a, b).triu(b - a),
+                "True above the diagonal lets each query see the future; the allowed keys are the past (tril)"),
+        Mistake(lambda a, b: ~ones(a, b).tril(b - a),
+                "True must mean 'may attend' (torch SDPA's convention); you returned the masked positions"),
+        Mistake(lambda a, b: ones(a, b).tril(b - a - 1),
+                "each query must see its own position: the shifted diagonal must be True"),
+        Mistake(lambda a, b: ones(a, b).tril(a - b),
+                "the shift has the wrong sign: query i sits at position i + l_k - l_q, later than i"),
+        Mistake(lambda a, b: torch.ones(a, b).tril(b - a),
+                "the mask must be boolean (dtype torch.bool)"),
     ]
 
 
 @exercise(
-    "01.causal_mask", "The causal mask",
-    "Write causal_mask(length) returning a boolean (length, length) tensor where entry [i, j] is True "
-    "exactly when query i may attend to key j in a left-to-right model: j <= i.",
-    reference=_causal_mask_reference, wrong=_causal_mask_wrong)
+    "01.causal_mask", "A causal mask when the queries are the last positions",
+    "When a model generates text it keeps the keys of the words so far and adds queries only for the "
+    "newest ones: the l_q queries are the LAST l_q positions of l_k. Query i sits at position "
+    "i + l_k - l_q and may attend to keys 0 .. i + l_k - l_q. Change section 5's causal_mask into "
+    "causal_mask(l_q, l_k) returning that boolean (l_q, l_k) mask, True = may attend. With l_q = l_k it "
+    "is section 5's mask.",
+    reference=_causal_mask_reference, mistakes=_causal_mask_mistakes, kind="modify",
+    section="5. Masks; 8. Cross-attention", minutes=8)
 def check_causal_mask(fn) -> None:
-    for n in (1, 4, 7):
-        mask = fn(n)
-        assert isinstance(mask, torch.Tensor), f"causal_mask({n}) should return a tensor, got {type(mask).__name__}"
+    for l_q, l_k in ((4, 4), (2, 5), (1, 6), (3, 7), (1, 1)):
+        mask = fn(l_q, l_k)
+        assert isinstance(mask, torch.Tensor), f"causal_mask({l_q}, {l_k}) should return a tensor, got {type(mask).__name__}"
         assert mask.dtype == torch.bool, (
-            f"causal_mask({n}) has dtype {mask.dtype}; attention masks here are boolean (True = may attend)")
-        assert mask.shape == (n, n), f"causal_mask({n}) has shape {tuple(mask.shape)}, expected ({n}, {n})"
-        i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        if n > 1:
-            assert not mask[0, 1], "query 0 may attend to key 1: that is the future (mask[i, j] must be False for j > i)"
-        if n > 1:
-            assert mask[n - 1, 0], ("the last query may not attend to the first key: here True means "
-                                    "'may attend' (torch SDPA's convention), not 'masked'")
-        assert mask.diagonal().all(), "a token must be able to attend to itself (the diagonal must be True)"
-        assert torch.equal(mask, j <= i), f"causal_mask({n}) differs from 'key j <= query i' somewhere"
+            f"causal_mask({l_q}, {l_k}) has dtype {mask.dtype}: the mask must be boolean (dtype torch.bool)")
+        expect_same(fn, _causal_mask_from_definition, l_q, l_k, what=f"causal_mask({l_q}, {l_k})")
 
 
-# ----------------------------------------------------------------------------- 01.padding_mask
+# ----------------------------------------------------------------------------- retype: the padding mask
 
 def _padding_mask_reference(lengths: list[int], max_len: int) -> torch.Tensor:
     positions = torch.arange(max_len)                           # (max_len,)
@@ -104,11 +226,22 @@ def _padding_mask_reference(lengths: list[int], max_len: int) -> torch.Tensor:
     return real[:, None, None, :]                               # (batch, 1, 1, max_len)
 
 
-def _padding_mask_wrong():
+def _padding_mask_from_definition(lengths: list[int], max_len: int) -> torch.Tensor:
+    return torch.tensor([[j < n for j in range(max_len)] for n in lengths], dtype=torch.bool)[:, None, None, :]
+
+
+def _padding_mask_mistakes():
+    real = lambda lengths, n: torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]  # noqa: E731
     return [
-        lambda lengths, n: (torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]),       # (batch, L)
-        lambda lengths, n: (torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None])[:, None, None, :],  # padding True
-        lambda lengths, n: (torch.arange(n)[None, :] <= torch.tensor(lengths)[:, None])[:, None, None, :],  # one too many
+        Mistake(lambda lengths, n: real(lengths, n),
+                "shape (batch, max_len) does not broadcast over (batch, heads, L_q, L_k) scores: "
+                "return (batch, 1, 1, max_len), e.g. real[:, None, None, :]"),
+        Mistake(lambda lengths, n: ~real(lengths, n)[:, None, None, :],
+                "True must mark the real tokens (True = may attend); you marked the padding"),
+        Mistake(lambda lengths, n: (torch.arange(n)[None, :] <= torch.tensor(lengths)[:, None])[:, None, None, :],
+                "one position too many: a sequence of n real tokens has positions 0..n-1 (use <, not <=)"),
+        Mistake(lambda lengths, n: real(lengths, max(lengths))[:, None, None, :],
+                "the width must be max_len, not the longest sequence: a batch may be padded further"),
     ]
 
 
@@ -117,93 +250,159 @@ def _padding_mask_wrong():
     "Write padding_mask(lengths, max_len): lengths is a list with the number of real tokens of each "
     "sequence in a batch padded to max_len. Return a boolean tensor of shape (batch, 1, 1, max_len), "
     "True at the real tokens, so that it broadcasts over heads and queries of (batch, heads, L_q, L_k) scores.",
-    reference=_padding_mask_reference, wrong=_padding_mask_wrong)
+    reference=_padding_mask_reference, mistakes=_padding_mask_mistakes, kind="retype",
+    section="5. Masks", minutes=4)
 def check_padding_mask(fn) -> None:
-    lengths, max_len = [3, 1, 5], 5
-    mask = fn(lengths, max_len)
-    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool, "return a boolean torch tensor"
-    assert mask.shape == (3, 1, 1, 5), (
-        f"shape {tuple(mask.shape)}; expected (batch, 1, 1, max_len) = (3, 1, 1, 5) so it broadcasts "
-        "over heads and queries (index with [:, None, None, :])")
-    assert mask[0, 0, 0, :3].all(), "the 3 real tokens of sequence 0 must be True (True = may attend)"
-    assert not mask[0, 0, 0, 3:].any(), "the padding positions of sequence 0 (3 and 4) must be False"
-    want = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    assert torch.equal(mask[:, 0, 0], want), "some sequence has the wrong number of True positions"
+    for lengths, max_len in (([3, 1, 2], 5), ([4, 2], 4), ([1], 1), ([0, 3], 3)):
+        mask = fn(lengths, max_len)
+        assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool, (
+            f"padding_mask({lengths}, {max_len}) must return a boolean tensor, got "
+            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        expect_same(fn, _padding_mask_from_definition, lengths, max_len, what=f"padding_mask({lengths}, {max_len})")
 
 
-# ----------------------------------------------------------------------------- 01.merge_heads
+# ----------------------------------------------------------------------------- debug: merging the heads
+
+BROKEN_MERGE_HEADS = '''def merge_heads(x):                            # x: (batch, heads, length, d_head)
+    batch, heads, length, d_head = x.shape
+    return x.reshape(batch, length, heads * d_head)
+'''
+
+
+def _compiled(source: str, name: str):
+    """The broken function the learner is given, as a function (the first typical mistake)."""
+    namespace = {"math": math, "torch": torch}
+    exec(compile(source, f"<broken {name}>", "exec"), namespace)
+    return namespace[name]
+
 
 def _merge_heads_reference(x: torch.Tensor) -> torch.Tensor:
     batch, heads, length, d_head = x.shape
-    return x.transpose(1, 2).reshape(batch, length, heads * d_head)
+    return x.transpose(1, 2).reshape(batch, length, heads * d_head)   # heads next to the features, then merge
 
 
-def _merge_heads_wrong():
+def _merge_heads_from_definition(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x[:, h] for h in range(x.shape[1])], dim=-1)      # head 0's features, then head 1's, ...
+
+
+def _merge_heads_mistakes():
     return [
-        lambda x: x.reshape(x.shape[0], x.shape[2], -1),                    # heads and positions mixed up
-        lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),  # features interleaved by head
-        lambda x: x.transpose(1, 2),                                        # heads not concatenated
+        Mistake(_compiled(BROKEN_MERGE_HEADS, "merge_heads"),
+                "that is the broken function unchanged: reshape alone mixes positions and heads; move the heads "
+                "axis next to the features first (transpose(1, 2)), then reshape"),
+        Mistake(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
+                "the features are interleaved by head (d_head before heads); head h's features must be one "
+                "contiguous block [h * d_head : (h + 1) * d_head]"),
+        Mistake(lambda x: x.transpose(1, 2),
+                "the heads are not concatenated: the result must be (batch, length, heads * d_head)"),
     ]
 
 
 @exercise(
-    "01.merge_heads", "Merging the heads",
-    "Write merge_heads(x) taking x of shape (batch, heads, length, d_head) and returning "
-    "(batch, length, heads * d_head), where features [h * d_head : (h + 1) * d_head] of position t "
-    "are head h's output at position t. Careful: a plain reshape without moving the heads axis "
-    "first mixes positions.",
-    reference=_merge_heads_reference, wrong=_merge_heads_wrong)
+    "01.merge_heads", "Debug: merging the heads",
+    "The merge_heads printed below (BROKEN_MERGE_HEADS in course_utils.exercises.ch01) runs without an "
+    "error but gives wrong numbers. Find the bug and fix it: for x of shape (batch, heads, length, d_head) it must return (batch, length, heads * d_head), "
+    "where features [h * d_head : (h + 1) * d_head] of position t are head h's output at position t.",
+    reference=_merge_heads_reference, mistakes=_merge_heads_mistakes, kind="debug",
+    section="6. Multi-head attention", minutes=5)
 def check_merge_heads(fn) -> None:
-    batch, heads, length, d_head = 2, 3, 4, 5
-    x = torch.arange(batch * heads * length * d_head, dtype=torch.float32).view(batch, heads, length, d_head)
-    merged = fn(x)
-    assert isinstance(merged, torch.Tensor), f"merge_heads should return a tensor, got {type(merged).__name__}"
-    assert merged.shape == (batch, length, heads * d_head), (
-        f"shape {tuple(merged.shape)}; expected (batch, length, heads * d_head) = {(batch, length, heads * d_head)}")
-    for h in range(heads):
-        got = merged[:, :, h * d_head:(h + 1) * d_head]
-        assert torch.equal(got, x[:, h]), (
-            f"features {h * d_head}:{(h + 1) * d_head} should be head {h}'s output at every position; "
-            "move the heads axis next to the features (transpose(1, 2)) before reshaping")
+    generator = torch.Generator().manual_seed(6)
+    cases = [torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5),
+             torch.randn(1, 4, 3, 2, generator=generator),
+             torch.randn(2, 1, 3, 4, generator=generator),        # one head: nothing to mix
+             torch.randn(2, 4, 1, 3, generator=generator)]        # one position
+    for x in cases:
+        expect_same(fn, _merge_heads_from_definition, x, what=f"merge_heads of a {tuple(x.shape)} tensor")
 
 
-# ----------------------------------------------------------------------------- 01.masked_attention
+# ----------------------------------------------------------------------------- debug: masked attention
 
-def _masked_attention_reference(q, k, v, mask=None):
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:
-        weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # fully masked row: zeros, not NaN
+_ATTENTION_RULE = forbid(
+    "torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention",
+    says="fix the function itself: torch's F.scaled_dot_product_attention and nn.MultiheadAttention are "
+         "not allowed")
+
+BROKEN_ATTENTION = '''def my_attention(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])
+    scores = scores.masked_fill(~mask, 0.0)
+    weights = torch.softmax(scores, dim=-2)
+    return weights @ v, weights
+'''
+
+
+def _masked_attention_reference(q, k, v, mask):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])          # scale by sqrt(d_k), the feature axis
+    scores = scores.masked_fill(~mask, float("-inf"))                  # masked keys: weight e^-inf = 0
+    weights = torch.softmax(scores, dim=-1)                            # over the keys
+    weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # a row with no allowed key: 0, not NaN
     return weights @ v, weights
 
 
-def _masked_attention_wrong():
-    def no_scaling(q, k, v, mask=None):
-        w = torch.softmax((q @ k.transpose(-2, -1)).masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
-        return w @ v, w
+def _masked_attention_independent(q, k, v, mask):
+    """torch's SDPA for the output; the weights from their definition, row by row where a key is allowed."""
+    output = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    has_key = mask.expand(*q.shape[:-1], k.shape[-2]).any(dim=-1, keepdim=True)
+    output = torch.where(has_key, output, torch.zeros(()))            # torch < 2.5 gives NaN on empty rows
+    scores = torch.einsum("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
+    weights = torch.exp(scores - scores.amax(dim=-1, keepdim=True)) * mask
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+    return output, weights
 
-    def zero_fill(q, k, v, mask=None):  # a masked score of 0 still gets weight exp(0)
-        s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
-        w = torch.softmax(s, -1)
-        return w @ v, w
 
-    def nan_rows(q, k, v, mask=None):
-        s = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, float("-inf"))
-        w = torch.softmax(s, -1)
-        return w @ v, w
+def _masked_attention_mistakes():
+    def nan_rows(q, k, v, mask):       # every bug fixed but the empty rows
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        return weights @ v, weights
 
-    return [no_scaling, zero_fill, nan_rows]
+    def zero_fill(q, k, v, mask):
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, 0.0)
+        weights = torch.softmax(scores, dim=-1).masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+        return weights @ v, weights
+
+    def sqrt_of_keys(q, k, v, mask):
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+        return weights @ v, weights
+
+    def over_queries(q, k, v, mask):
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-2).nan_to_num(0.0)
+        return weights @ v, weights
+
+    def zero_weights(q, k, v, mask):   # the right output from a correct function, weights not returned
+        output, weights = _masked_attention_reference(q, k, v, mask)
+        return output, torch.zeros_like(weights)
+
+    def torch_output(q, k, v, mask):
+        output = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return output, torch.zeros(*q.shape[:-1], k.shape[-2])
+
+    return [
+        Mistake(_compiled(BROKEN_ATTENTION, "my_attention"), "that is the function as given: look at what the scale takes the square root of, "
+                          "at the value masked scores get, and at the axis of the softmax"),
+        Mistake(nan_rows, "a row with no allowed key gives NaN (a softmax of only -inf is 0/0): set the weights "
+                          "of such rows to 0 (mask.any(dim=-1, keepdim=True))"),
+        Mistake(zero_fill, "a masked score of 0 still gets weight e^0: fill masked scores with float('-inf')"),
+        Mistake(sqrt_of_keys, "you divide by sqrt(k.shape[-2]), the square root of the number of keys; the scale "
+                              "is sqrt(d_k), the size of the last axis of q and k"),
+        Mistake(over_queries, "the softmax runs over the queries (dim=-2): each query's row over the keys "
+                              "(dim=-1) must sum to 1"),
+        Mistake(zero_weights, "the output is right but the weights are not: return the weights you multiplied "
+                              "v with, not zeros"),
+        Mistake(torch_output, "fix the function itself"),
+    ]
 
 
 @exercise(
-    "01.masked_attention", "Masked attention that survives empty rows",
-    "Write attention(q, k, v, mask) returning (output, weights) = (softmax(q k^T / sqrt(d_k)) v, weights) "
-    "where mask is boolean, broadcastable to (..., L_q, L_k), True = may attend. Masked keys must get "
-    "weight exactly 0, and a query whose row is all False must get all-zero weights and output "
-    "(not NaN), like torch.nn.functional.scaled_dot_product_attention.",
-    reference=_masked_attention_reference, wrong=_masked_attention_wrong)
+    "01.masked_attention", "Debug: masked attention",
+    "The my_attention printed below (BROKEN_ATTENTION in course_utils.exercises.ch01) has bugs. Fix "
+    "them. my_attention(q, k, v, mask) must return "
+    "(output, weights) = (softmax(q k^T / sqrt(d_k)) v, the weights), mask boolean and broadcastable to "
+    "(..., L_q, L_k), True = may attend. Masked keys get weight exactly 0; a query whose mask row is all "
+    "False gets all-zero weights and output, not NaN. It must work when L_q, L_k and d_k all differ.",
+    reference=_masked_attention_reference, mistakes=_masked_attention_mistakes, kind="debug",
+    rules=[_ATTENTION_RULE], section="4. Step by step; 5. Masks; 8. Cross-attention", minutes=10)
 def check_masked_attention(fn) -> None:
     generator = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 2, 4, 8, generator=generator) for _ in range(3))
@@ -211,15 +410,17 @@ def check_masked_attention(fn) -> None:
     padding = (torch.arange(4)[None, :] < torch.tensor([4, 2])[:, None])[:, None, None, :]
     empty_row = causal.clone()
     empty_row[2] = False
-    for name, mask in (("causal", causal), ("padding", padding), ("causal and padding", causal & padding),
-                       ("a mask with an all-False row", empty_row)):
-        out, weights = fn(q, k, v, mask)
-        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        assert isinstance(weights, torch.Tensor) and weights.shape == (2, 2, 4, 4), (
-            "return (output, weights) with weights of shape (..., L_q, L_k)")
-        assert not torch.isnan(weights).any(), (
-            f"with {name}, the weights contain NaN: a row that is all -inf softmaxes to NaN; "
-            "set the weights of rows with no allowed key to 0 (mask.any(dim=-1, keepdim=True))")
-        assert (weights.masked_select(~mask.expand_as(weights)) == 0).all(), (
-            f"with {name}, some masked key got a non-zero weight: fill masked scores with -inf, not 0")
-        _close(out, want, f"the output with {name}")
+    for name, mask in (("a causal mask", causal), ("a padding mask", padding),
+                       ("causal and padding", causal & padding), ("a mask with an all-False row", empty_row)):
+        _compare(fn, q, k, v, mask, name)
+    q_x = torch.randn(2, 3, 8, generator=generator)                    # cross-attention: L_q=3, L_k=5, d_k=8, d_v=6
+    k_x, v_x = torch.randn(2, 5, 8, generator=generator), torch.randn(2, 5, 6, generator=generator)
+    cross_padding = (torch.arange(5)[None, :] < torch.tensor([5, 2])[:, None])[:, None, :]   # (2, 1, 5)
+    _compare(fn, q_x, k_x, v_x, cross_padding, "cross-attention (L_q=3, L_k=5, d_k=8, d_v=6) with padding")
+
+
+def _compare(fn, q, k, v, mask, name) -> None:
+    got = fn(q.clone(), k.clone(), v.clone(), mask.clone())
+    assert isinstance(got, tuple) and len(got) == 2, (
+        f"with {name}: return a pair (output, weights), got {type(got).__name__}")
+    expect_same(fn, _masked_attention_independent, q, k, v, mask, what=f"with {name}, (output, weights)")
