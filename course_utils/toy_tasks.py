@@ -22,10 +22,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .positions import RotaryMultiHeadAttention
 from .transformer import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEncoder
 
 TASKS = ("reverse", "sort")
-POSITIONS = ("learned", "sinusoidal", "none")
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
 
 
 IGNORE_INDEX = -100  # targets at padding positions: cross_entropy skips them
@@ -73,6 +74,27 @@ def make_sequences(num_sequences: int, length: int, num_symbols: int = 10, task:
     lengths = torch.randint(min_length, length + 1, (num_sequences, 1), generator=generator)
     inputs = inputs.masked_fill(torch.arange(length) >= lengths, pad_id(num_symbols))
     return inputs, target_for(inputs, task, num_symbols)
+
+
+def best_position_blind_guess(inputs: torch.Tensor, num_symbols: int = 10) -> torch.Tensor:
+    """(N, L) guesses for reversal by the best model that cannot see positions.
+
+    Such a model sees, at each position, only its own digit and the bag (multiset) of the
+    sequence's digits. Every arrangement of the bag is equally likely, so the expected number
+    of right answers among the positions holding digit ``a``, guessing ``g``, is proportional
+    to the count of ``g`` among the OTHER positions when the length is even, and to the count
+    of ``g`` in the whole sequence when the length is odd (the middle position is its own
+    mirror, which adds one for ``g == a``). The guess is the argmax (ties: the smallest digit).
+    Padding positions get ``IGNORE_INDEX``.
+    """
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.dtype != torch.long:
+        raise ValueError("inputs must be a (N, L) int64 tensor of digits padded with pad_id(num_symbols)")
+    real = inputs != pad_id(num_symbols)
+    one_hot = F.one_hot(inputs, num_symbols + 1)[..., :num_symbols] * real[..., None]  # (N, L, S)
+    counts = one_hot.sum(dim=1, keepdim=True)                                           # (N, 1, S)
+    odd = (real.sum(dim=1) % 2 == 1)[:, None, None]
+    score = torch.where(odd, counts, counts - one_hot)     # odd length: the whole bag; even: the others
+    return score.argmax(-1).masked_fill(~real, IGNORE_INDEX)
 
 
 @dataclass
@@ -134,7 +156,9 @@ class ToyEncoder(nn.Module):
 
     forward(tokens (B, L) int64, padded with ``pad_id(num_symbols)``) -> logits (B, L, num_symbols).
     Padding keys are masked out of every attention. ``positions`` is ``"learned"``,
-    ``"sinusoidal"`` or ``"none"`` (no positional information at all).
+    ``"sinusoidal"`` (a vector added to each embedding), ``"rope"`` (nothing added: every
+    layer's attention rotates its queries and keys, :mod:`course_utils.positions`) or
+    ``"none"`` (no positional information at all).
     """
 
     def __init__(self, num_symbols: int = 10, max_len: int = 32, d_model: int = 64, num_heads: int = 4,
@@ -154,6 +178,9 @@ class ToyEncoder(nn.Module):
             self.position = nn.Identity()
         self.encoder = TransformerEncoder(num_layers, d_model, num_heads, d_ff, dropout=dropout,
                                           norm_first=norm_first)
+        if positions == "rope":  # positions enter inside attention, in every layer
+            for layer in self.encoder.layers:
+                layer.self_attn = RotaryMultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.readout = nn.Linear(d_model, num_symbols)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -202,15 +229,25 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             "sequence_accuracy": sequences_right / targets.shape[0]}
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}
+
+
 def train(model: nn.Module, split: Split, steps: int, batch_size: int = 64, lr: float = 3e-3,
           warmup: int = 50, eval_every: int = 100, seed: int = 0, progress: bool = True,
-          description: str = "training") -> History:
-    """Adam with linear warmup then cosine decay, cross-entropy at every position; returns a History."""
+          description: str = "training", optimizer: str = "adam") -> History:
+    """Adam (or RAdam) with linear warmup then cosine decay, cross-entropy at every position.
+
+    ``warmup=0`` starts at the peak learning rate. Returns a :class:`History`.
+    """
     from tqdm.auto import tqdm
 
     _check_sizes(steps=steps, batch_size=batch_size, eval_every=eval_every)
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a whole number of steps >= 0 (0: no warm-up), got {warmup!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = OPTIMIZERS[optimizer](model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, steps))
     generator = torch.Generator().manual_seed(seed)
     history = History()

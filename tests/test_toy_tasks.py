@@ -84,7 +84,7 @@ def test_bad_generator_arguments_say_what_to_change(kwargs, message):
 
 # ----------------------------------------------------------------------------- the model
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "none"])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_forward_shapes(positions, norm_first):
     model = ToyEncoder(num_symbols=7, max_len=12, d_model=16, num_heads=2, d_ff=32, num_layers=2,
@@ -111,7 +111,7 @@ def test_without_positions_the_model_is_permutation_equivariant():
     torch.manual_seed(1)
     tokens, _ = make_sequences(2, 10, seed=4)
     perm = torch.randperm(10)
-    for positions, equivariant in (("none", True), ("learned", False)):
+    for positions, equivariant in (("none", True), ("learned", False), ("sinusoidal", False), ("rope", False)):
         torch.manual_seed(2)
         model = ToyEncoder(max_len=10, d_model=16, num_heads=2, d_ff=32, positions=positions).eval()
         with torch.no_grad():
@@ -133,8 +133,63 @@ def test_bad_tokens_say_what_is_wrong(tokens, message):
 
 
 def test_unknown_positions_kind():
-    with pytest.raises(ValueError, match=r"positions must be one of \('learned', 'sinusoidal', 'none'\), got 'rope'"):
-        ToyEncoder(positions="rope")
+    with pytest.raises(ValueError, match=r"positions must be one of \('learned', 'sinusoidal', 'rope', 'none'\), "
+                                         r"got 'alibi'"):
+        ToyEncoder(positions="alibi")
+
+
+def test_rope_model_adds_nothing_to_the_embeddings_and_rotates_in_every_layer():
+    from course_utils.positions import RotaryMultiHeadAttention
+    model = ToyEncoder(max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=3, positions="rope")
+    assert isinstance(model.position, nn.Identity)
+    assert all(isinstance(layer.self_attn, RotaryMultiHeadAttention) for layer in model.encoder.layers)
+    learned = ToyEncoder(max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=3, positions="learned")
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n_params(learned) - n_params(model) == 8 * 16          # only the position table is gone
+
+
+# ----------------------------------------------------------------------------- the position-blind optimum
+
+def brute_force_blind_accuracy(num_symbols: int, length: int) -> float:
+    """Expected reversal accuracy of the best function of (own symbol, bag of symbols), found by
+    enumerating every sequence: for each view, the guess right most often."""
+    import itertools
+    from collections import Counter
+    hits_by_view: dict = {}
+    for seq in itertools.product(range(num_symbols), repeat=length):
+        for i, symbol in enumerate(seq):
+            hits_by_view.setdefault((symbol, tuple(sorted(seq))), Counter())[seq[length - 1 - i]] += 1
+    return sum(max(c.values()) for c in hits_by_view.values()) / (length * num_symbols ** length)
+
+
+@pytest.mark.parametrize("num_symbols, length", [(2, 1), (2, 2), (2, 3), (3, 3), (3, 4), (3, 5), (4, 5), (2, 6)])
+def test_best_position_blind_guess_reaches_the_brute_force_optimum(num_symbols, length):
+    import itertools
+    rows = torch.tensor(list(itertools.product(range(num_symbols), repeat=length)))
+    padded = torch.cat([rows, torch.full((rows.shape[0], 2), pad_id(num_symbols))], dim=1)  # and padding
+    targets = toy_tasks.target_for(padded, "reverse", num_symbols)
+    guesses = toy_tasks.best_position_blind_guess(padded, num_symbols)
+    real = targets != IGNORE_INDEX
+    assert torch.equal(guesses == IGNORE_INDEX, ~real)
+    accuracy = ((guesses == targets) & real).sum().item() / real.sum().item()
+    assert accuracy == pytest.approx(brute_force_blind_accuracy(num_symbols, length))
+
+
+def test_best_position_blind_guess_is_a_function_of_own_symbol_and_bag():
+    torch.manual_seed(0)
+    inputs, _ = make_sequences(50, 9, min_length=3, seed=5)
+    lengths = (inputs != pad_id(10)).sum(1)
+    for row, length in zip(inputs, lengths):
+        shuffled = row.clone()
+        shuffled[:length] = row[:length][torch.randperm(int(length))]
+        a, b = toy_tasks.best_position_blind_guess(torch.stack([row, shuffled]))
+        for symbol in row[:length].unique():   # the same own symbol and bag -> the same guess
+            assert len(set(a[row == symbol].tolist()) | set(b[shuffled == symbol].tolist())) == 1
+
+
+def test_best_position_blind_guess_refuses_floats():
+    with pytest.raises(ValueError, match=r"inputs must be a \(N, L\) int64 tensor"):
+        toy_tasks.best_position_blind_guess(torch.zeros(2, 3))
 
 
 # ----------------------------------------------------------------------------- evaluation and training
@@ -176,6 +231,36 @@ def test_short_training_run_learns_far_above_chance():
     assert before < 0.25                                   # chance is 0.1
     assert after["token_accuracy"] > 0.6, after
     assert sum(history.loss[-10:]) < 0.5 * sum(history.loss[:10])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"warmup": -1}, r"warmup must be a whole number of steps >= 0 \(0: no warm-up\), got -1"),
+    ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'radam'\], got 'sgd'"),
+])
+def test_train_refuses_bad_warmup_or_optimizer(kwargs, message):
+    split = make_split(20, 5, length=4)
+    with pytest.raises(ValueError, match=message):
+        toy_tasks.train(ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8), split, steps=2, progress=False,
+                        **kwargs)
+
+
+def test_no_warmup_starts_at_the_peak_rate_and_radam_is_torchs():
+    split = make_split(200, 20, length=4)
+    for optimizer, torch_class in (("adam", torch.optim.Adam), ("radam", torch.optim.RAdam)):
+        torch.manual_seed(0)
+        model = ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8)
+        start = [p.detach().clone() for p in model.parameters()]
+        toy_tasks.train(model, split, steps=1, batch_size=8, lr=0.1, warmup=0, progress=False, optimizer=optimizer)
+        torch.manual_seed(0)  # the same step by hand: the first batch of train's generator, torch's optimizer
+        twin = ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8)
+        index = torch.randint(split.train_inputs.shape[0], (8,), generator=torch.Generator().manual_seed(0))
+        logits = twin(split.train_inputs[index])
+        nn.functional.cross_entropy(logits.reshape(-1, 10), split.train_targets[index].reshape(-1),
+                                    ignore_index=IGNORE_INDEX).backward()
+        torch_class(twin.parameters(), lr=0.1).step()
+        for p, q, s in zip(model.parameters(), twin.parameters(), start):
+            assert torch.allclose(p, q, atol=1e-6)
+        assert any(not torch.equal(p, s) for p, s in zip(model.parameters(), start))
 
 
 def test_train_rejects_zero_steps():
