@@ -40,6 +40,19 @@ def test_metadata_is_complete(key):
     assert 1 <= ex.minutes <= 30, f"{key}: minutes={ex.minutes} is not a plausible time for one exercise"
 
 
+DEBUG_KEYS = [key for key in KEYS if exercises.get(key).kind == "debug"]
+
+
+@pytest.mark.parametrize("key", DEBUG_KEYS)
+def test_debug_exercise_gives_its_broken_code_and_lists_it_as_a_mistake(key):
+    ex = exercises.get(key)
+    assert ex.given.strip(), f"{key}: a debug exercise shows the code to fix: @exercise(..., given=SOURCE)"
+    listed = [m for m in ex.mistakes() if getattr(getattr(m.answer, "__code__", None), "co_filename", "")
+              == f"<given {key}>"]
+    assert listed, (f"{key}: list the given code itself as a mistake, "
+                    f"Mistake(given_function(SOURCE, name, {key!r}), 'what is wrong with it')")
+
+
 @pytest.mark.parametrize("key", KEYS)
 def test_reference_answer_passes(key):
     passed, message = exercises.verdict(key, exercises.reference_answer(key))
@@ -121,6 +134,8 @@ def test_notebook_shows_its_page_and_every_exercise(chapter):
     assert f'exercises.page("{chapter}")' in source, f"{notebook.name}: call exercises.page(\"{chapter}\")"
     missing = [k for k in exercises.keys(chapter) if f'"{k}"' not in source]
     assert not missing, f"{notebook.name} does not show these exercises: {missing}"
+    not_pasted = [k for k in exercises.keys(chapter) if exercises.get(k).given not in source]
+    assert not not_pasted, f"{notebook.name}: paste the given code of {not_pasted} verbatim into its cell"
 
 
 def test_page_says_time_and_sections(capsys):

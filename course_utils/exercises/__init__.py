@@ -18,50 +18,68 @@ as it always does (the rule watch is removed on the way out).
 
 Writing exercises (in ``chNN.py``; ``kind`` is one of retype / predict / modify / debug /
 conceptual; ``section`` names the chapter's section the exercise draws on; ``minutes`` is the
-time it should take; ``page`` sums them):
+time it should take; ``page`` sums them; the tests require at least five exercises a chapter,
+two of them predict or conceptual, at most half retype):
 
-1. A function to write, fix or change (``kind="debug"``, ``"modify"``, ``"retype"``)::
+1. A broken function to fix (``kind="debug"``; ``given`` is its source, printed by ``show`` and
+   pasted into the notebook cell the learner edits; the tests check the notebook holds it
+   verbatim and that the given code itself is rejected, so list it as a mistake)::
 
-       from . import Mistake, exercise, expect_same, forbid
+       from . import Mistake, exercise, expect_same, forbid, given_function
 
-       def _loss_reference(logits, labels): ...            # independent of the chapter's code
+       GIVEN = '''
+       def mlm_loss(logits, labels):
+           log_probs = logits.log_softmax(dim=1)
+           ...
+       '''
 
-       def _loss_mistakes():                                # typical mistakes, each diagnosed
-           return [Mistake(lambda lg, lb: ..., "you averaged over every position: ..."),
-                   Mistake(lambda lg, lb: F.cross_entropy(...), "F.cross_entropy")]  # a rule broken
+       def _mlm_loss_mistakes():            # typical mistakes, each with the message that diagnoses it
+           return [Mistake(given_function(GIVEN, "mlm_loss", "03.mlm_loss"), "over the vocabulary"),
+                   Mistake(lambda lg, lb: ..., "only labels != -100 count"),
+                   Mistake(lambda lg, lb: F.cross_entropy(...), "rule broken")]    # a rule broken
 
-       @exercise("03.mlm_loss", "The MLM loss", "Fix mlm_loss(...) so that ...", kind="debug",
-                 reference=_loss_reference, mistakes=_loss_mistakes, section="4. The MLM loss",
-                 minutes=8, rules=[forbid("torch.nn.functional.cross_entropy", says="write ...")])
+       @exercise("03.mlm_loss", "Debug: the MLM loss", "Fix mlm_loss(...) so that ...", kind="debug",
+                 given=GIVEN, reference=_mlm_loss_reference, mistakes=_mlm_loss_mistakes,
+                 rules=[forbid("torch.nn.functional.cross_entropy", says="write the loss without F.cross_entropy")],
+                 section="7. The model and its two losses", minutes=8)
        def check_mlm_loss(fn):
-           for logits, labels in _cases():                  # several inputs, edge cases, a fixed seed
-               expect_same(fn, _loss_reference, logits, labels, what="mlm_loss(logits, labels)")
+           expect_same(fn, _independent_reference, cases=_cases(), what="mlm_loss(logits, labels)")
 
-   ``expect_same`` calls both on copies of the inputs and compares (tensors: shape and values
-   within ``atol``; numbers; sequences; sets). When they differ it runs this exercise's
-   mistakes on the same inputs: if the answer gives what a mistake gives, the verdict is that
-   mistake's message, otherwise "what gives X, expected Y" and the ``hint``. A checker may also
-   ``assert cond, "message"`` itself. The tests prove each mistake fails and its verdict
-   contains its message (``says``: for a rule-breaking mistake, a part of the rule's text).
+   ``given_function(source, name, key, namespace=None)`` compiles the given code (namespace:
+   torch, F, nn, math by default) so its lines can be quoted. ``expect_same(answer, reference,
+   *args)`` or ``expect_same(..., cases=[args1, args2, ...])`` calls both on copies of the
+   inputs (several cases: random ones from a fixed seed, and edge cases) and compares (tensors:
+   shape and values within ``atol``; numbers; sequences; dicts; sets). When they differ, it
+   runs this exercise's mistakes on the same cases: a mistake that gives what the answer gives
+   on every case names the misconception (its message is the verdict); otherwise the verdict
+   shows the first case that differs, what the answer gave, what was expected, and ``hint``. A
+   checker may also ``assert cond, "message"`` itself (checks of properties, statistics).
+   ``kind="modify"`` (change a model so a property holds) and ``kind="retype"`` are written the
+   same way, without ``given`` or with the code to change.
 
 2. A number to predict before running (``kind="predict"``)::
 
-       numeric("03.initial_loss", "...", "Predict ...", reference=_initial_loss, tolerance=0.05,
-               mistakes=lambda: [Mistake(1000.0, "that is V, the loss is the log of it: ...")],
-               hint="...", section="...", minutes=3)
+       numeric("03.initial_loss", "Predict: ...", "Predict ...", reference=_initial_loss, tolerance=0.1,
+               mistakes=[Mistake(10.33, "that is L_MLM alone: ..."), Mistake(15.9, "bits: ...")],
+               hint="what names the misconception when no listed mistake matches", section="...", minutes=3)
 
-   ``reference()`` computes the value (from first principles, not from the chapter's code);
-   a mistake matches when the answer is within the tolerance of its value.
+   ``reference()`` computes the value from first principles (a test should confirm it by
+   running the real thing); a mistake matches when the answer is within the tolerance of its
+   value (``relative=True``: tolerance is a fraction of the value).
 
 3. A choice among stated hypotheses (``kind="conceptual"``)::
 
        choice("05.why_count", "...", "Why does ...?", options={"a": "...", "b": "...", "c": "..."},
-              correct="b", why="what makes (b) right", why_not={"a": "...", "c": "..."}, ...)
+              correct="b", why="what makes (b) right", why_not={"a": "...", "c": "..."}, section=..., minutes=3)
 
-   Every wrong option needs its explanation; each becomes a tested mistake.
+   Every wrong option needs its explanation; each becomes a tested mistake. The answer is the
+   letter; "B", "(b)" and " b " are accepted.
 
-Rules (``rules=[forbid(...)]``) are checked on the answer's bytecode before it runs and by a
-profile hook while the check runs; see :mod:`course_utils.exercises.rules`.
+Rules: ``rules=[forbid("torch.softmax", "torch.Tensor.softmax", says="...")]``. A target is a
+dotted name: a function, a class (instantiating it or a subclass), a tensor method, a module
+(anything in it, e.g. "seqeval"); a name under ``__main__.`` (the learner's notebook) is
+skipped where it does not exist. Rules are checked on the answer's bytecode before it runs and by a profile hook while the check
+runs (:mod:`course_utils.exercises.rules`); the verdict names the rule and the learner's line.
 """
 from __future__ import annotations
 
@@ -83,6 +101,7 @@ from .rules import Rule, RuleBroken, Watch, answer_code, forbid, static_violatio
 
 __all__ = [
     "KINDS",
+    "given_function",
     "Exercise",
     "Mistake",
     "Rule",
@@ -136,6 +155,7 @@ class Exercise:
     explanation: str = ""               # shown with the solution (and after a right choice)
     options: dict[str, str] = field(default_factory=dict)  # multiple choice: letter -> hypothesis
     solution_text_override: str | None = None
+    given: str = ""                     # code the learner starts from (a broken function to debug)
 
     def mistakes(self) -> list[Mistake]:
         """The typical mistakes; bare wrong answers (older modules) get an empty message."""
@@ -168,10 +188,31 @@ def _as_list_factory(items) -> Callable[[], list] | None:
     return lambda: items
 
 
+def given_function(source: str, name: str, key: str, namespace: dict | None = None) -> Callable:
+    """Compile a debug exercise's given code and return the function ``name`` it defines.
+
+    The namespace has ``torch``, ``F`` (torch.nn.functional), ``nn`` and ``math`` unless one is
+    given; the source is registered with :mod:`linecache`, so a verdict can quote its lines.
+    """
+    import linecache
+    source = textwrap.dedent(source).strip("\n") + "\n"
+    filename = f"<given {key}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    if namespace is None:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+        namespace = {"torch": torch, "F": F, "nn": nn, "math": math}
+    namespace = dict(namespace, __name__=f"given_{key.replace('.', '_')}")
+    exec(compile(source, filename, "exec"), namespace)   # noqa: S102 - our own source, shown to the learner
+    return namespace[name]
+
+
 def exercise(key: str, title: str, task: str, reference: Callable, answer_is_function: bool = True,
              wrong: Callable[[], list] | None = None, *, mistakes: Callable[[], list] | list | None = None,
              kind: str = "retype", rules: Iterable[Rule | str] = (), section: str = "", minutes: int = 5,
-             explanation: str = "", options: dict[str, str] | None = None, solution_text: str | None = None):
+             explanation: str = "", options: dict[str, str] | None = None, solution_text: str | None = None,
+             given: str = ""):
     """Decorator for a checker: registers the exercise under ``key`` (see the module docstring).
 
     ``mistakes`` (or the older name ``wrong``) is a list of :class:`Mistake`, or a function returning
@@ -189,7 +230,8 @@ def exercise(key: str, title: str, task: str, reference: Callable, answer_is_fun
             raise ValueError(f"exercise {key!r} is registered twice")
         _REGISTRY[key] = Exercise(key, title, task, checker, reference, answer_is_function,
                                   _as_list_factory(mistakes if mistakes is not None else wrong), kind, rules,
-                                  section, int(minutes), explanation, dict(options or {}), solution_text)
+                                  section, int(minutes), explanation, dict(options or {}), solution_text,
+                                  textwrap.dedent(given).strip("\n"))
         return checker
     return register
 
@@ -248,17 +290,20 @@ def same(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, equal_nan: 
 
 
 def expect_same(answer: Callable, reference: Callable, *args, what: str | None = None, hint: str = "",
-                atol: float = 1e-5, rtol: float = 0.0, **kwargs) -> Any:
+                atol: float = 1e-5, rtol: float = 0.0, cases: Iterable[tuple] | None = None, **kwargs) -> Any:
     """Call ``answer`` and ``reference`` on (copies of) the same inputs; AssertionError when they differ.
 
-    The message names the typical mistake the answer matches (this exercise's mistakes, run on
-    the same inputs), or else shows what the answer gave, what was expected, and ``hint``.
-    Returns the answer's result.
+    ``cases`` (a list of argument tuples) runs them on every case instead of on ``args``. The
+    message names the typical mistake the answer matches (one of this exercise's mistakes that
+    gives what the answer gives on every case), or else shows the first case where they differ,
+    what the answer gave, what was expected, and ``hint``. Returns the answer's result(s).
     """
-    got = answer(*copy.deepcopy(args), **copy.deepcopy(kwargs))
-    want = reference(*copy.deepcopy(args), **copy.deepcopy(kwargs))
-    if same(got, want, atol, rtol):
-        return got
+    cases = [tuple(c) for c in cases] if cases is not None else [args]
+    got = [answer(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
+    want = [reference(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
+    wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not same(g, w, atol, rtol)]
+    if not wrong:
+        return got if len(cases) > 1 else got[0]
     exercise_ = _CURRENT.get()
     for mistake in (exercise_.mistakes() if exercise_ else []):
         if not mistake.says or not callable(mistake.answer):
@@ -267,13 +312,14 @@ def expect_same(answer: Callable, reference: Callable, *args, what: str | None =
             continue      # a rule-breaking mistake diagnoses the rule, which is checked before
         try:
             with _quiet():
-                theirs = mistake.answer(*copy.deepcopy(args), **copy.deepcopy(kwargs))
-        except Exception:
+                theirs = [mistake.answer(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
+        except Exception:   # noqa: BLE001, S112 - a mistake that crashes here is simply not this answer
             continue
-        if same(got, theirs, atol, rtol, equal_nan=True):
+        if all(same(g, t, atol, rtol, equal_nan=True) for g, t in zip(got, theirs)):
             raise AssertionError(mistake.says)
+    i = wrong[0]
     what = what or f"{getattr(answer, '__name__', 'your function')}(...)"
-    raise AssertionError(f"{what} gives {_short(got)}, expected {_short(want)}" + (f": {hint}" if hint else ""))
+    raise AssertionError(f"{what} gives {_short(got[i])}, expected {_short(want[i])}" + (f": {hint}" if hint else ""))
 
 
 class _quiet:
@@ -384,7 +430,9 @@ def show(key: str) -> None:
     for letter, option in sorted(ex.options.items()):
         print(textwrap.fill(f"({letter}) {option}", 96, initial_indent="  ", subsequent_indent="      "))
     if ex.options:
-        print(f'Answer with a letter, e.g. answer = "{sorted(ex.options)[0]}".')
+        print(f'Answer with a letter, e.g. answer = "{min(ex.options)}".')
+    if ex.given:
+        print("The code you start from (it is also in the cell below):\n" + textwrap.indent(ex.given, "    "))
     for rule in ex.rules:
         print(textwrap.fill(f"Rule (checked): {rule.says}.", 96))
 

@@ -80,9 +80,13 @@ def _resolve(dotted: str) -> _Target | None:
             for attr in parts[cut:]:
                 parent, obj = obj, getattr(obj, attr)
         except AttributeError as err:
+            if dotted.startswith("__main__."):      # a function of the learner's notebook, if it is defined
+                return None
             raise ValueError(f"rule target {dotted!r} does not exist: {err}") from None
         break
     else:
+        return None
+    if obj is None and dotted.startswith("__main__."):
         return None
     if isinstance(obj, types.ModuleType):
         return _Target(dotted, obj, "module")
