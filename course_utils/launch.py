@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 class LaunchError(RuntimeError):
@@ -36,13 +36,14 @@ def torchrun_command(module: str, args: Sequence[str] = (), nproc: int = 2) -> l
 
 
 _RANK_ERROR = re.compile(r"^\[rank\d+\]:\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*)$")
+_ARGPARSE = re.compile(r"^(\S+: error: .*)$")                    # a script's bad command line
 _ERROR = re.compile(r"^((?:[\w.]+\.)?\w*(?:Error|Exception)\b:.*)$")
 
 
 def _last_error_line(log: str) -> str:
     """The exception a rank raised (its traceback's last line), else the last error-like line."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for pattern in (_RANK_ERROR, _ERROR):
+    for pattern in (_RANK_ERROR, _ARGPARSE, _ERROR):
         for line in lines:
             found = pattern.match(line)
             if found and "ChildFailedError" not in found.group(1):

@@ -24,12 +24,15 @@ import functools
 import math
 import time
 import weakref
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode  # what torch.utils.flop_counter builds on
+from torch import nn
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,  # what torch.utils.flop_counter builds on
+)
+from typing_extensions import Self
 
 from .attention import _check_mask, _check_qkv
 
@@ -200,9 +203,30 @@ def autocast_output_dtypes(model: nn.Module, run: Callable[[], object], device_t
     return seen
 
 
+class _OpDtypes(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in _tensors(out):
+            if t.is_floating_point():
+                self.seen.setdefault(func.overloadpacket.__name__, set()).add(t.dtype)
+        return out
+
+
+def autocast_op_dtypes(run: Callable[[], object], device_type: str = "cpu",
+                       dtype: torch.dtype = torch.bfloat16) -> dict[str, set[torch.dtype]]:
+    """Run ``run()`` under autocast; the dtypes each aten op produced (what autocast decided per op)."""
+    with torch.autocast(device_type=device_type, dtype=dtype), _OpDtypes() as recorder:
+        run()
+    return recorder.seen
+
+
 def amp_step(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], optimizer: torch.optim.Optimizer,
              device_type: str = "cpu", dtype: torch.dtype | None = torch.bfloat16,
-             scaler: "torch.amp.GradScaler | None" = None) -> tuple[float, bool]:
+             scaler: torch.amp.GradScaler | None = None) -> tuple[float, bool]:
     """One optimizer step with autocast (``dtype=None``: plain fp32); returns (loss, stepped).
 
     With a ``scaler`` (fp16 on a GPU) the loss is multiplied before backward, the gradients
@@ -230,23 +254,24 @@ def amp_step(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], opt
 # Activation checkpointing
 # ---------------------------------------------------------------------------------------------
 
-def _checkpointed(forward: Callable) -> Callable:
+def _checkpointed(forward: Callable, preserve_rng_state: bool) -> Callable:
     @functools.wraps(forward)
     def run(*args, **kwargs):
         if not torch.is_grad_enabled():  # nothing is saved without autograd: nothing to recompute
             return forward(*args, **kwargs)
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True,
-                                                 **kwargs)
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False,
+                                                 preserve_rng_state=preserve_rng_state, **kwargs)
     run.course_checkpointed = True
     return run
 
 
-def checkpoint_layers(layers: Iterable[nn.Module], enabled: bool = True) -> int:
+def checkpoint_layers(layers: Iterable[nn.Module], enabled: bool = True, preserve_rng_state: bool = True) -> int:
     """Recompute each layer's activations in the backward pass instead of keeping them.
 
     Replaces ``layer.forward`` on each instance (the weights and their names stay as they
     are, so checkpoints and DDP see the same model); ``enabled=False`` undoes it. Returns
-    the number of layers changed.
+    the number of layers changed. ``preserve_rng_state=False`` (faster, wrong with dropout:
+    the recomputation draws new dropout masks) is there to show why it is the default.
     """
     changed = 0
     for layer in layers:
@@ -255,7 +280,7 @@ def checkpoint_layers(layers: Iterable[nn.Module], enabled: bool = True) -> int:
                             f"{type(layer).__name__}")
         wrapped = getattr(layer.__dict__.get("forward"), "course_checkpointed", False)
         if enabled and not wrapped:
-            layer.forward = _checkpointed(layer.forward)
+            layer.forward = _checkpointed(layer.forward, preserve_rng_state)
             changed += 1
         elif not enabled and wrapped:
             del layer.forward  # back to the class's forward
@@ -288,7 +313,7 @@ class SavedTensors:
     def bytes(self) -> int:
         return sum(self._storages.values())
 
-    def __enter__(self) -> "SavedTensors":
+    def __enter__(self) -> Self:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._hooks.__enter__()
         return self
@@ -336,7 +361,7 @@ class MemoryTracker(TorchDispatchMode):
             self._track(t, known)
         return out
 
-    def __enter__(self) -> "MemoryTracker":
+    def __enter__(self) -> Self:
         super().__enter__()
         return self
 

@@ -32,14 +32,14 @@ def init_distributed(timeout_s: float = 60.0) -> tuple[int, int, torch.device]:
         raise RuntimeError("RANK and WORLD_SIZE are not set: start this script with torchrun "
                            "(python -m torch.distributed.run --nproc-per-node=2 -m <module>) or "
                            "course_utils.launch.torchrun(...)")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         backend = "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return dist.get_rank(), dist.get_world_size(), device

@@ -195,7 +195,7 @@ def main(argv=None) -> None:
         try:
             saved["fsdp"] = train_fsdp(fresh_model(args).to(device), batches, rank, world, args.lr, device)
             result["fsdp"] = "ran"
-        except Exception as err:  # report it: the chapter says FSDP is GPU-only here, then
+        except Exception as err:  # noqa: BLE001 -- report it: the chapter says FSDP is GPU-only here, then
             result["fsdp"] = f"failed: {type(err).__name__}: {err}"
     if rank == 0:
         for name, params in saved.items():
