@@ -529,9 +529,9 @@ class AttentionExplorer:
             text.set_color("black" if value > 0.5 else "white")
         for bar, bits in zip(self._bars, entropy):
             bar.set_width(bits)
-        scaling = "q·k/√d_k" if self.scaled.value else "q·k, NOT divided by √d_k"
+        formula = "softmax(q·k / (√d_k·T))" if self.scaled.value else "softmax(q·k / T), NOT divided by √d_k"
         self._heat_ax.set_title(
-            f"softmax({scaling} / T)  T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value}\n"
+            f"{formula}  T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value}\n"
             "random q, k ~ N(0, 1); the words only label positions", fontsize=9)
         self.last_png = _figure_png(self._fig)
         self.output.outputs = (_png_output(self.last_png, "attention explorer heatmap"),)

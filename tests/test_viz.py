@@ -238,7 +238,7 @@ def test_attention_explorer_masked_cells_show_only_the_cross():
 
 def test_attention_explorer_title_says_whether_scores_are_scaled_and_that_vectors_are_random():
     explorer = viz.attention_explorer(d_k=64).explorer
-    assert "q·k/√d_k" in explorer._heat_ax.get_title() and "NOT" not in explorer._heat_ax.get_title()
+    assert "softmax(q·k / (√d_k·T))" in explorer._heat_ax.get_title() and "NOT" not in explorer._heat_ax.get_title()
     explorer.scaled.value = False
     title = explorer._heat_ax.get_title()
     assert "NOT divided by √d_k" in title and "d_k=64" in title

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import Mistake, choice, exercise, expect_same, forbid, numeric
+from . import Mistake, choice, exercise, expect_same, forbid, given_function, numeric
 
 # ----------------------------------------------------------------------------- predict: numbers
 
@@ -112,9 +112,9 @@ choice(
 _SOFTMAX_RULE = forbid(
     "torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
     "torch.log_softmax", "torch.Tensor.log_softmax", "torch.nn.functional.log_softmax", "torch.nn.Softmax",
-    "torch.nn.functional.scaled_dot_product_attention",
+    "torch.nn.functional.scaled_dot_product_attention", "torch.logsumexp", "torch.Tensor.logsumexp",
     says="write the softmax yourself with exp, max and sum (torch.softmax, Tensor.softmax, F.softmax, "
-         "log_softmax, nn.Softmax and F.scaled_dot_product_attention are not allowed)")
+         "log_softmax, logsumexp, nn.Softmax and F.scaled_dot_product_attention are not allowed)")
 
 
 def _softmax_temperature_reference(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -134,6 +134,8 @@ def _softmax_temperature_mistakes():
         Mistake(lambda s, t: torch.softmax(s / t, dim=-1), "write the softmax yourself"),
         Mistake(lambda s, t: (s / t).softmax(-1), "write the softmax yourself"),
         Mistake(lambda s, t: F.softmax(s / t, dim=-1), "write the softmax yourself"),
+        Mistake(lambda s, t: ((s / t) - torch.logsumexp(s / t, dim=-1, keepdim=True)).exp(),
+                "write the softmax yourself"),
         Mistake(lambda s, t: _stable(s), "the temperature is ignored: divide the scores by it before the exp"),
         Mistake(lambda s, t: _stable(s * t), "you multiplied the scores by the temperature; softmax(s / T) divides, "
                                              "so that a low T sharpens the weights"),
@@ -269,13 +271,6 @@ BROKEN_MERGE_HEADS = '''def merge_heads(x):                            # x: (bat
 '''
 
 
-def _compiled(source: str, name: str):
-    """The broken function the learner is given, as a function (the first typical mistake)."""
-    namespace = {"math": math, "torch": torch}
-    exec(compile(source, f"<broken {name}>", "exec"), namespace)
-    return namespace[name]
-
-
 def _merge_heads_reference(x: torch.Tensor) -> torch.Tensor:
     batch, heads, length, d_head = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * d_head)   # heads next to the features, then merge
@@ -287,7 +282,7 @@ def _merge_heads_from_definition(x: torch.Tensor) -> torch.Tensor:
 
 def _merge_heads_mistakes():
     return [
-        Mistake(_compiled(BROKEN_MERGE_HEADS, "merge_heads"),
+        Mistake(given_function(BROKEN_MERGE_HEADS, "merge_heads", "01.merge_heads"),
                 "that is the broken function unchanged: reshape alone mixes positions and heads; move the heads "
                 "axis next to the features first (transpose(1, 2)), then reshape"),
         Mistake(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1),
@@ -300,10 +295,9 @@ def _merge_heads_mistakes():
 
 @exercise(
     "01.merge_heads", "Debug: merging the heads",
-    "The merge_heads printed below (BROKEN_MERGE_HEADS in course_utils.exercises.ch01) runs without an "
-    "error but gives wrong numbers. Find the bug and fix it: for x of shape (batch, heads, length, d_head) it must return (batch, length, heads * d_head), "
+    "The merge_heads below runs without an error but gives wrong numbers. Find the bug and fix it: for x of shape (batch, heads, length, d_head) it must return (batch, length, heads * d_head), "
     "where features [h * d_head : (h + 1) * d_head] of position t are head h's output at position t.",
-    reference=_merge_heads_reference, mistakes=_merge_heads_mistakes, kind="debug",
+    reference=_merge_heads_reference, mistakes=_merge_heads_mistakes, kind="debug", given=BROKEN_MERGE_HEADS,
     section="6. Multi-head attention", minutes=5)
 def check_merge_heads(fn) -> None:
     generator = torch.Generator().manual_seed(6)
@@ -370,6 +364,11 @@ def _masked_attention_mistakes():
         weights = torch.softmax(scores, dim=-2).nan_to_num(0.0)
         return weights @ v, weights
 
+    def minus_1e9(q, k, v, mask):      # the additive mask many libraries use
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + torch.where(mask, 0.0, -1e9)
+        weights = torch.softmax(scores, dim=-1)
+        return weights @ v, weights
+
     def zero_weights(q, k, v, mask):   # the right output from a correct function, weights not returned
         output, weights = _masked_attention_reference(q, k, v, mask)
         return output, torch.zeros_like(weights)
@@ -379,7 +378,7 @@ def _masked_attention_mistakes():
         return output, torch.zeros(*q.shape[:-1], k.shape[-2])
 
     return [
-        Mistake(_compiled(BROKEN_ATTENTION, "my_attention"), "that is the function as given: look at what the scale takes the square root of, "
+        Mistake(given_function(BROKEN_ATTENTION, "my_attention", "01.masked_attention"), "that is the function as given: look at what the scale takes the square root of, "
                           "at the value masked scores get, and at the axis of the softmax"),
         Mistake(nan_rows, "a row with no allowed key gives NaN (a softmax of only -inf is 0/0): set the weights "
                           "of such rows to 0 (mask.any(dim=-1, keepdim=True))"),
@@ -388,6 +387,8 @@ def _masked_attention_mistakes():
                               "is sqrt(d_k), the size of the last axis of q and k"),
         Mistake(over_queries, "the softmax runs over the queries (dim=-2): each query's row over the keys "
                               "(dim=-1) must sum to 1"),
+        Mistake(minus_1e9, "adding -1e9 instead of filling with -inf gives a row with no allowed key uniform "
+                           "weights over keys it may not see; such a row must get all-zero weights"),
         Mistake(zero_weights, "the output is right but the weights are not: return the weights you multiplied "
                               "v with, not zeros"),
         Mistake(torch_output, "fix the function itself"),
@@ -396,12 +397,11 @@ def _masked_attention_mistakes():
 
 @exercise(
     "01.masked_attention", "Debug: masked attention",
-    "The my_attention printed below (BROKEN_ATTENTION in course_utils.exercises.ch01) has bugs. Fix "
-    "them. my_attention(q, k, v, mask) must return "
+    "The my_attention below has bugs. Fix them. my_attention(q, k, v, mask) must return "
     "(output, weights) = (softmax(q k^T / sqrt(d_k)) v, the weights), mask boolean and broadcastable to "
     "(..., L_q, L_k), True = may attend. Masked keys get weight exactly 0; a query whose mask row is all "
     "False gets all-zero weights and output, not NaN. It must work when L_q, L_k and d_k all differ.",
-    reference=_masked_attention_reference, mistakes=_masked_attention_mistakes, kind="debug",
+    reference=_masked_attention_reference, mistakes=_masked_attention_mistakes, kind="debug", given=BROKEN_ATTENTION,
     rules=[_ATTENTION_RULE], section="4. Step by step; 5. Masks; 8. Cross-attention", minutes=10)
 def check_masked_attention(fn) -> None:
     generator = torch.Generator().manual_seed(3)
@@ -423,4 +423,20 @@ def _compare(fn, q, k, v, mask, name) -> None:
     got = fn(q.clone(), k.clone(), v.clone(), mask.clone())
     assert isinstance(got, tuple) and len(got) == 2, (
         f"with {name}: return a pair (output, weights), got {type(got).__name__}")
-    expect_same(fn, _masked_attention_independent, q, k, v, mask, what=f"with {name}, (output, weights)")
+    want = _masked_attention_independent(q, k, v, mask)
+    for part, value, expected in (("output", got[0], want[0]), ("weights", got[1], want[1])):
+        assert isinstance(value, torch.Tensor) and value.shape == expected.shape, (
+            f"with {name}: the {part} should be a tensor of shape {tuple(expected.shape)}, got "
+            f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+    what = f"with {name}, (output, weights)"
+    try:
+        expect_same(fn, _masked_attention_independent, q, k, v, mask, what=what)
+    except AssertionError as err:
+        if not str(err).startswith(what):        # a typical mistake, diagnosed by its own message
+            raise
+        wrong = [f"the {part} by up to {(value - expected).abs().nan_to_num(float('inf')).max():.3g}"
+                 for part, value, expected in (("output differs", got[0], want[0]), ("weights differ", got[1], want[1]))
+                 if not torch.allclose(value, expected, atol=1e-5, equal_nan=False)]
+        raise AssertionError(f"with {name}: " + " and ".join(wrong) + " from the expected values: weights = "
+                             "softmax(q k^T / sqrt(d_k)) with masked keys exactly 0 and rows with no allowed key "
+                             "all 0, output = weights @ v") from None
