@@ -16,6 +16,7 @@ import math
 import warnings
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -357,3 +358,80 @@ def test_fuzz_generation_equals_transformers(pair, batch, length, new, beams, eo
     got = generate(ours, ids, new, eos_token_id=eos, pad_token_id=PAD, use_cache=use_cache, **kw)
     assert torch.equal(got, want)
     assert torch.equal(got[:, :length], ids) and got.shape[1] <= length + new
+
+
+# ----------------------------------------------------------------------------- the widget
+
+def _widget_setup():
+    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
+
+    tok = Tokenizer(tok_models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["the cat sat on the mat and the dog sat on the log"] * 10, trainer=trainer)
+    eos = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=tok.get_vocab_size(), n_positions=48, n_embd=16, n_layer=2, n_head=2,
+                         eos_token_id=eos, bos_token_id=eos)
+    model = GPTModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6)
+    return model, tok, eos
+
+
+def test_widget_shows_what_generate_gives_and_redraws_on_every_control():
+    from course_utils import generation_viz
+
+    model, tok, eos = _widget_setup()
+    box = generation_viz.generation_explorer(model, tok, "the cat", eos_token_id=eos, max_new_tokens=8)
+    explorer = box.explorer
+    prompt = torch.tensor([tok.encode("the cat").ids])
+    want = generate(model, prompt, 8, eos_token_id=eos)[0, prompt.shape[1]:].tolist()
+    assert explorer.found["new_ids"] == want and explorer.last_text == tok.decode(want)
+    assert explorer.last_png.startswith(b"\x89PNG") and "course-generation-explorer" in explorer.output._dom_classes
+    seen = {explorer.last_png}
+    for control, value in ((explorer.mode, "sample"), (explorer.temperature, 0.5), (explorer.top_k, 3),
+                           (explorer.top_p, 0.5), (explorer.seed, 4), (explorer.mode, "beam"), (explorer.num_beams, 4),
+                           (explorer.layer, 0), (explorer.head, 1), (explorer.prompt, "the dog"),
+                           (explorer.max_new_tokens, 12)):
+        control.value = value
+        assert explorer.last_png not in seen, f"no new picture after changing {control.description}"
+        seen.add(explorer.last_png)
+    # beam mode shows beam search's answer; the attention is the chosen head's, causal
+    prompt = torch.tensor([tok.encode("the dog").ids])
+    want = generate(model, prompt, 12, num_beams=4, eos_token_id=eos)[0].tolist()
+    assert explorer.found["ids"] == want
+    with torch.no_grad():
+        attention = model(torch.tensor([want]), output_attentions=True).attentions[0][0, 1]
+    assert np.allclose(explorer.found["attention"], attention.numpy())
+    assert np.allclose(np.triu(explorer.found["attention"], 1), 0)
+
+
+def test_widget_sampling_bars_mark_what_top_k_and_top_p_cut():
+    from course_utils import generation_viz
+
+    model, tok, eos = _widget_setup()
+    explorer = generation_viz.generation_explorer(model, tok, "the", eos_token_id=eos, mode="sample", top_k=2,
+                                                  top_p=1.0, temperature=0.7).explorer
+    assert explorer.found["kept"] == [True, True] + [False] * (len(explorer.found["kept"]) - 2)
+    with torch.no_grad():
+        logits = model(torch.tensor([tok.encode("the").ids])).logits[0, -1]
+    probs = torch.softmax(logits / 0.7, -1)
+    assert np.allclose(explorer.found["probabilities"], probs.sort(descending=True).values[:12].numpy(), atol=1e-6)
+    # the same sampled continuation as generate with the widget's seed
+    want = generate(model, torch.tensor([tok.encode("the").ids]), 20, do_sample=True, temperature=0.7, top_k=2,
+                    top_p=1.0, eos_token_id=eos, generator=torch.Generator().manual_seed(0))[0].tolist()
+    assert explorer.found["ids"] == want
+
+
+def test_widget_starts_an_empty_prompt_from_eos_and_names_a_missing_one():
+    from course_utils import generation_viz
+
+    model, tok, eos = _widget_setup()
+    explorer = generation_viz.generation_explorer(model, tok, "", eos_token_id=eos, max_new_tokens=5).explorer
+    assert explorer.found["prompt_ids"] == [eos]
+    explorer = generation_viz.generation_explorer(model, tok, "", max_new_tokens=5).explorer
+    assert "the prompt is empty" in explorer.text.value
