@@ -334,8 +334,9 @@ class Captioner(nn.Module):
     ``encode(features (B, N, d_image))`` -> memory (B, N, d_model): a linear map of every patch
     plus a learned embedding of its place in the grid, then LayerNorm.
     ``forward(input_ids (B, L), memory=None, attention_mask=None, memory_mask=None,
-    past_key_values=None, use_cache=False, output_attentions=False)`` -> ``(logits, cache,
-    cross_attentions)``. The cache is a tuple over blocks of ``(self_keys, self_values,
+    past_key_values=None, use_cache=False, output_attentions=False, position_ids=None)`` ->
+    ``(logits, cache, cross_attentions)``; ``attention_mask`` (B, cache + L) 1 = real token covers
+    the cached positions too, and ``position_ids`` let left-padded prompts start at position 0. The cache is a tuple over blocks of ``(self_keys, self_values,
     cross_keys, cross_values)``; with a cache, ``memory`` is not needed (its keys and values are in it).
     """
 
@@ -377,7 +378,8 @@ class Captioner(nn.Module):
         return [block.cross_attn.memory_kv(memory) for block in self.blocks]
 
     def forward(self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, attention_mask=None,
-                memory_mask=None, past_key_values=None, use_cache: bool = False, output_attentions: bool = False):
+                memory_mask=None, past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                position_ids: torch.Tensor | None = None):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
             raise CaptionerInputError("input_ids must be a (batch, length) torch.long tensor of caption token ids.")
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
@@ -394,8 +396,12 @@ class Captioner(nn.Module):
             cross = self.cross_cache(memory)
         else:
             cross = [(p[2], p[3]) for p in past_key_values]
-        positions = torch.arange(past_len, past_len + length, device=input_ids.device)
-        x = self.token_embedding(input_ids) + self.position_embedding(positions)[None]
+        if position_ids is None:       # no left padding: positions follow the cache
+            position_ids = torch.arange(past_len, past_len + length, device=input_ids.device)[None]
+        elif int(position_ids.max()) >= self.config.max_positions:
+            raise CaptionerInputError(f"position {int(position_ids.max())} is past the position table "
+                                      f"({self.config.max_positions}).")
+        x = self.token_embedding(input_ids) + self.position_embedding(position_ids)
         key_mask = None if attention_mask is None else attention_mask.bool()
         presents, attentions = [], []
         for i, block in enumerate(self.blocks):
@@ -474,7 +480,7 @@ class BoundCaptioner(nn.Module):
         return batch // images
 
     def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache: bool = False,
-                output_attentions: bool = False, **_):
+                output_attentions: bool = False, position_ids=None):
         k = self._repeats(input_ids.shape[0])
         if past_key_values is None:
             cross = [tuple(t.repeat_interleave(k, dim=0) for t in kv) for kv in self.model.cross_cache(self.memory)]
@@ -489,7 +495,8 @@ class BoundCaptioner(nn.Module):
             empty = input_ids.new_zeros((input_ids.shape[0], self.model.config.num_heads, 0, d_head), dtype=cross[0][0].dtype)
             past = tuple((empty, empty, *kv) for kv in cross)
         logits, cache, attentions = self.model(input_ids, attention_mask=attention_mask, past_key_values=past,
-                                               use_cache=use_cache, output_attentions=output_attentions)
+                                               use_cache=use_cache, output_attentions=output_attentions,
+                                               position_ids=position_ids)
         self.last_cross_attentions = attentions
         return (logits, cache) if use_cache else (logits,)
 

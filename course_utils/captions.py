@@ -196,8 +196,8 @@ def describe(scene, order: str = "colour", phrasing: int | None = 0, relations: 
 
 
 def _articles(sentence: str) -> str:
-    """English wants "an" before a vowel: "a orange" -> "an orange"."""
-    return re.sub(r"\ba (?=[aeiou])", "an ", sentence)
+    """English wants "an" before a vowel and "a" before a consonant: "a orange" -> "an orange"."""
+    return re.sub(r"\b(?:a|an) (?=(\w))", lambda m: "an " if m.group(1) in "aeiou" else "a ", sentence)
 
 
 def canonical_caption(scene, relations: int = 0) -> str:

@@ -247,3 +247,18 @@ def test_bad_input_is_named(tmp_path):
     with pytest.warns(UserWarning, match="positions"):
         out = generate(model.bind(torch.randn(1, 25, 10)), torch.full((1, 1), TOK.BOS), 50)
     assert out.shape[1] == 10
+
+
+def test_left_padded_prompts_generate_what_each_prompt_gives_alone():
+    model = _captioner()
+    feats = torch.randn(3, 25, 10)
+    prompts = ["a red square is in the centre.", "a red circle is in the top left.", "a red circle is in the middle right."]
+    rows = [TOK.encode(p)[:-1] for p in prompts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[TOK.PAD] * (width - len(r)) + r for r in rows])
+    mask = (ids != TOK.PAD).long()
+    together = generate(model.bind(feats), ids, 12, attention_mask=mask, eos_token_id=TOK.EOS, pad_token_id=TOK.PAD)
+    for i, r in enumerate(rows):
+        alone = generate(model.bind(feats[i:i + 1]), torch.tensor([r]), 12, eos_token_id=TOK.EOS, pad_token_id=TOK.PAD)
+        n_new = alone.shape[1] - len(r)
+        assert torch.equal(together[i, width:width + n_new], alone[0, len(r):])

@@ -248,3 +248,8 @@ def test_bad_input_is_named():
         C.bleu(["a"], [["a"], ["b"]])
     with pytest.raises(ValueError, match="vocabulary"):
         C.CaptionTokenizer().encode("a purple square.")
+
+
+def test_articles():
+    assert C._articles("a orange square. an yellow circle. a red square.") == \
+        "an orange square. a yellow circle. a red square."
