@@ -3,9 +3,9 @@ the big-batch gradient, fp32, the un-checkpointed model, chapter 01's attention 
 and tensor sizes computed from shapes."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 import transformers
 
 from course_utils import attention, bert, launch, scaling
@@ -253,7 +253,7 @@ def test_tiled_attention_memory_grows_linearly_plain_quadratically():
         for length in (256, 512):
             q = torch.randn(1, 2, length, 16)
             with torch.no_grad():
-                out.append(scaling.peak_memory(lambda: fn(q)))
+                out.append(scaling.peak_memory(lambda q=q: fn(q)))
         return out[1] / out[0]
     plain = peaks(lambda q: attention.scaled_dot_product_attention(q, q, q)[0])
     tiled = peaks(lambda q: scaling.tiled_attention(q, q, q, block_size=64))

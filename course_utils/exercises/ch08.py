@@ -178,7 +178,7 @@ def _state(scores, values):
     "masked), l = sum exp(s_j - m) and acc = sum exp(s_j - m) v_j. Write merge(m1, l1, acc1, m2, l2, acc2) "
     "returning (m, l, acc) of both blocks together, as if computed in one go. Shapes: m and l (rows, 1), acc "
     "(rows, d_v). A row empty in both blocks must stay m=-inf, l=0, acc=0 (no NaN).",
-    reference=_merge_reference, mistakes=_merge_mistakes, kind="retype", section=_TILED, minutes=8,
+    reference=_merge_reference, mistakes=_merge_mistakes, kind="modify", section=_TILED, minutes=8,
     rules=[forbid("torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax",
                   says="merge the running sums; no softmax over the concatenated scores")])
 def check_online_softmax_merge(fn) -> None:
@@ -191,7 +191,7 @@ def check_online_softmax_merge(fn) -> None:
     v1, v2 = torch.randn(n1, dv, generator=g), torch.randn(n2, dv, generator=g)
     state1, state2 = _state(s1, v1), _state(s2, v2)
     expect_same(fn, _merge_reference, *state1, *state2, atol=1e-5, what="merge(state of block 1, state of block 2)")
-    m, l, acc = fn(*state1, *state2)
+    _, l, acc = fn(*state1, *state2)
     scores, values = torch.cat([s1, s2], -1), torch.cat([v1, v2])
     weights = torch.softmax(scores, -1).nan_to_num(0.0)    # the plain attention of the two blocks
     out = acc / torch.where(l > 0, l, torch.ones_like(l))

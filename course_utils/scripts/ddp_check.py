@@ -59,6 +59,10 @@ def fresh_model(args) -> torch.nn.Module:
     return scaling.TinyTokenModel()
 
 
+def on(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def global_count(count: int, device) -> int:
     """The number of target tokens on all ranks together."""
     total = torch.tensor([count], dtype=torch.long, device=device)
@@ -83,7 +87,7 @@ def train_ddp(model, batches, rank, world, lr, device, normalize="tokens") -> li
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
     log = []
     for sequences in batches:
-        batch = scaling.collate_tokens(sequences[rank::world])   # this rank's share
+        batch = on(scaling.collate_tokens(sequences[rank::world]), device)   # this rank's share
         optimizer.zero_grad(set_to_none=True)
         loss_sum, count = scaling.token_loss_sum(ddp, batch)
         if normalize == "tokens":
@@ -111,7 +115,7 @@ def train_accumulating(model, batches, rank, world, lr, k, device, use_no_sync=T
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
     calls = []
     for sequences in batches:
-        micro = [scaling.collate_tokens(part) for part in scaling.split_batch(sequences[rank::world], k)]
+        micro = [on(scaling.collate_tokens(part), device) for part in scaling.split_batch(sequences[rank::world], k)]
         local = sum(int((mb["labels"] != scaling.IGNORE_INDEX).sum()) for mb in micro)
         total = global_count(local, device)
         before = counter["calls"]
@@ -147,7 +151,7 @@ def train_fsdp(model, batches, rank, world, lr, device) -> dict[str, torch.Tenso
     fully_shard(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for sequences in batches:
-        batch = scaling.collate_tokens(sequences[rank::world])
+        batch = on(scaling.collate_tokens(sequences[rank::world]), device)
         optimizer.zero_grad(set_to_none=True)
         loss_sum, count = scaling.token_loss_sum(model, batch)
         (loss_sum / global_count(count, device) * world).backward()   # FSDP averages gradients too

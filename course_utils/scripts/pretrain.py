@@ -160,8 +160,8 @@ def main(argv=None) -> None:
         scaling.checkpoint_layers(model.bert.encoder.layers)
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = training.make_optimizer(model, lr=args.lr, weight_decay=settings.weight_decay)
+    timer = StepTimer(optimizer)        # before the scheduler, which wraps optimizer.step in turn
     scheduler = training.linear_warmup_schedule(optimizer, int(args.warmup_fraction * args.steps), args.steps)
-    timer = StepTimer(optimizer)
     setup_seconds = time.perf_counter() - start
     history = training.train(ddp, local_shards(batches, rank, world), make_step_fn(world, device, args.bf16),
                              optimizer, scheduler, steps=args.steps, max_grad_norm=settings.max_grad_norm,
