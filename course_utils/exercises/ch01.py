@@ -184,7 +184,7 @@ def _causal_mask_from_definition(l_q: int, l_k: int) -> torch.Tensor:
 
 
 def _causal_mask_mistakes():
-    ones = lambda a, b: torch.ones(a, b, dtype=torch.bool)  # noqa: E731
+    ones = lambda a, b: torch.ones(a, b, dtype=torch.bool)
     return [
         Mistake(lambda a, b: ones(a, b).tril(),
                 "your mask is aligned top-left (query i sees keys 0..i), as torch's is_causal=True is; here the "
@@ -233,7 +233,7 @@ def _padding_mask_from_definition(lengths: list[int], max_len: int) -> torch.Ten
 
 
 def _padding_mask_mistakes():
-    real = lambda lengths, n: torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]  # noqa: E731
+    real = lambda lengths, n: torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
     return [
         Mistake(lambda lengths, n: real(lengths, n),
                 "shape (batch, max_len) does not broadcast over (batch, heads, L_q, L_k) scores: "
@@ -400,7 +400,8 @@ def _masked_attention_mistakes():
     "The my_attention below has bugs. Fix them. my_attention(q, k, v, mask) must return "
     "(output, weights) = (softmax(q k^T / sqrt(d_k)) v, the weights), mask boolean and broadcastable to "
     "(..., L_q, L_k), True = may attend. Masked keys get weight exactly 0; a query whose mask row is all "
-    "False gets all-zero weights and output, not NaN. It must work when L_q, L_k and d_k all differ.",
+    "False gets all-zero weights and output, not NaN (what torch's SDPA returns from torch 2.5 on; before "
+    "2.5 it returned NaN there). It must work when L_q, L_k and d_k all differ.",
     reference=_masked_attention_reference, mistakes=_masked_attention_mistakes, kind="debug", given=BROKEN_ATTENTION,
     rules=[_ATTENTION_RULE], section="4. Step by step; 5. Masks; 8. Cross-attention", minutes=10)
 def check_masked_attention(fn) -> None:
