@@ -150,3 +150,81 @@ def test_page_says_time_and_sections(capsys):
 def test_unknown_key_lists_known_ones():
     with pytest.raises(KeyError, match=r"no exercise '99.nothing'; known exercises: .*" + re.escape(KEYS[0])):
         exercises.get("99.nothing")
+
+
+# ----------------------------------------------------------------------------- predictions, confirmed by running
+# A predict/conceptual exercise's reference is computed from first principles; these run the real thing.
+
+def _answer(key):
+    return exercises.reference_answer(key)
+
+
+def test_00_predictions_match_what_the_code_does():
+    import ipywidgets as widgets
+    import torch
+
+    from course_utils import config
+
+    saved = config._current
+    try:
+        config._current = config.CourseConfig(mode="fast", seed=0, device=torch.device("cuda"), threads=1)
+        assert config.pick(fast=32, full=256, gpu=512) == _answer("00.pick_on_gpu")
+    finally:
+        config._current = saved
+    slider, calls = widgets.IntSlider(value=4, min=1, max=12), []
+    slider.observe(calls.append, names="value")
+    for value in (4, 6, 6, 30):
+        slider.value = value
+    assert len(calls) == _answer("00.observe_count")
+    config.set_seed(0)
+    a, b = torch.rand(3), torch.rand(3)
+    config.set_seed(0)
+    a2, b2 = torch.rand(3), torch.rand(3)
+    assert not torch.equal(a, b) and torch.equal(a, a2) and torch.equal(b, b2)
+    assert _answer("00.seed_draws") == "b"
+
+
+def test_03_predictions_match_what_the_code_does():
+    import torch
+    import transformers
+
+    from course_utils import bert, pretraining, training
+
+    torch.manual_seed(0)
+    vocab = 30_522
+    config = transformers.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64)
+    model = transformers.BertForPreTraining(config).eval()
+    ids = torch.randint(5, vocab, (8, 32))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::6] = ids[:, ::6]
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=labels, next_sentence_label=torch.randint(0, 2, (8,))).loss.item()
+    assert abs(loss - _answer("03.initial_loss")) < 0.1, loss
+
+    tokens = torch.randint(5, 2000, (200_000,))
+    masked, labels = pretraining.mask_tokens(tokens, torch.zeros_like(tokens, dtype=torch.bool), 4,
+                                             torch.arange(5, 2000), 0.15, torch.Generator().manual_seed(0))
+    in_plain_sight = ((masked == tokens) & (labels != -100)).sum().item()
+    assert abs(in_plain_sight - _answer("03.target_share")) < 0.1 * _answer("03.target_share"), in_plain_sight
+
+    for make in (lambda o: training.linear_warmup_schedule(o, 60, 1000),
+                 lambda o: transformers.get_linear_schedule_with_warmup(o, 60, 1000)):
+        optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
+        scheduler = make(optimizer)
+        for _ in range(530):
+            optimizer.step()
+            scheduler.step()
+        assert abs(optimizer.param_groups[0]["lr"] - _answer("03.warmup_lr")) < 1e-12
+
+    small = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32, max_position_embeddings=16)
+    ours = bert.BertForPreTraining(small).eval()
+    ids = torch.randint(5, 50, (2, 10))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    with torch.no_grad():
+        everywhere = ours(input_ids=ids, labels=labels, next_sentence_label=torch.tensor([0, 1]), masked_only=False)
+        only_targets = ours(input_ids=ids, labels=labels, next_sentence_label=torch.tensor([0, 1]), masked_only=True)
+    assert torch.allclose(everywhere.mlm_loss, only_targets.mlm_loss, atol=1e-6)
+    assert _answer("03.masked_only") == "b"

@@ -102,7 +102,11 @@ def _resolve(dotted: str) -> _Target | None:
 def _module_name(obj: Any) -> str:
     if isinstance(obj, types.ModuleType):
         return obj.__name__
-    return getattr(obj, "__module__", None) or ""
+    try:
+        name = getattr(obj, "__module__", None)
+    except Exception:  # noqa: BLE001 - an object whose attribute lookup fails belongs to no module we know
+        return ""
+    return name if isinstance(name, str) else ""     # some C functions carry a module object there
 
 
 def _in_module(name: str, module: str) -> bool:
@@ -342,8 +346,14 @@ class Watch:
     def _hook(self, frame, event, arg) -> None:
         if self._previous is not None:
             self._previous(frame, event, arg)
-        if self.violation is not None:
+        if self.violation is not None or event not in ("call", "c_call"):
             return
+        try:
+            self._inspect(frame, event, arg)
+        except Exception:  # noqa: BLE001, S110 - a profile hook that raised would break the code it watches
+            pass
+
+    def _inspect(self, frame, event, arg) -> None:
         hit = None
         if event == "call":
             code = frame.f_code
@@ -362,7 +372,7 @@ class Watch:
                 hit = next(((r, t) for r, t in self._methods[arg.__name__]
                             if isinstance(owner, t.obj.__objclass__)), None)
             if hit is None and self._modules:
-                module = getattr(arg, "__module__", None) or ""
+                module = _module_name(arg)
                 hit = next(((r, t) for r, t in self._modules if _in_module(module, t.obj.__name__)), None)
             caller = frame
         else:
