@@ -230,7 +230,7 @@ MASKS = {
 
 
 @pytest.mark.parametrize("mask_name", MASKS)
-@pytest.mark.parametrize("block", [1, 7, 16, 100])
+@pytest.mark.parametrize("block", [3, 16, 100])
 def test_tiled_attention_equals_chapter_01(mask_name, block):
     b, h, lq, lk, d, dv = 3, 2, 33, 41, 8, 5
     q, k, v = torch.randn(b, h, lq, d), torch.randn(b, h, lk, d), torch.randn(b, h, lk, dv)

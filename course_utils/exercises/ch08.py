@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import Mistake, choice, exercise, expect_same, forbid, numeric
+from . import Mistake, choice, exercise, expect_same, forbid, given_function, numeric
 
 _ACCUMULATION = "1. Gradient accumulation, and the unequal-length trap"
 _DDP = "5. Data parallelism with DistributedDataParallel"
@@ -247,13 +247,20 @@ choice(
 
 # ----------------------------------------------------------------------------- 08.global_mean
 
+GLOBAL_MEAN_GIVEN = '''
+def global_mean_loss(rank_sums, rank_counts):
+    rank_means = [s / c for s, c in zip(rank_sums, rank_counts)]
+    return sum(rank_means) / len(rank_means)
+'''
+
+
 def _global_mean_reference(rank_sums, rank_counts):
     return sum(rank_sums) / sum(rank_counts)
 
 
 def _global_mean_mistakes():
     return [
-        Mistake(lambda sums, counts: sum(s / c for s, c in zip(sums, counts)) / len(sums),
+        Mistake(given_function(GLOBAL_MEAN_GIVEN, "global_mean_loss", "08.global_mean"),
                 "the mean of the ranks' means weighs a token on a rank with few tokens more: all-reduce the sums "
                 "and the counts, then divide."),
         Mistake(lambda sums, counts: sum(sums) / len(sums),
@@ -270,7 +277,8 @@ def _global_mean_mistakes():
     "Each rank knows the sum of its token losses and its token count; the function below receives them from "
     "every rank (as an all-reduce would gather them) and should return the mean loss over all tokens of the "
     "global batch. Fix global_mean_loss(rank_sums, rank_counts).",
-    reference=_global_mean_reference, mistakes=_global_mean_mistakes, kind="debug", section=_DDP, minutes=4)
+    reference=_global_mean_reference, mistakes=_global_mean_mistakes, kind="debug", section=_DDP, minutes=4,
+    given=GLOBAL_MEAN_GIVEN)
 def check_global_mean(fn) -> None:
     cases = [([30.0, 4.0], [10, 1]), ([12.5, 12.5], [5, 5]), ([7.0], [3]), ([1.0, 50.0, 9.0], [1, 20, 3])]
     for sums, counts in cases:
