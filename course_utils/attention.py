@@ -33,6 +33,10 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
                 f"{name} has shape {tuple(t.shape)}; attention needs at least 2 dimensions "
                 f"(..., sequence length, features). Add a batch or sequence axis, e.g. {name}.unsqueeze(0)."
             )
+    if q.shape[-1] == 0:
+        raise AttentionShapeError(
+            f"q and k have 0 features per position (q {tuple(q.shape)}): the scores q @ k^T / sqrt(d_k) need "
+            "d_k >= 1.")
     if q.shape[-1] != k.shape[-1]:
         raise AttentionShapeError(
             f"q has {q.shape[-1]} features per position but k has {k.shape[-1]}: "
@@ -162,14 +166,28 @@ class MultiHeadAttention(nn.Module):
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.d_model)
 
-    def forward(self, query, key, value, mask: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True):
+    def check_inputs(self, query, key, value) -> None:
+        """Shapes both paths need; torch's fused kernel would accept some wrong ones without a word."""
         for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
             if t.dim() != 3 or t.shape[-1] != self.d_model:
                 raise AttentionShapeError(
                     f"{name} has shape {tuple(t.shape)}; MultiHeadAttention expects (batch, length, "
                     f"d_model={self.d_model}), batch first."
                 )
+        if key.shape[1] != value.shape[1]:
+            raise AttentionShapeError(
+                f"key has {key.shape[1]} positions but value has {value.shape[1]}: every key needs one value "
+                f"(key {tuple(key.shape)}, value {tuple(value.shape)}).")
+        if not query.shape[0] == key.shape[0] == value.shape[0]:  # as torch's nn.MultiheadAttention: no broadcasting
+            raise AttentionShapeError(
+                f"query, key and value have batch sizes {query.shape[0]}, {key.shape[0]} and {value.shape[0]}: "
+                "give each query sequence its own keys and values (expand a shared one with .expand(batch, -1, -1)).")
+
+    def forward(self, query, key, value, mask: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True):
+        self.check_inputs(query, key, value)
         if key_padding_mask is not None:
             if key_padding_mask.shape != key.shape[:2] or key_padding_mask.dtype != torch.bool:
                 raise AttentionShapeError(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import checkpoints
+from .checkpoints import CheckpointError
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 try:
@@ -79,10 +80,6 @@ _BODY_PREFIXES = ("embeddings.", "encoder.")
 
 class BertInputError(ValueError):
     """Input the model cannot take (too long, ids outside the vocabulary, wrong shape), with the fix."""
-
-
-class CheckpointError(ValueError):
-    """A model directory or state dict that does not fit the model, naming what is wrong."""
 
 
 # ---------------------------------------------------------------- outputs
@@ -171,8 +168,9 @@ def _check_config(config) -> None:
 def _check_int_tensor(name: str, t, example: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise BertInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}; {example}")
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-        raise BertInputError(f"{name} must hold integer ids (torch.long), got dtype {t.dtype}.")
+    if t.dtype not in (torch.long, torch.int32):  # what nn.Embedding indexes with; uint8 would fail deep inside
+        raise BertInputError(f"{name} must be torch.long (or torch.int32) integer ids, got dtype {t.dtype}: "
+                             f"convert with {name}.long().")
 
 
 def _check_inputs(config, input_ids, attention_mask, token_type_ids) -> None:
@@ -370,14 +368,16 @@ def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        return load_file(single)
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    files = checkpoints.weight_files(directory)  # model.safetensors, or the shards its index names
+    if files:
         state = {}
-        for shard in shards:
-            state.update(load_file(directory / shard))
+        for path in files:
+            checkpoints.safetensors_header(path)  # a damaged file: one line naming it, not SafetensorError
+            try:
+                state.update(load_file(path))
+            except Exception as err:  # noqa: BLE001 - the library's message names no file
+                raise CheckpointError(f"{path} could not be read as safetensors ({checkpoints._short(err)}); "
+                                      f"{checkpoints.FIX_WEIGHTS}.") from None
         return state
     legacy = directory / "pytorch_model.bin"
     if legacy.is_file():
@@ -406,11 +406,16 @@ def _read_config(directory: str | Path, **overrides):
     if not config_file.is_file():
         raise FileNotFoundError(f"{directory} has no config.json, so it is not a model directory in the "
                                 "transformers layout (config.json + model.safetensors); save one with save_pretrained.")
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    model_type = checkpoints.read_json(config_file).get("model_type")
     if model_type != "bert":
         raise CheckpointError(f"{directory} holds a {model_type!r} model, not BERT (config.json model_type must be "
                               "'bert'); this class reads BERT checkpoints only.")
-    return BertConfig.from_pretrained(str(directory), **overrides)
+    try:
+        config = BertConfig.from_pretrained(str(directory), **overrides)
+        _check_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # values transformers or we cannot use
+        raise CheckpointError(f"{config_file}: {checkpoints._short(err)}") from None
+    return config
 
 
 def _vocab_size_of(tokenizer) -> int:
@@ -458,9 +463,15 @@ def load_tokenizer(directory: str | Path):
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise FileNotFoundError(f"{directory} holds no tokenizer files (tokenizer.json or vocab.txt): "
                                 "pass the tokenizer to save_pretrained(dir, tokenizer=...) when saving.")
+    config = checkpoints.read_json(directory / "config.json") if (directory / "config.json").is_file() else None
+    if (directory / "tokenizer.json").is_file():
+        checkpoints.tokenizer_json_size(directory / "tokenizer.json")  # readable, else one line naming it
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if config is not None:  # a model directory: the tokenizer must be the model's own
+        checkpoints.check_loaded_tokenizer(directory, tokenizer, config)
+    return tokenizer
 
 
 def minilm_path() -> Path:
@@ -673,7 +684,10 @@ class _BertPreTrainedBase(nn.Module):
             model = BertModel(config, add_pooling_layer=has_pooler)
         else:
             model = cls(config)
-        model.load_hf_state_dict(state, strict=strict)
+        try:
+            model.load_hf_state_dict(state, strict=strict)
+        except CheckpointError as err:  # name the directory: which checkpoint does not fit
+            raise CheckpointError(f"{directory}: {err}") from None
         return model.eval()
 
     def num_parameters(self) -> int:
@@ -735,18 +749,35 @@ class BertModel(_BertPreTrainedBase):
         return BertOutput(x, pooled, hidden_states, attentions)
 
 
+def _mean_loss_or_zero(logits: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
+    """Mean cross-entropy over the labelled positions; with none, 0 and a warning instead of NaN.
+
+    A mean over no position is 0/0 = NaN, and one NaN step ruins every weight through the optimizer.
+    The sum over no position is 0 (no gradient): the batch simply teaches nothing through this loss.
+    """
+    if bool((labels != IGNORE_INDEX).any()):
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+    warnings.warn(f"{what}: every label is -100, so there is no position to learn from; the loss is 0 for this "
+                  "batch instead of NaN (check the labels if this happens often).", stacklevel=4)
+    return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
 def _mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels, masked_only: bool, vocab_size: int):
     """MLM scores (all positions, or only the labelled ones) and the mean cross-entropy."""
+    what = "MLM loss: the batch has no masked position"
     if masked_only:
         if labels is None:
             raise BertInputError("masked_only=True computes the MLM head only where labels != -100: pass labels.")
         chosen = labels != IGNORE_INDEX
         logits = head(sequence[chosen])  # (n_masked, vocab): skipping the rest saves most of the head's work
+        if not bool(chosen.any()):  # no rows: keep the graph connected so backward() still works
+            return logits, _mean_loss_or_zero(head(sequence[:1, :1]).view(-1, vocab_size),
+                                              labels[:1, :1].reshape(-1), what)
         return logits, F.cross_entropy(logits, labels[chosen])
     logits = head(sequence)
     loss = None
     if labels is not None:
-        loss = F.cross_entropy(logits.view(-1, vocab_size), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = _mean_loss_or_zero(logits.view(-1, vocab_size), labels.reshape(-1), what)
     return logits, loss
 
 
@@ -841,8 +872,8 @@ class BertForTokenClassification(_BertPreTrainedBase):
         loss = None
         if labels is not None:
             _check_labels(labels, input_ids.shape, self.config.num_labels, "token-classification")
-            loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = _mean_loss_or_zero(logits.view(-1, self.config.num_labels), labels.reshape(-1),
+                                      "token-classification loss")
         return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
 
 

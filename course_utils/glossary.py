@@ -42,6 +42,8 @@ def load(chapter: str | None = None) -> list[Term]:
 
 def lookup(word: str) -> Term:
     """The entry for an English or Chinese term (case-insensitive)."""
+    if not isinstance(word, str):
+        raise TypeError(f"glossary.lookup takes a term as a string, e.g. lookup('attention'); got {word!r}.")
     word_lower = word.strip().lower()
     for t in load():
         if word_lower in (t.term.lower(), t.zh.lower()):

@@ -59,6 +59,14 @@ def check_images(images: torch.Tensor) -> None:
             hint = " It looks channels-last (B, H, W, 3): use images.permute(0, 3, 1, 2)."
         raise ValueError(f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
                          f"RGB images as shapes.generate makes them.{hint}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise TypeError(f"images have dtype {images.dtype}; pass uint8 pixels 0..255 as shapes.generate makes them "
+                        "(images.to(torch.uint8)) or floats centred on 0 (to_float(images)).")
+    if images.dtype.is_floating_point and images.numel() and float(images.detach().abs().amax()) > 2.0:
+        # to_float passes floats through: pixel values 0..255 as floats would reach the CNN unscaled
+        raise ValueError(f"float images hold values up to {float(images.detach().abs().amax()):.4g}: they look like "
+                         "pixels 0..255 stored as floats; pass the uint8 images, or to_float(images.to(torch.uint8)) "
+                         "(about -0.5..0.5).")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -115,7 +123,11 @@ class PatchCNN(nn.Module):
     def grid(self, images: torch.Tensor) -> torch.Tensor:
         """(B, channels, 5, 5) feature map."""
         check_images(images)
-        return self.body(to_float(images))
+        weight = self.head.weight
+        if images.dtype.is_floating_point and images.dtype != weight.dtype:
+            raise TypeError(f"images are {images.dtype} but the CNN's weights are {weight.dtype}: convert them, "
+                            f"images.to({weight.dtype}) (or pass the uint8 images).")
+        return self.body(to_float(images).to(weight.dtype))
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 25, channels + 2): one hidden vector per patch, coordinates appended."""
@@ -828,6 +840,9 @@ def scene_vocabulary() -> list:
 
 def tokenize_scenes(texts: list) -> torch.Tensor:
     """(B, L) word ids of scene descriptions (all the same length: 6 objects x 5 words)."""
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError("no scene descriptions to tokenize: pass a non-empty list of "
+                         "SortOfClevr.scene_text(i) strings (a single text as [text]).")
     vocab = {w: i for i, w in enumerate(scene_vocabulary())}
     rows = []
     for text in texts:
@@ -865,7 +880,27 @@ class TextEmbedder(nn.Module):
         self.layer = TransformerEncoderLayer(d_model, num_heads, 2 * d_model, norm_first=True)
         self.proj = nn.Linear(d_model, d_embed)
 
+    def check_ids(self, ids: torch.Tensor) -> None:
+        """(B, L) integer ids inside the vocabulary, L within the positions, a real word in every row."""
+        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.long, torch.int32) or ids.dim() != 2:
+            raise TypeError(f"ids must be integer word ids (torch.long) of shape (batch, length), got "
+                            f"{getattr(ids, 'dtype', type(ids).__name__)} {tuple(getattr(ids, 'shape', ()))}: "
+                            "use tokenize_scenes(texts).")
+        if ids.shape[1] > self.positions.num_embeddings:
+            raise ValueError(f"the texts have {ids.shape[1]} words but the embedder has {self.positions.num_embeddings} "
+                             "positions (max_len): shorten them, or build TextEmbedder(..., max_len=...) larger.")
+        vocab = self.words.num_embeddings
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+            raise ValueError(f"word id {bad} is outside the vocabulary (0..{vocab - 1}): "
+                             "tokenize with the vocabulary the embedder was built for.")
+        empty = (ids == 0).all(dim=1).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"row {empty[0]} of the ids is only padding (0){f' ({len(empty)} rows in all)' if len(empty) > 1 else ''}: "
+                             "a text with no word has no mean to take; drop empty descriptions.")
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        self.check_ids(ids)
         real = ids != 0
         x = self.words(ids) + self.positions.weight[: ids.shape[1]]
         x = self.layer(x, key_padding_mask=real)
@@ -883,6 +918,9 @@ def contrastive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tens
     if image_embeddings.shape != text_embeddings.shape or image_embeddings.dim() != 2:
         raise ValueError(f"image embeddings {tuple(image_embeddings.shape)} and text embeddings "
                          f"{tuple(text_embeddings.shape)} must both be (batch, d): one text per image")
+    value = float(temperature.detach()) if isinstance(temperature, torch.Tensor) else float(temperature)
+    if not 0.0 < value < math.inf:  # 0 divides by zero (inf - inf = NaN in the softmax); < 0 flips every ranking
+        raise ValueError(f"temperature must be a positive, finite number (CLIP starts at 0.07), got {value}.")
     logits = image_embeddings @ text_embeddings.T / temperature
     targets = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2

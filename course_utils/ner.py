@@ -4,7 +4,10 @@ Chapter 04 teaches these pieces inline and imports them from here afterwards:
 
 * **CoNLL files**: :func:`read_conll` / :func:`write_conll`. One token per line with 2 to 4
   columns (token first, NER tag last, as CoNLL-2003's ``word POS chunk NER``), a blank line
-  between sentences, ``-DOCSTART-`` lines between documents.
+  between sentences, ``-DOCSTART-`` lines between documents. Columns are separated by ASCII
+  spaces or tabs; any other whitespace in a line (a no-break space, U+2028, ...) is an error,
+  since the reader cannot tell whether it separates columns or belongs to the token.
+  :func:`write_conll` writes only what :func:`read_conll` reads back unchanged.
 * **BIO tags**: ``B-TYPE`` begins an entity, ``I-TYPE`` continues it, ``O`` is outside.
   :func:`bio_problems` finds entities that start with ``I-`` and :func:`repair_bio` mends them;
   :func:`entity_spans` reads the entities out of a tag sequence, as seqeval does.
@@ -17,15 +20,18 @@ Chapter 04 teaches these pieces inline and imports them from here afterwards:
 """
 from __future__ import annotations
 
-import json
+import numbers
+import os
 import re
+import tempfile
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from . import ner_data
+from . import checkpoints, ner_data
 from .paths import DATA_DIR
 
 IGNORE_INDEX = -100  # the label of positions the loss skips (torch's cross_entropy default)
@@ -49,7 +55,7 @@ _BIO = re.compile(r"^(O|[BI]-\S+)$")
 
 def is_bio_tag(tag: str) -> bool:
     """True for ``O``, ``B-TYPE`` and ``I-TYPE`` (TYPE any non-empty text without spaces)."""
-    return isinstance(tag, str) and bool(_BIO.match(tag))
+    return isinstance(tag, str) and bool(_BIO.fullmatch(tag))  # fullmatch: "$" would accept a final newline
 
 
 def bio_problems(tags: Sequence[str]) -> list[int]:
@@ -99,11 +105,19 @@ def label_list(*splits: Iterable[Sentence]) -> list[str]:
 
 # ---------------------------------------------------------------- CoNLL files
 
+_COLUMN_SEPARATORS = " \t"
+_BOM = "\ufeff"
+_DOCSTART = "-DOCSTART-"
+
+
 def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
     """Read a CoNLL file into a list of (tokens, tags).
 
     Each line is ``token [POS] [chunk] TAG`` (2 to 4 columns, spaces or tabs; the same number of
-    columns on every line); a blank line ends a sentence; ``-DOCSTART-`` lines are skipped.
+    columns on every line); a blank line (or one of spaces and tabs only) ends a sentence;
+    ``-DOCSTART-`` lines are skipped. A UTF-8 byte-order mark at the start is dropped; lines
+    end at ``\n``, ``\r\n`` or ``\r``; any other whitespace character in a line (U+00A0
+    no-break space, U+2028, form feed, ...) raises :class:`ConllFormatError` naming it.
     ``bio`` says what to do with entities that start with ``I-`` (an error in BIO, the normal
     case in the older IOB1 scheme): ``"repair"`` makes them ``B-`` (with a warning),
     ``"keep"`` leaves them (with a warning) and ``"error"`` raises :class:`BioTagError`.
@@ -117,7 +131,7 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
     if path.is_dir():
         raise ConllFormatError(f"{path} is a directory; give the path of a CoNLL file (one token per line).")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a leading byte-order mark is not part of the first token
     except UnicodeDecodeError as err:
         raise ConllFormatError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): "
                                "is it a CoNLL file? Re-save it as UTF-8.") from None
@@ -136,12 +150,22 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
             line_of_tag.append(tag_lines)
         tokens, tags, tag_lines = [], [], []
 
-    for number, line in enumerate(text.splitlines(), start=1):
-        columns = line.split()
+    # lines end at \n, \r\n or \r only (str.splitlines would also split at U+2028, \x0c, \x85, ...)
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
+        odd = next((c for c in line if c.isspace() and c not in _COLUMN_SEPARATORS or c == _BOM), None)
+        if odd == _BOM:
+            raise ConllFormatError(f"{path}, line {number}: a byte-order mark {_char_name(odd)} inside the file "
+                                   "(files joined together?); remove it.")
+        if odd is not None:
+            raise ConllFormatError(
+                f"{path}, line {number}: {_char_name(odd)} in {line.strip()!r}; columns are separated by ASCII "
+                "spaces or tabs, so the reader cannot tell whether it separates columns or belongs to the token. "
+                "Replace it with a space (or '_' inside a token), e.g. text.replace('\\u00a0', ' ').")
+        columns = [c for c in line.replace("\t", " ").split(" ") if c]
         if not columns:
             end_sentence()
             continue
-        if columns[0] == "-DOCSTART-":
+        if columns[0] == _DOCSTART:
             end_sentence()
             continue
         if not 2 <= len(columns) <= 4:
@@ -188,25 +212,75 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
     return sentences
 
 
+def _char_name(char: str) -> str:
+    """``U+00A0 (NO-BREAK SPACE)``: a character named so that an invisible one can be found."""
+    return f"U+{ord(char):04X} ({unicodedata.name(char, 'a control character')})"
+
+
+def _check_token(number: int, position: int, token, tag) -> None:
+    """Refuse what read_conll would read back differently, naming the sentence and position."""
+    where = f"sentence {number}, token {position}"
+    for what, value in (("token", token), ("tag", tag)):
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: {value!r} is not a string; every {what} must be a str.")
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"{where}: token {token!r} is empty or contains whitespace, "
+                         "which would break the columns of a CoNLL file.")
+    if token == _DOCSTART:
+        raise ValueError(f"{where}: {token!r} would be read back as a document boundary, not a token; "
+                         "leave document boundaries out of the sentences.")
+    if _BOM in token:
+        raise ValueError(f"{where}: token {token!r} contains {_char_name(_BOM)}, which readers take for a "
+                         "byte-order mark; remove it.")
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{where}: token {token!r} cannot be written as UTF-8 ({err.reason}: a lone surrogate, "
+                         "from text decoded with errors='surrogateescape'?); fix the text first.") from None
+    if not is_bio_tag(tag):
+        raise BioTagError(f"{where}: tag {tag!r} is not O, B-TYPE or I-TYPE (no spaces or line breaks inside).")
+
+
 def write_conll(sentences: Iterable[Sentence], path: str | Path) -> Path:
-    """Write (tokens, tags) pairs as a two-column CoNLL file, a blank line after each sentence."""
+    """Write (tokens, tags) pairs as a two-column CoNLL file, a blank line after each sentence.
+
+    Everything is checked before the file is touched, and the text goes to a temporary file in
+    the same folder that then replaces ``path`` in one step: an error never leaves a half-written
+    or emptied file. What it accepts, :func:`read_conll` reads back exactly (with ``bio="keep"``
+    when a sentence starts an entity with ``I-``; the default ``"repair"`` makes that ``B-``).
+    """
     path = Path(path)
     lines = []
-    for number, (tokens, tags) in enumerate(sentences):
+    for number, sentence in enumerate(sentences):
+        try:
+            tokens, tags = sentence
+        except (TypeError, ValueError):
+            raise ValueError(f"sentence {number} must be a pair (tokens, tags), got {type(sentence).__name__}") from None
+        if isinstance(tokens, str) or isinstance(tags, str) or not all(
+                isinstance(x, (list, tuple)) for x in (tokens, tags)):
+            raise ValueError(f"sentence {number}: tokens and tags must be lists of strings, got "
+                             f"{type(tokens).__name__} and {type(tags).__name__}.")
         if len(tokens) != len(tags):
             raise ValueError(f"sentence {number} has {len(tokens)} tokens but {len(tags)} tags: one tag per token.")
         if not tokens:
             raise ValueError(f"sentence {number} is empty: CoNLL has no way to write an empty sentence.")
-        for token, tag in zip(tokens, tags):
-            if not token or any(c.isspace() for c in token):
-                raise ValueError(f"sentence {number}: token {token!r} is empty or contains whitespace, "
-                                 "which would break the columns of a CoNLL file.")
-            if not is_bio_tag(tag):
-                raise BioTagError(f"sentence {number}: tag {tag!r} is not O, B-TYPE or I-TYPE.")
+        for position, (token, tag) in enumerate(zip(tokens, tags)):
+            _check_token(number, position, token, tag)
             lines.append(f"{token} {tag}")
         lines.append("")
+    if not lines:
+        raise ValueError(f"no sentences to write to {path}: read_conll refuses a CoNLL file without a sentence.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(lines) + "\n")
+        # mkstemp makes the file private (0600); keep the old file's permissions, or the usual 0644
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)  # atomic: readers see the old file or the new one, never a part
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -292,10 +366,7 @@ def check_bert_dir(directory: str | Path) -> Path:
     if not config_file.is_file():
         raise ValueError(f"{directory} has no config.json, so it is not a model saved in the transformers "
                          "layout; pass a BERT directory (config.json, model.safetensors, vocab.txt).")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file} is not valid JSON ({err.msg}, line {err.lineno}).") from None
+    config = checkpoints.read_json(config_file)  # one line for invalid JSON, a list, non-UTF-8
     if config.get("model_type") != "bert":
         raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, not BERT (config.json "
                          "model_type must be 'bert'): this chapter fine-tunes BERT checkpoints.")
@@ -305,6 +376,8 @@ def check_bert_dir(directory: str | Path) -> Path:
     if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
         raise ValueError(f"{directory} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
                          "with the model, model.save_pretrained(dir, tokenizer=tokenizer).")
+    # the files themselves: complete weights of the config's size, a readable tokenizer of the model's vocabulary
+    checkpoints.check_model_files(directory, config)
     return directory
 
 
@@ -312,7 +385,9 @@ def load_tokenizer(directory: str | Path):
     """The fast tokenizer saved with a BERT directory (fast: it knows word ids and character offsets)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(check_bert_dir(directory)))
+    directory = check_bert_dir(directory)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    checkpoints.check_loaded_tokenizer(directory, tokenizer, checkpoints.read_json(directory / "config.json"))
     if not tokenizer.is_fast:
         raise ValueError(f"{directory}: only a slow tokenizer could be loaded; NER needs a fast one "
                          "(tokenizer.json) for word ids and character offsets.")
@@ -369,14 +444,24 @@ def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label
     """
     labels = []
     previous = None
+
+    def label_of(tag: str) -> int:
+        if tag not in label2id:
+            raise ValueError(f"tag {tag!r} is not in the label set {list(label2id)}: build the labels from every "
+                             "split, label_list(train, dev, test).")
+        return label2id[tag]
+
     for word in word_ids:
+        if word is not None and not 0 <= word < len(word_tags):
+            raise ValueError(f"the tokens refer to word {word} but there are {len(word_tags)} tags: "
+                             "give one tag per word.")
         if word is None:
             labels.append(IGNORE_INDEX)
         elif word != previous:
-            labels.append(label2id[word_tags[word]])
+            labels.append(label_of(word_tags[word]))
         elif label_all_subtokens:
             tag = word_tags[word]
-            labels.append(label2id["I-" + tag[2:] if tag.startswith("B-") else tag])
+            labels.append(label_of("I-" + tag[2:] if tag.startswith("B-") else tag))
         else:
             labels.append(IGNORE_INDEX)
         previous = word
@@ -389,16 +474,27 @@ def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], m
 
     Each item: input_ids, attention_mask, token_type_ids, labels (lists) and word_ids.
     """
+    for number, (tokens, tags) in enumerate(sentences):
+        if len(tokens) != len(tags):
+            raise ValueError(f"sentence {number} has {len(tokens)} tokens but {len(tags)} tags: one tag per token.")
     unknown = sorted({t for _, tags in sentences for t in tags} - set(label2id))
     if unknown:
         raise ValueError(f"tags {unknown} are not in the label set {list(label2id)}: build the labels "
                          "from every split, label_list(train, dev, test).")
+    if label_all_subtokens:  # a later sub-token of a B-X word is labelled I-X, which must exist too
+        inside = sorted({"I-" + t[2:] for _, tags in sentences for t in tags if t.startswith("B-")} - set(label2id))
+        if inside:
+            raise ValueError(f"tags {inside} are not in the label set {list(label2id)} but label_all_subtokens=True "
+                             "gives them to the later sub-tokens of B- words: use label_list(...), which holds "
+                             "B- and I- of every type.")
     features, truncated = [], []
     for number, (tokens, tags) in enumerate(sentences):
         enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
         word_ids = enc.word_ids()
         kept = max((w for w in word_ids if w is not None), default=-1) + 1
-        if kept < len(tokens):
+        # truncated: the fast tokenizer keeps what it cut off. (Comparing `kept` with the number of words
+        # would also count a last word that yields no token at all, such as '' or a zero-width space.)
+        if enc.encodings and enc.encodings[0].overflowing:
             truncated.append((number, kept, len(tokens)))
         features.append({
             "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
@@ -415,6 +511,8 @@ def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], m
 
 def collate(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Pad a list of :func:`encode` items to the longest one: tensors for the model (labels padded with -100)."""
+    if not features:
+        raise ValueError("no features to collate: pass a non-empty list of encode(...) items.")
     length = max(len(f["input_ids"]) for f in features)
 
     def pad(key, value):
@@ -439,13 +537,28 @@ def word_predictions(word_ids: Sequence[int | None], token_label_ids: Sequence[i
     return tags
 
 
+def _check_prediction_inputs(model, tokenizer, max_length: int | None) -> int:
+    """The tokenizer must be the model's; ``max_length`` (None: the model's limit) must fit the model."""
+    from .bert import check_tokenizer_matches
+
+    check_tokenizer_matches(model, tokenizer)  # another model's tokenizer gives confident nonsense
+    if max_length is None:
+        return max_positions(model, tokenizer)
+    positions = int(model.config.max_position_embeddings)
+    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) \
+            or not 2 <= max_length <= positions:
+        raise ValueError(f"max_length={max_length!r} must be an integer between 2 and {positions} (the model's "
+                         "positions, [CLS] and [SEP] included), or None for the model's limit.")
+    return int(max_length)
+
+
 @torch.no_grad()
 def predict_tags(model, tokenizer, sentences: Sequence[Sentence], batch_size: int = 64,
                  max_length: int | None = None) -> list[list[str]]:
     """Word-level BIO predictions for pre-split sentences (for seqeval)."""
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     label2id = {v: k for k, v in id2label.items()}
-    max_length = max_length or max_positions(model, tokenizer)
+    max_length = _check_prediction_inputs(model, tokenizer, max_length)
     dummy = [(tokens, ["O"] * len(tokens)) for tokens, _ in sentences]  # labels are not needed here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation was reported when the data was encoded
@@ -478,7 +591,7 @@ def predict_entities(model, tokenizer, text: str, max_length: int | None = None)
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     id2label = {int(k): v for k, v in model.config.id2label.items()}
-    max_length = max_length or max_positions(model, tokenizer)
+    max_length = _check_prediction_inputs(model, tokenizer, max_length)
     full_length = len(tokenizer(text, verbose=False)["input_ids"])  # verbose=False: we warn ourselves, below
     enc = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=max_length, return_tensors="pt")
     offsets = enc.pop("offset_mapping")[0].tolist()

@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import checkpoints
 from .paths import runs_dir
 
 IS_NEXT, NOT_NEXT = 0, 1
@@ -173,7 +174,12 @@ class Collator:
             token_type_ids[row, :n] = torch.tensor(e["token_type_ids"])
             attention_mask[row, :n] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        if "next_sentence_label" in examples[0]:
+        labelled = sum("next_sentence_label" in e for e in examples)
+        if 0 < labelled < len(examples):  # some with, some without: dropping or guessing would both be silent
+            first = next(i for i, e in enumerate(examples) if "next_sentence_label" not in e)
+            raise ValueError(f"next_sentence_label on {labelled} of {len(examples)} examples (example {first} has "
+                             "none): give every example of a batch its label, or none of them.")
+        if labelled:
             batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
         return batch
 
@@ -424,16 +430,15 @@ def check_bert_dir(path: str | Path) -> Path:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} is not a BERT directory: it has no config.json; {fix}.")
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{config_file} is not a valid JSON model config ({err}); {fix}.") from None
+    config = checkpoints.read_json(config_file)  # one line for invalid JSON, a list, non-UTF-8
+    model_type = config.get("model_type")
     if model_type != "bert":
         raise ValueError(f"{path} holds a {model_type!r} model, not a BERT (model_type 'bert'); {fix}.")
     if not (path / "model.safetensors").is_file():
         raise ValueError(f"{path} is not a BERT directory: it has no model.safetensors weights; {fix}.")
     if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
         raise ValueError(f"{path} is not a BERT directory: it has no tokenizer (tokenizer.json or vocab.txt); {fix}.")
+    checkpoints.check_model_files(path, config)  # complete weights of the config's size, the model's tokenizer
     return path
 
 

@@ -100,9 +100,19 @@ class SortOfClevr:
         return self.images.shape[0]
 
     def __getitem__(self, index) -> "SortOfClevr":
-        """A subset of images (a slice, a list or a tensor of indices), with their questions."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
+        """A subset of images (a slice, a list or a tensor of indices), with their questions.
+
+        One integer (Python, NumPy or a 0-d tensor) gives a one-image subset and indexes like a
+        sequence: ``data[-1]`` is the last image, an index out of range raises IndexError.
+        """
+        if isinstance(index, torch.Tensor) and index.dim() == 0 and not index.dtype.is_floating_point:
+            index = int(index)
+        if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"index {int(index)} is out of range for {n} images (valid: {-n}..{n - 1}).")
+            start = int(index) % n
+            index = slice(start, start + 1)
         idx = torch.arange(len(self))[index]
         return SortOfClevr(**{f.name: (getattr(self, f.name)[idx] if f.name != "question_text"
                                        else [self.question_text[i] for i in idx.tolist()])
