@@ -19,7 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
+from .attention import (
+    AttentionShapeError,
+    MultiHeadAttention,
+    scaled_dot_product_attention,
+)
 
 
 def rope_frequencies(d_head: int, base: float = 10000.0) -> torch.Tensor:

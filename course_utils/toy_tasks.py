@@ -19,11 +19,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .positions import RotaryMultiHeadAttention
-from .transformer import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEncoder
+from .transformer import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    TransformerEncoder,
+)
 
 TASKS = ("reverse", "sort")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")

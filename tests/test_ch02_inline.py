@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from notebook_code import inline_namespace
 from torch import nn
 
 from course_utils import attention, transformer
-from notebook_code import inline_namespace
 
 D_MODEL, HEADS, D_FF, LENGTH = 16, 4, 32, 6
 LENGTHS = torch.tensor([6, 4, 1])  # real tokens per sequence; the rest is padding
@@ -27,7 +27,7 @@ def masks(kind: str):
     causal = torch.ones(LENGTH, LENGTH, dtype=torch.bool).tril()
     attn = causal if kind in ("causal", "both") else None
     keys = real if kind in ("padding", "both") else None
-    flip = lambda m: None if m is None else ~m  # noqa: E731
+    flip = lambda m: None if m is None else ~m
     return (attn, keys), (flip(attn), flip(keys))
 
 
@@ -35,7 +35,8 @@ KINDS = ["none", "causal", "padding", "both"]
 
 
 def test_inline_defines_the_taught_pieces(inline):
-    for name in ("MultiHeadAttention", "FeedForward", "TransformerEncoderLayer", "sinusoidal_positions"):
+    for name in ("MultiHeadAttention", "FeedForward", "TransformerEncoderLayer", "sinusoidal_positions",
+                 "best_position_blind_guess", "rope_cos_sin", "rotate_half", "apply_rope"):
         assert name in inline, f"chapter 02 should define {name} in a cell tagged inline"
 
 
@@ -199,3 +200,42 @@ def test_inline_sinusoidal_equals_formula_and_package(inline, max_len, d_model):
 def test_inline_sinusoidal_refuses_odd_width(inline):
     with pytest.raises(ValueError, match="d_model must be even"):
         inline["sinusoidal_positions"](4, 5)
+
+
+def test_inline_classes_get_from_torch_from_their_own_cells(inline):
+    """from_torch sits next to its proof, attached to the class after the fact: still a classmethod."""
+    assert inline["MultiHeadAttention"].from_torch.__func__ is inline["attention_from_torch"]
+    assert inline["TransformerEncoderLayer"].from_torch.__func__ is inline["layer_from_torch"]
+
+
+# ----------------------------------------------------------------------------- the position-blind optimum
+
+def test_inline_position_blind_guess_equals_package(inline):
+    from course_utils import toy_tasks
+    inline_fn = inline["best_position_blind_guess"]
+    inputs, _ = toy_tasks.make_sequences(300, 11, min_length=1, seed=6)
+    assert torch.equal(inline_fn(inputs), toy_tasks.best_position_blind_guess(inputs))
+
+
+# ----------------------------------------------------------------------------- RoPE
+
+@pytest.mark.parametrize("d_head, length", [(2, 1), (8, 10), (32, 17)])
+def test_inline_rope_equals_package_and_transformers(inline, d_head, length):
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import (
+        LlamaRotaryEmbedding,
+        apply_rotary_pos_emb,
+    )
+
+    from course_utils import positions
+    torch.manual_seed(d_head)
+    q, k = torch.randn(2, 3, length, d_head), torch.randn(2, 3, length, d_head)
+    cos, sin = inline["rope_cos_sin"](torch.arange(length), d_head)
+    got_q, got_k = inline["apply_rope"](q, cos, sin), inline["apply_rope"](k, cos, sin)
+    package_cos, package_sin = positions.rope_cos_sin(torch.arange(length), d_head)
+    assert torch.equal(got_q, positions.apply_rope(q, package_cos, package_sin))
+    config = LlamaConfig(hidden_size=3 * d_head, num_attention_heads=3, num_key_value_heads=3, intermediate_size=8,
+                         num_hidden_layers=1, vocab_size=10)
+    hf_cos, hf_sin = LlamaRotaryEmbedding(config)(q, torch.arange(length)[None].expand(2, length))
+    want_q, want_k = apply_rotary_pos_emb(q, k, hf_cos, hf_sin)
+    assert torch.allclose(got_q, want_q, atol=1e-6) and torch.allclose(got_k, want_k, atol=1e-6)
