@@ -99,6 +99,7 @@ def make_step_fn(world: int, device: torch.device, bf16: bool):
         else contextlib.nullcontext
 
     def step_fn(model, batch):
+        step_fn.times.append(time.perf_counter())           # one call per optimizer step: the throughput
         n_masked = int((batch["labels"] != pretraining.IGNORE_INDEX).sum())
         rows = len(batch["next_sentence_label"])
         counts = torch.tensor([n_masked, rows], dtype=torch.float64, device=device)
@@ -116,21 +117,8 @@ def make_step_fn(world: int, device: torch.device, bf16: bool):
         mlm, nsp = (logged[0] / counts[0]).item(), (logged[1] / counts[1]).item()
         return {"loss": loss, "global_loss": mlm + nsp, "mlm_loss": mlm, "nsp_loss": nsp}
 
+    step_fn.times = []
     return step_fn
-
-
-class StepTimer:
-    """Wall time of each optimizer step (the throughput leaves out the first, warming-up ones)."""
-
-    def __init__(self, optimizer):
-        self.times = []
-        self._step = optimizer.step
-
-        def timed_step(*a, **kw):
-            result = self._step(*a, **kw)
-            self.times.append(time.perf_counter())
-            return result
-        optimizer.step = timed_step
 
 
 def main(argv=None) -> None:
@@ -160,13 +148,13 @@ def main(argv=None) -> None:
         scaling.checkpoint_layers(model.bert.encoder.layers)
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = training.make_optimizer(model, lr=args.lr, weight_decay=settings.weight_decay)
-    timer = StepTimer(optimizer)        # before the scheduler, which wraps optimizer.step in turn
     scheduler = training.linear_warmup_schedule(optimizer, int(args.warmup_fraction * args.steps), args.steps)
     setup_seconds = time.perf_counter() - start
-    history = training.train(ddp, local_shards(batches, rank, world), make_step_fn(world, device, args.bf16),
+    step_fn = make_step_fn(world, device, args.bf16)
+    history = training.train(ddp, local_shards(batches, rank, world), step_fn,
                              optimizer, scheduler, steps=args.steps, max_grad_norm=settings.max_grad_norm,
                              progress=rank == 0, desc=f"pretraining on {world} process(es)", device=device)
-    timed = timer.times[args.timing_skip:] if len(timer.times) > args.timing_skip + 1 else timer.times
+    timed = step_fn.times[args.timing_skip:] if len(step_fn.times) > args.timing_skip + 1 else step_fn.times
     seconds = timed[-1] - timed[0] if len(timed) > 1 else float("nan")
     result = {"rank": rank, "world_size": world, "device": str(device), "backend": dist.get_backend(),
               "bf16": args.bf16, "checkpointing": args.checkpointing, "settings": asdict(settings),
