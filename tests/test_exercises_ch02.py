@@ -199,3 +199,21 @@ def test_placeholders_are_not_tried():
     for key in KEYS:
         assert verdict(key, None)[1].startswith("not tried yet")
     assert math.isfinite(ch02._count_reference(768, 12, 3072))
+
+
+def test_the_packages_own_answers_are_shortcuts_that_break_the_rules():
+    from course_utils import transformer
+    from course_utils.attention import MultiHeadAttention
+    table = transformer.sinusoidal_positions                     # an alias bound before the check
+    passed, message = verdict("02.sinusoidal_positions", lambda n, d: table(n, d))
+    assert not passed and "rule broken" in message
+
+    def course_module(x, w_q, w_k, w_v, w_o, h):
+        mha = MultiHeadAttention(x.shape[-1], h, bias=False)
+        with torch.no_grad():
+            for proj, w in zip((mha.q_proj, mha.k_proj, mha.v_proj, mha.out_proj), (w_q, w_k, w_v, w_o)):
+                proj.weight.copy_(w.T)
+        return mha(x, x, x)[0]
+
+    passed, message = verdict("02.fix_multi_head", course_module)
+    assert not passed and "rule broken" in message

@@ -76,6 +76,14 @@ def _fixed_multi_head(x, w_q, w_k, w_v, w_o, num_heads):
     return out @ w_o
 
 
+def _course_attention(x, w_q, w_k, w_v, w_o, h):
+    from course_utils.attention import scaled_dot_product_attention
+    b, n, d = x.shape
+    split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+    out, _ = scaled_dot_product_attention(split(x @ w_q), split(x @ w_k), split(x @ w_v))
+    return out.transpose(1, 2).reshape(b, n, d) @ w_o
+
+
 def _multi_head_mistakes():
     def split_fixed_only(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
@@ -116,6 +124,7 @@ def _multi_head_mistakes():
         Mistake(softmax_over_queries, "softmax over the KEYS (the last axis): each query's weights sum to 1"),
         Mistake(lambda x, w_q, w_k, w_v, w_o, h: _multi_head_reference(x, w_q, w_k, w_v, w_o, h),
                 "fix the function"),
+        Mistake(_course_attention, "or the course's (course_utils.attention)"),
     ]
 
 
@@ -127,9 +136,9 @@ def _multi_head_mistakes():
     "against the rules.",
     reference=_fixed_multi_head, mistakes=_multi_head_mistakes, kind="debug", given=FIX_MULTI_HEAD_GIVEN,
     rules=[forbid("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
-                  "torch.nn.functional.scaled_dot_product_attention",
+                  "torch.nn.functional.scaled_dot_product_attention", "course_utils.attention",
                   says="fix the function: do not hand the job to torch's attention (nn.MultiheadAttention, "
-                       "F.scaled_dot_product_attention)")],
+                       "F.scaled_dot_product_attention) or the course's (course_utils.attention)")],
     section=_MHA, minutes=10)
 def check_fix_multi_head(fn) -> None:
     generator = torch.Generator().manual_seed(0)
@@ -292,7 +301,13 @@ def _sinusoidal_mistakes():
                                 "and 2i+1 share the frequency 10000^(-2i/d_model)"),
             Mistake(from_one, "count positions from 0: row 0 is sin(0) = 0, cos(0) = 1"),
             Mistake(halves, "interleave: sine and cosine of one frequency sit side by side in columns 2i, "
-                            "2i+1, not all sines first and all cosines after")]
+                            "2i+1, not all sines first and all cosines after"),
+            Mistake(lambda n, d: _package_table(n, d), "the package's sinusoidal_positions is the answer")]
+
+
+def _package_table(n, d):
+    from course_utils.transformer import sinusoidal_positions
+    return sinusoidal_positions(n, d)
 
 
 @exercise(
@@ -300,7 +315,9 @@ def _sinusoidal_mistakes():
     "Write sinusoidal_positions(max_len, d_model) returning the (max_len, d_model) table of the 2017 "
     "paper: PE[p, 2i] = sin(p / 10000^(2i / d_model)) and PE[p, 2i+1] = cos(p / 10000^(2i / d_model)), "
     "positions p counted from 0, sines in the even columns and cosines in the odd ones.",
-    reference=_sinusoidal_reference, mistakes=_sinusoidal_mistakes, kind="retype", section=_POSITIONS, minutes=6)
+    reference=_sinusoidal_reference, mistakes=_sinusoidal_mistakes, kind="retype", section=_POSITIONS, minutes=6,
+    rules=[forbid("course_utils.transformer.sinusoidal_positions", "course_utils.transformer.SinusoidalPositionalEncoding",
+                  says="write the table yourself: the package's sinusoidal_positions is the answer, not a tool")])
 def check_sinusoidal_positions(fn) -> None:
     for max_len, d_model in ((1, 2), (5, 4), (12, 16), (50, 64)):   # one position; the narrowest table
         expect_same(fn, _sinusoidal_reference, max_len, d_model,
