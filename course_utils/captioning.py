@@ -382,6 +382,9 @@ class Captioner(nn.Module):
                 position_ids: torch.Tensor | None = None):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
             raise CaptionerInputError("input_ids must be a (batch, length) torch.long tensor of caption token ids.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise CaptionerInputError(f"token ids must be in 0..{self.config.vocab_size - 1}, got "
+                                      f"{int(input_ids.min())}..{int(input_ids.max())}: was the tokenizer made for this model?")
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         length = input_ids.shape[1]
         if past_len + length > self.config.max_positions:

@@ -233,6 +233,8 @@ def test_bad_input_is_named(tmp_path):
         model.encode(torch.randn(2, 6, 10))
     with pytest.raises(K.CaptionerInputError, match="float"):
         model.encode(torch.zeros(2, 25, 10, dtype=torch.long))
+    with pytest.raises(K.CaptionerInputError, match="tokenizer"):
+        model(torch.full((1, 3), len(TOK)), memory=model.encode(torch.randn(1, 25, 10)))
     with pytest.raises(K.CaptionerInputError, match="position table"):
         model(torch.zeros(1, 11, dtype=torch.long), memory=model.encode(torch.randn(1, 25, 10)))
     with pytest.raises(K.CaptionerInputError, match="multiple"):
