@@ -228,3 +228,75 @@ def test_03_predictions_match_what_the_code_does():
         only_targets = ours(input_ids=ids, labels=labels, next_sentence_label=torch.tensor([0, 1]), masked_only=True)
     assert torch.allclose(everywhere.mlm_loss, only_targets.mlm_loss, atol=1e-6)
     assert _answer("03.masked_only") == "b"
+
+
+def test_04_predictions_match_what_the_code_does():
+    from seqeval.metrics import accuracy_score, f1_score
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from course_utils import ner
+
+    tags = ["B-PER", "I-PER", "O", "O", "B-LOC"]                      # Arnold Schwarzenegger flew to Lyon
+    label2id = {t: i for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])}
+    word_ids = [None, 0, 1, 1, 1, 1, 2, 3, 4, None]
+    assert ner.align_labels(word_ids, tags, label2id).count(-100) == _answer("04.ignored_positions")
+    assert ner.align_labels(word_ids, tags, label2id, label_all_subtokens=True).count(-100) == 2   # mistake 2
+
+    gold, pred = [["B-LOC", "I-LOC", "I-LOC", "O", "B-PER"]], [["B-LOC", "I-LOC", "O", "O", "B-PER"]]
+    assert abs(f1_score(gold, pred) - _answer("04.boundary_f1")) < 1e-9
+    assert accuracy_score(gold, pred) == 0.8                           # the token-accuracy mistake
+
+    assert len(get_entities(["B-PER"] * 3)) == 3 and len(get_entities(["B-PER", "I-PER", "I-PER"])) == 1
+    every = ner.align_labels([None, 0, 0, 0, None], ["B-PER"], {"B-PER": 1, "I-PER": 2}, label_all_subtokens=True)
+    assert every == [-100, 1, 2, 2, -100] and _answer("04.all_subtokens") == "a"
+
+
+def test_05_predictions_match_what_the_code_does():
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from course_utils import multimodal as mm
+    from course_utils import shapes
+
+    data = shapes.generate(3000, seed=0)
+    count = data.subtypes == shapes.SUBTYPES.index("count")
+    circles = data.shapes.sum(1, keepdim=True).expand_as(data.answers)
+    rule = torch.maximum(circles, 6 - circles) + shapes.ANSWERS.index("1") - 1
+    measured = 100 * (rule[count] == data.answers[count]).float().mean().item()
+    assert abs(measured - _answer("05.count_rule")) < 1.5, measured
+    assert _answer("05.count_rule") == 100 * 26 / 32
+
+    rn = mm.RelationNetwork(d_image=34, n_elements=25, d_question=128)
+    elements, question = torch.randn(1, 25, 34), torch.randn(1, 128)
+    flops = {}
+    for name, run in (("split", rn.first_layer), ("naive", rn.naive_pairs)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            run(elements, question)
+        flops[name] = counter.get_total_flops()
+    assert abs(flops["naive"] / flops["split"] - _answer("05.pair_cost")) < 1e-9
+
+    same = F.normalize(torch.ones(64, 16), dim=-1)
+    assert abs(mm.contrastive_loss(same, same, 0.07).item() - _answer("05.collapsed_loss")) < 1e-5
+    assert abs(_answer("05.collapsed_loss") - math.log(64)) < 1e-12
+
+    film = mm.FiLMFusion(d_image=10, n_elements=6, d_question=11).eval()   # elements never meet before pooling
+    question = mm.VectorQuestionEncoder(11)(shapes.ALL_QUESTION_VECTORS[:2])
+    elements = torch.randn(2, 6, 10)
+    changed = elements.clone()
+    changed[:, 3] += 1.0
+
+    def per_element(x):
+        h = film.embed(x)
+        for block, modulation in zip(film.blocks, film.film):
+            gamma, beta = modulation(question.vector)[:, None, :].chunk(2, dim=-1)
+            h = h + F.relu((1 + gamma) * block(h) + beta)
+        return h
+
+    with torch.no_grad():
+        before, after = per_element(elements), per_element(changed)
+    others = [i for i in range(6) if i != 3]
+    assert torch.equal(before[:, others], after[:, others]) and not torch.equal(before[:, 3], after[:, 3])
+    assert _answer("05.film_closest") == "b"

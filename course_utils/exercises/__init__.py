@@ -293,17 +293,28 @@ def expect_same(answer: Callable, reference: Callable, *args, what: str | None =
                 atol: float = 1e-5, rtol: float = 0.0, cases: Iterable[tuple] | None = None, **kwargs) -> Any:
     """Call ``answer`` and ``reference`` on (copies of) the same inputs; AssertionError when they differ.
 
-    ``cases`` (a list of argument tuples) runs them on every case instead of on ``args``. The
-    message names the typical mistake the answer matches (one of this exercise's mistakes that
-    gives what the answer gives on every case), or else shows the first case where they differ,
-    what the answer gave, what was expected, and ``hint``. Returns the answer's result(s).
+    ``cases`` (a list of argument tuples) runs them on every case instead of on ``args`` (if the
+    answer crashes on a case after being wrong on an earlier one, the cases before the crash are
+    used). The message names the typical mistake the answer matches (one of this exercise's
+    mistakes that gives what the answer gives on every case), or else shows the first case where
+    they differ, what the answer gave, what was expected, and ``hint``. Returns the answer's
+    result(s).
     """
     cases = [tuple(c) for c in cases] if cases is not None else [args]
-    got = [answer(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
-    want = [reference(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
+    got, want = [], []
+    for case in cases:
+        try:
+            result = answer(*copy.deepcopy(case), **copy.deepcopy(kwargs))
+        except Exception:
+            if any(not same(g, w, atol, rtol) for g, w in zip(got, want)):
+                break          # already wrong on an earlier case: diagnose that, on the cases it ran
+            raise              # the first problem is this crash: the learner's error, with its line
+        got.append(result)
+        want.append(reference(*copy.deepcopy(case), **copy.deepcopy(kwargs)))
+    cases = cases[:len(got)]
     wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not same(g, w, atol, rtol)]
     if not wrong:
-        return got if len(cases) > 1 else got[0]
+        return got if len(got) > 1 else got[0]
     exercise_ = _CURRENT.get()
     for mistake in (exercise_.mistakes() if exercise_ else []):
         if not mistake.says or not callable(mistake.answer):

@@ -196,8 +196,9 @@ numeric(
     "A chapter runs with fast=True on a machine with a CUDA GPU. Predict what "
     "config.pick(fast=32, full=256, gpu=512) returns there (answer with the number).",
     reference=_pick_on_gpu_reference, tolerance=0,
-    mistakes=[Mistake(512, "the gpu value is used only in the full mode"),
-              Mistake(256, "the full value is for the full mode")],
+    mistakes=[Mistake(512, "the gpu value is used only in the full mode: with fast=True every machine gets the fast "
+                           "value"),
+              Mistake(256, "the full value is for the full mode: fast=True picks the fast value")],
     hint="the mode decides first; the device matters only after that",
     section="Fast and full mode", minutes=2,
     explanation="Fast mode means tiny sizes everywhere, so the automatic tests take the same path on any machine; "
@@ -216,8 +217,9 @@ numeric(
     "slider = widgets.IntSlider(value=4, min=1, max=12); slider.observe(callback, names='value'). Then: "
     "slider.value = 4; slider.value = 6; slider.value = 6; slider.value = 30. How many times does callback run?",
     reference=_observe_count_reference, tolerance=0,
-    mistakes=[Mistake(4, "observe runs only when the value changes"),
-              Mistake(3, "setting the value a widget already has is not a change"),
-              Mistake(1, "30 is clamped to max=12")],
+    mistakes=[Mistake(4, "observe runs only when the value changes: setting 4 when it is 4, or 6 when it is 6, calls "
+                         "nothing"),
+              Mistake(3, "setting the value a widget already has is not a change (4 -> 4, 6 -> 6)"),
+              Mistake(1, "30 is clamped to max=12, and 12 differs from 6: that is a change too")],
     hint="a callback observing 'value' runs on a change of value, after the slider has clamped it to its range",
     section="How widgets work", minutes=3)

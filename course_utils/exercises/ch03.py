@@ -29,11 +29,12 @@ numeric(
     "batch with masked tokens and next-sentence labels. Before running anything, predict its total loss "
     "L = L_MLM + L_NSP (to within 0.1).",
     reference=_initial_loss_reference, tolerance=0.1,
-    mistakes=[Mistake(math.log(BERT_BASE_VOCAB), "that is L_MLM alone"),
-              Mistake(math.log2(BERT_BASE_VOCAB) + 1, "bits: the loss uses the natural logarithm"),
-              Mistake(math.log2(BERT_BASE_VOCAB), "log2 of V, and without NSP"),
-              Mistake(math.log(2), "that is L_NSP alone"),
-              Mistake(float(BERT_BASE_VOCAB), "V itself")],
+    mistakes=[Mistake(math.log(BERT_BASE_VOCAB), "that is L_MLM alone: L adds L_NSP, about ln 2 for coin-flip guesses"),
+              Mistake(math.log2(BERT_BASE_VOCAB) + 1, "bits: the loss uses the natural logarithm (ln, not log2)"),
+              Mistake(math.log2(BERT_BASE_VOCAB), "that is log2 V: the loss uses the natural logarithm, and L adds "
+                                                  "L_NSP"),
+              Mistake(math.log(2), "that is L_NSP alone: L_MLM, about ln V, is most of the loss"),
+              Mistake(float(BERT_BASE_VOCAB), "that is V itself: the loss is -log of the probability, about 1/V")],
     hint="an untrained model's guesses are nearly uniform; what is -log of a uniform probability, for each loss?",
     section="7. The model and its two losses", minutes=3,
     explanation="Near-uniform MLM guesses give -ln(1/V) = ln V ≈ 10.33, coin-flip NSP guesses ln 2 ≈ 0.69: "
@@ -54,11 +55,14 @@ numeric(
     "positions does the model see the ORIGINAL token in its input AND have to predict it (its label is not "
     "-100)? (Within 10%.)",
     reference=_target_share_reference, tolerance=0.1, relative=True,
-    mistakes=[Mistake(30_000, "that is every target"),
-              Mistake(24_000, "those show [MASK]"),
-              Mistake(170_000, "those are not targets"),
+    mistakes=[Mistake(30_000, "that is every target: 80% of them show [MASK] and 10% a random token; only the last "
+                              "10% show the original"),
+              Mistake(24_000, "about 24,000 positions show [MASK]; the question is about targets whose input is the "
+                              "original token"),
+              Mistake(170_000, "170,000 positions show the original token but are not targets: their label is -100"),
               Mistake(20_000, "the 10% is of the targets, not of all tokens"),
-              Mistake(6_000, "a random replacement is (almost never) the original token")],
+              Mistake(6_000, "a random replacement is (almost never) the original token: only the unchanged 10% of "
+                             "the targets show it")],
     hint="15% are targets; what happens to each tenth of them?",
     section="5. Masked-language modelling: the 80/10/10 rule", minutes=3,
     explanation="15% of 200,000 are targets (30,000); 10% of those stay unchanged: about 3,000 positions show "
@@ -161,7 +165,8 @@ def check_mask_tokens(fn) -> None:
     assert ((labels == -100) | (labels == ids)).all(), "a label must be the original token id (or -100)"
     target = labels != -100
     share = target[~special].float().mean().item()
-    assert abs(share - 0.15) < 0.008, f"{share:.1%} of the ordinary tokens are targets; mlm_probability=0.15 asks for 15%"
+    assert abs(share - 0.15) < 0.008, (
+        f"{share:.1%} of the ordinary tokens are targets; mlm_probability=0.15 asks for 15%")
     assert torch.equal(masked[~target], ids[~target]), "a token that was not chosen was changed"
     to_mask = (masked[target] == mask_id).float().mean().item()
     same = (masked[target] == ids[target]).float().mean().item()
@@ -246,11 +251,14 @@ def _mlm_loss_mistakes():
     return [
         Mistake(given_function(MLM_LOSS_GIVEN, "mlm_loss", "03.mlm_loss"),
                 "two bugs: log_softmax must run over the vocabulary (dim=-1), and the mean over the targets only"),
-        Mistake(over_all_positions, "the mean runs over every position"),
-        Mistake(over_positions_axis, "normalises over the positions of a sentence"),
+        Mistake(over_all_positions, "the mean runs over every position: only the targets (labels != -100) are in the "
+                                    "loss"),
+        Mistake(over_positions_axis, "log_softmax over dim=1 normalises over the positions of a sentence: the "
+                                     "distribution is over the vocabulary, dim=-1"),
         Mistake(summed, "the loss is the mean over the targets, not their sum"),
-        Mistake(no_log_softmax, "raw scores are not log-probabilities"),
-        Mistake(log_of_softmax, "softmax(...).log() underflows"),
+        Mistake(no_log_softmax, "raw scores are not log-probabilities: take log_softmax over the vocabulary first"),
+        Mistake(log_of_softmax, "softmax(...).log() underflows to log(0) = -inf when scores are large: log_softmax "
+                                "computes the same stably"),
         Mistake(_mlm_loss_by_torch, "rule broken"),
         Mistake(lambda lg, lb: F.nll_loss(lg.log_softmax(-1).flatten(0, 1), lb.flatten()), "rule broken"),
     ]
@@ -291,12 +299,18 @@ def _bert_parameters_mistakes():
         return (v + p + t) * h + n * (4 * h * h + 2 * h * i) + h * h
 
     return [
-        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - (h * h + h), "the pooler"),
-        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - t * h, "the segment (token type) embeddings"),
-        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - n * 4 * h, "the two LayerNorms of every layer"),
+        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - (h * h + h), "you left out the pooler: a dense "
+                                                                                "layer on [CLS], a hidden x hidden "
+                                                                                "weight and a bias"),
+        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - t * h, "you left out the segment (token type) "
+                                                                          "embeddings: a type_vocab x hidden table"),
+        Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - n * 4 * h, "you left out the two LayerNorms of "
+                                                                              "every encoder layer (a weight and a "
+                                                                              "bias each)"),
         Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - n * 2 * (h * h + h),
-                "four projections (Q, K, V and the output)"),
-        Mistake(weights_only, "every bias and every LayerNorm"),
+                "attention has four projections (Q, K, V and the output), each hidden x hidden plus a bias"),
+        Mistake(weights_only, "you counted only matrices and tables: every bias and every LayerNorm (weight and "
+                              "bias) counts too"),
         Mistake(lambda v, h, n, i, p, t=2: sum(q.numel() for q in __import__("transformers").BertModel(
             __import__("transformers").BertConfig(vocab_size=v, hidden_size=h, num_hidden_layers=n,
                                                   num_attention_heads=1, intermediate_size=i,
@@ -348,9 +362,10 @@ numeric(
     "Section 8's schedule with peak learning rate 1e-3, 1,000 steps and 6% warm-up "
     "(training.linear_warmup_schedule): what is the learning rate at step 530?",
     reference=_warmup_lr_reference, tolerance=2e-6,
-    mistakes=[Mistake(1e-3 * 470 / 1000, "the decay runs from the end of the warm-up"),
-              Mistake(1e-3, "after the warm-up the rate falls linearly"),
-              Mistake(1e-3 * 530 / 60, "the warm-up ends at step 60")],
+    mistakes=[Mistake(1e-3 * 470 / 1000, "the decay runs from the end of the warm-up: over 940 steps, from step 60 "
+                                         "to step 1,000"),
+              Mistake(1e-3, "after the warm-up the rate falls linearly, to 0 at step 1,000"),
+              Mistake(1e-3 * 530 / 60, "the warm-up ends at step 60; after that the rate decays")],
     hint="rise from 0 to the peak over 60 steps, then a straight line from the peak down to 0 at step 1,000",
     section="8. Training: AdamW, warm-up, linear decay", minutes=3)
 
