@@ -1,9 +1,11 @@
 """Property-based fuzzing of tensor inputs (issue 16): right or refused in one line, never silently wrong.
 
 * :class:`MultiHeadAttention` on random shapes, some of them wrong (key and value of different
-  lengths, batch sizes that do not broadcast, a d_model that differs), and random masks: the
-  weights path and the fused path both refuse the same inputs with the same one-line error, and
-  on valid inputs both equal ``torch.nn.MultiheadAttention``;
+  lengths, different batch sizes, a d_model that differs), and random masks: the weights path
+  and the fused path both refuse the same inputs with the same one-line error, and on valid
+  inputs both equal ``torch.nn.MultiheadAttention``. (This found that a query batch of 1 with
+  keys of batch 2 was silently broadcast to a batch of 2 on both paths; torch refuses it, and
+  so does the course now.)
 * ``scaled_dot_product_attention`` on shapes with empty axes (d_k = 0, no key): the package's own
   error or torch's ``F.scaled_dot_product_attention``;
 * BERT on random ids of every integer dtype, lengths and ranges, masks and segment ids: the
