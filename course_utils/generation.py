@@ -239,8 +239,10 @@ def _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, d
 
 def _new_token_budget(model, prompt_length: int, max_new_tokens: int) -> int:
     limit = max_positions_of(model)
-    if limit is not None and prompt_length + max_new_tokens > limit:
-        allowed = limit - prompt_length
+    # the model reads at most `limit` tokens; the token it predicts from them is never read back,
+    # so a sequence may end one past the position table (as transformers lets it)
+    if limit is not None and prompt_length + max_new_tokens > limit + 1:
+        allowed = limit + 1 - prompt_length
         warnings.warn(f"generation stops after {allowed} new tokens instead of {max_new_tokens}: the model has "
                       f"{limit} positions and the prompt uses {prompt_length}.", stacklevel=3)
         return allowed

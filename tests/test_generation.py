@@ -235,9 +235,9 @@ def test_another_model_plugs_in(pair):
     ids = prompts(23, 2, 4, 4)
     bias = torch.zeros(2, 23)
     bias[1, 7] = 50.0  # the second example is pushed to say 7
-    with pytest.warns(UserWarning, match="stops after 8 new tokens"):
+    with pytest.warns(UserWarning, match="stops after 9 new tokens"):
         out = generate(plugged, ids, 20, num_beams=3, model_kwargs={"bias": bias})
-    assert out.shape == (2, 12) and plugged.reorders > 0
+    assert out.shape == (2, 13) and plugged.reorders > 0
     assert (out[1, 4:] == 7).all() and not (out[0, 4:] == 7).all()
     with pytest.warns(UserWarning):
         assert torch.equal(out, generate(plugged, ids, 20, num_beams=3, use_cache=False, model_kwargs={"bias": bias}))
@@ -274,9 +274,9 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 def test_sampling_equals_transformers_with_the_same_seed(pair):
     theirs, ours = pair
     ids = prompts(23, 3, 4, 0)
-    for kw in ({"temperature": 0.8}, {"top_k": 4}, {"top_p": 0.7, "temperature": 1.5}):
+    for kw in ({"temperature": 0.8}, {"top_k": 4}, {"top_p": 0.7, "temperature": 1.5}):  # top_k=0 below: no default 50
         torch.manual_seed(123)
-        want = hf_generate(theirs, ids, 10, do_sample=True, **kw)
+        want = hf_generate(theirs, ids, 10, do_sample=True, **{"top_k": 0, **kw})
         torch.manual_seed(123)
         assert torch.equal(generate(ours, ids, 10, do_sample=True, pad_token_id=PAD, **kw), want), kw
 
@@ -327,9 +327,9 @@ def test_generation_past_the_positions_stops_with_a_warning(pair):
     _, ours = pair  # 40 positions
     ids = prompts(23, 2, 35, 0)
     for kw in ({}, {"num_beams": 3}, {"do_sample": True}):
-        with pytest.warns(UserWarning, match="generation stops after 5 new tokens instead of 20: the model has 40"):
+        with pytest.warns(UserWarning, match="generation stops after 6 new tokens instead of 20: the model has 40"):
             out = generate(ours, ids, 20, **kw)
-        assert out.shape == (2, 40)
+        assert out.shape == (2, 41)  # the last token is predicted from 40, never read back
 
 
 def test_training_mode_warns(pair):
