@@ -42,8 +42,8 @@ def test_pending_chapters_are_still_pending():
     assert not (have & BADGE_PENDING), f"remove {sorted(have & BADGE_PENDING)} from BADGE_PENDING"
 
 
-def test_readme_links_open_notebooks_of_the_configured_repository():
-    assert not [p for p in colab_links.problems() if p.startswith("README")]
+def test_readme_links_and_the_citation_name_the_configured_repository():
+    assert not [p for p in colab_links.problems() if p.startswith(("README", "CITATION"))]
 
 
 def test_a_fork_changes_one_place(tmp_path):
@@ -52,11 +52,12 @@ def test_a_fork_changes_one_place(tmp_path):
     text = (ROOT / "pyproject.toml").read_text().replace(colab_links.settings()["repository"],
                                                           "https://github.com/someone/my-fork")
     (tmp_path / "pyproject.toml").write_text(text.replace('branch = "main"', 'branch = "dev"'))
+    (tmp_path / "CITATION.cff").write_text((ROOT / "CITATION.cff").read_text())
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 · Title\n\nText."),
                                          nbformat.v4.new_code_cell("print('old Colab cell')")])
     path = tmp_path / "notebooks" / "00_x.ipynb"
     nbformat.write(nb, path)
-    assert len(colab_links.problems(tmp_path)) == 2  # no badge; a Colab cell that clones nothing
+    assert len(colab_links.problems(tmp_path)) == 3  # no badge; a Colab cell that clones nothing; the citation
     colab_links.write([path], colab=True, root=tmp_path)
     assert colab_links.problems(tmp_path) == []
     written = nbformat.read(path, as_version=4)
@@ -64,6 +65,7 @@ def test_a_fork_changes_one_place(tmp_path):
     assert "colab.research.google.com/github/someone/my-fork/blob/dev/notebooks/00_x.ipynb" in written.cells[0].source
     assert written.cells[0].source.endswith("\n\nText.")
     assert '"https://github.com/someone/my-fork"' in written.cells[1].source
+    assert 'repository-code: "https://github.com/someone/my-fork"' in (tmp_path / "CITATION.cff").read_text()
     colab_links.write([path], colab=True, root=tmp_path)  # again: the badge is replaced, not added
     assert nbformat.read(path, as_version=4).cells[0].source == written.cells[0].source
 

@@ -6,7 +6,8 @@
                                                      ... and replace its first code cell by the Colab cell
     python tools/colab_links.py --readme             print the README's badge column, one row per chapter
 
-A fork changes ``repository`` (and ``branch``) in pyproject.toml and runs ``--write --colab-cell``.
+A fork changes ``repository`` (and ``branch``) in pyproject.toml and runs ``--write --colab-cell``
+(CITATION.cff's repository-code follows too).
 Notebooks are read and written with nbformat in one step each (cell ids and everything else kept).
 """
 from __future__ import annotations
@@ -132,6 +133,12 @@ def problems(root: Path = ROOT, notebooks: list[Path] | None = None) -> list[str
         if not repo or repo["url"] != config["repository"]:
             found.append(f"{path.name}: the Colab cell clones {repo['url'] if repo else 'nothing'}, not "
                          f"{config['repository']} (run python tools/colab_links.py --write --colab-cell)")
+    citation = root / "CITATION.cff"
+    if citation.exists():
+        cited = re.search(r'^repository-code:\s*"?([^"\n]+)"?', citation.read_text(encoding="utf-8"), re.M)
+        if not cited or cited.group(1).strip() != config["repository"]:
+            found.append(f"CITATION.cff: repository-code is {cited.group(1) if cited else 'missing'}, not "
+                         f"{config['repository']} (run python tools/colab_links.py --write)")
     prefix = f"https://colab.research.google.com/github/{config['owner']}/{config['name']}/blob/{config['branch']}/"
     for readme in sorted(root.glob("README*.md")):
         for url in COLAB_LINK.findall(readme.read_text(encoding="utf-8")):
@@ -147,6 +154,11 @@ def write(paths: list[Path], colab: bool, root: Path = ROOT) -> None:
 
     config = settings(root)
     cell = colab_cell(config, colab_extra(root))
+    citation = root / "CITATION.cff"
+    if citation.exists():
+        text = citation.read_text(encoding="utf-8")
+        citation.write_text(re.sub(r'^repository-code:.*$', f'repository-code: "{config["repository"]}"', text,
+                                   flags=re.M), encoding="utf-8")
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         if not nb.cells or nb.cells[0].cell_type != "markdown":
