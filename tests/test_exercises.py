@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from course_utils import exercises
 
@@ -300,3 +302,28 @@ def test_05_predictions_match_what_the_code_does():
     others = [i for i in range(6) if i != 3]
     assert torch.equal(before[:, others], after[:, others]) and not torch.equal(before[:, 3], after[:, 3])
     assert _answer("05.film_closest") == "b"
+
+
+# ----------------------------------------------------------------------------- references against their libraries, any input
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG", "B-MISC"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(TAGS), max_size=12))
+def test_04_span_reference_reads_tags_as_seqeval_does(tags):
+    from seqeval.metrics.sequence_labeling import get_entities
+    assert exercises.reference_answer("04.bio_spans")(tags) == [(k, a, b + 1) for k, a, b in get_entities(tags)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TAGS), min_size=1, max_size=6), min_size=1, max_size=4), st.randoms())
+def test_04_f1_reference_is_seqevals(gold, rng):
+    import warnings
+
+    from seqeval.metrics import f1_score
+    pred = [[t if rng.random() < 0.6 else rng.choice(TAGS) for t in tags] for tags in gold]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = f1_score(gold, pred)
+    assert abs(exercises.reference_answer("04.entity_f1")(gold, pred) - want) < 1e-9

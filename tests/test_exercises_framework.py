@@ -332,7 +332,7 @@ def test_page_lists_kinds_minutes_and_sections(scratch, capsys):
                       minutes=4, mistakes=[Mistake(2.0, "double")])
     exercises.page("99")
     out = capsys.readouterr().out
-    assert out.startswith("Chapter 99: 2 exercises, about 9 minutes in all.\nThey draw on: s; 2. numbers.")
+    assert out.startswith("Chapter 99: 2 exercises, about 9 minutes in all.\nThey draw on: 2. numbers; s.")
     assert "99.n" in out and "predict" in out and "99.plain" in out and "modify" in out
     with pytest.raises(KeyError, match="chapter '98' has no exercises"):
         exercises.page("98")

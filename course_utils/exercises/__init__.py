@@ -78,7 +78,8 @@ two of them predict or conceptual, at most half retype):
 Rules: ``rules=[forbid("torch.softmax", "torch.Tensor.softmax", says="...")]``. A target is a
 dotted name: a function, a class (instantiating it or a subclass), a tensor method, a module
 (anything in it, e.g. "seqeval"); a name under ``__main__.`` (the learner's notebook) is
-skipped where it does not exist. Rules are checked on the answer's bytecode before it runs and by a profile hook while the check
+skipped where it does not exist.
+Rules are checked on the answer's bytecode before it runs and by a profile hook while the check
 runs (:mod:`course_utils.exercises.rules`); the verdict names the rule and the learner's line.
 """
 from __future__ import annotations
@@ -448,6 +449,11 @@ def show(key: str) -> None:
         print(textwrap.fill(f"Rule (checked): {rule.says}.", 96))
 
 
+def _section_order(section: str) -> tuple:
+    number = section.split(".", 1)[0]
+    return (0, int(number), section) if number.isdigit() else (1, 0, section)
+
+
 def page(chapter: str) -> None:
     """Print the chapter's exercise page header: how many, how long, which sections they draw on."""
     _load_all()
@@ -456,7 +462,7 @@ def page(chapter: str) -> None:
         raise KeyError(f"chapter {chapter!r} has no exercises; chapters with exercises: "
                        f"{', '.join(sorted({k[:2] for k in keys()}))}")
     minutes = sum(ex.minutes for ex in chosen)
-    sections = list(dict.fromkeys(ex.section for ex in chosen if ex.section))
+    sections = sorted(dict.fromkeys(ex.section for ex in chosen if ex.section), key=_section_order)
     print(f"Chapter {chapter}: {len(chosen)} exercises, about {minutes} minutes in all.")
     if sections:
         print("They draw on: " + "; ".join(sections) + ".")
@@ -520,10 +526,14 @@ def verdict(key: str, answer: Any) -> tuple[bool, str]:
     checker_codes = answer_code(ex.checker) | answer_code(ex.reference)
     token = _CURRENT.set(ex)
     watch = Watch(ex.rules, answer)
-    outcome: tuple[bool, str] = (True, "correct!" + (f" {ex.explanation}" if ex.options and ex.explanation else ""))
+    explained = not ex.answer_is_function and ex.explanation     # a number or a choice: say why it is right
+    outcome: tuple[bool, str] = (True, "correct!" + (f" {ex.explanation}" if explained else ""))
     try:
-        with watch:
-            ex.checker(answer)
+        if isinstance(answer, types.FunctionType):    # watched only while the learner's function runs
+            ex.checker(watch.guard(answer))
+        else:                                         # a class or an object: watched for the whole check
+            with watch:
+                ex.checker(answer)
     except RuleBroken as err:    # a rule the checker enforces itself
         outcome = (False, f"not yet: rule broken: {err}")
     except AssertionError as err:

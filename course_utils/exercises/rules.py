@@ -20,6 +20,7 @@ the stack when they run.
 from __future__ import annotations
 
 import dis
+import functools
 import importlib
 import inspect
 import linecache
@@ -342,6 +343,24 @@ class Watch:
     def __exit__(self, *exc) -> bool:
         sys.setprofile(self._previous)
         return False
+
+    def guard(self, fn: types.FunctionType) -> Any:
+        """``fn`` watched only while it runs: the checker's own work (imports, references) runs unprofiled."""
+        if not (self.targets and self.learner):
+            return fn
+
+        @functools.wraps(fn)
+        def guarded(*args, **kwargs):
+            previous = sys.getprofile()
+            if previous is self._hook:                  # already watched (a recursive or nested call)
+                return fn(*args, **kwargs)
+            self._previous = previous
+            sys.setprofile(self._hook)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sys.setprofile(previous)
+        return guarded
 
     def _hook(self, frame, event, arg) -> None:
         if self._previous is not None:
