@@ -352,6 +352,9 @@ class BertQuestionEncoder(nn.Module):
     def __init__(self, bert: nn.Module, tokenizer, d_model: int = 128, finetune: bool = False,
                  lr_scale: float = 0.1):
         super().__init__()
+        from .bert import check_tokenizer_matches
+
+        check_tokenizer_matches(bert, tokenizer)  # another model's tokenizer gives confident nonsense
         self.bert, self.tokenizer, self.finetune = bert, tokenizer, finetune
         self.d_model, self.lr_scale = d_model, lr_scale
         hidden = bert.config.hidden_size

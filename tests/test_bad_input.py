@@ -1,7 +1,7 @@
 """Bad input never loses data and never gives a silent wrong answer (issue 16, items 1-10).
 
 Each test names the item it covers. Every test failed on the code before the fix (commit
-4fda43e~1: 61 of 66 cases), except five guards, marked "guard", that pin behaviour which already
+4fda43e~1: 62 of 67 cases), except five guards, marked "guard", that pin behaviour which already
 held and must stay (a valid odd round trip, blank lines of spaces/tabs and CRLF, a wrong
 key_padding_mask on both attention paths, a good sharded index). Expected numbers come from references: torch (a loss summed over no position is 0, cross-entropy of the
 NSP head), transformers / tokenizers (vocabulary sizes), never from the code under test.
@@ -186,6 +186,15 @@ def test_item4_predict_entities_refuses_a_foreign_tokenizer(bert_dir):
     one_line(err)
     with pytest.raises(ValueError, match=rf"{len(other)} tokens"):
         ner.predict_tags(model, other, [(["Maria"], ["B-PER"])])
+
+
+def test_item4_question_encoder_refuses_a_foreign_tokenizer():
+    model = bert.BertModel(tiny_config())
+    other = make_tokenizer(VOCAB + ["Paris"])
+    with pytest.raises(ValueError, match=rf"{len(other)} tokens.*vocab_size is {len(VOCAB)}") as err:
+        multimodal.BertQuestionEncoder(model, other, d_model=8)
+    one_line(err)
+    assert multimodal.BertQuestionEncoder(model, make_tokenizer(), d_model=8).tokenizer is not None
 
 
 def test_item4_tokenizer_config_alone_is_refused(tmp_path, bert_dir):
