@@ -298,6 +298,11 @@ def _bert_parameters_mistakes():
     def weights_only(v, h, n, i, p, t=2):     # matrices and tables, no bias, no LayerNorm
         return (v + p + t) * h + n * (4 * h * h + 2 * h * i) + h * h
 
+    def embeddings_built(v, h, n, i, p, t=2):   # a shortcut: build the tables and count them
+        from torch import nn
+        tables = nn.ModuleList([nn.Embedding(v, h), nn.Embedding(p, h), nn.Embedding(t, h), nn.LayerNorm(h)])
+        return sum(q.numel() for q in tables.parameters()) + ref(v, h, n, i, p, t) - (v + p + t + 2) * h
+
     return [
         Mistake(lambda v, h, n, i, p, t=2: ref(v, h, n, i, p, t) - (h * h + h), "you left out the pooler: a dense "
                                                                                 "layer on [CLS], a hidden x hidden "
@@ -316,6 +321,7 @@ def _bert_parameters_mistakes():
                                                   num_attention_heads=1, intermediate_size=i,
                                                   max_position_embeddings=p, type_vocab_size=t)).parameters()),
                 "rule broken"),
+        Mistake(embeddings_built, "rule broken"),
     ]
 
 

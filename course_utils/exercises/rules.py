@@ -373,13 +373,15 @@ class Watch:
             pass
 
     def _inspect(self, frame, event, arg) -> None:
-        hit = None
+        hit, used = None, None
         if event == "call":
             code = frame.f_code
             hit = self._codes.get(code)
             if hit is None and self._classes and code.co_name == "__init__":
                 instance = frame.f_locals.get("self")
                 hit = next(((r, t) for r, t in self._classes if isinstance(instance, t.obj)), None)
+                if hit is not None:                      # name the class built: torch.nn.Embedding, say
+                    used = f"{type(instance).__module__}.{type(instance).__qualname__}"
             if hit is None and self._modules:
                 module = frame.f_globals.get("__name__", "")
                 hit = next(((r, t) for r, t in self._modules if _in_module(module, t.obj.__name__)), None)
@@ -401,7 +403,7 @@ class Watch:
         learner_frame = self._learner_frame(caller)
         if learner_frame is not None:
             rule, target = hit
-            self.violation = (f"rule broken: {rule.says} (your code calls {target.name}, "
+            self.violation = (f"rule broken: {rule.says} (your code calls {used or target.name}, "
                               f"from {where(learner_frame.f_code, learner_frame.f_lineno)})")
 
     def _learner_frame(self, frame):
