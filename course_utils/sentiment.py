@@ -476,3 +476,54 @@ def predict_sentiment(model: SentimentModel, text: str, image) -> dict:
     label = int(full >= 0.5)
     return {"label": sd.LABELS[label], "probability": full if label else 1 - full, "positive": full,
             "driver": driver, "without_image": no_image, "without_text": no_text, "attention": attention}
+
+
+# ============================================================================ the widget
+
+def explain(model: SentimentModel, text: str, image) -> tuple[str, object]:
+    """The widget's callback: (a one-line summary, a matplotlib figure of the image with the
+    cross-attention over its 4x4 patches, or None). Bad input gives its one-line message instead
+    of raising, so the widget keeps working while the learner types."""
+    import matplotlib.pyplot as plt
+
+    try:
+        answer = predict_sentiment(model, text, image)
+    except (ValueError, TypeError) as err:
+        return f"⚠️ {err}", None
+    summary = (f"{answer['label']} ({answer['probability']:.0%}) — driven by the {answer['driver']}"
+               f" | P(positive): with both {answer['positive']:.2f}, blank image {answer['without_image']:.2f},"
+               f" empty text {answer['without_text']:.2f}")
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(check_image(image).permute(1, 2, 0).numpy())
+    if answer["attention"] is not None:
+        grid = answer["attention"].reshape(GRID, GRID).numpy()
+        ax.imshow(np.kron(grid, np.ones((CELL, CELL))), cmap="magma", alpha=0.55, vmin=0, vmax=grid.max())
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("text tokens' attention over the patches" if answer["attention"] is not None else "image", fontsize=8)
+    plt.close(fig)
+    return summary, fig
+
+
+def sentiment_widget(model: SentimentModel, posts: sd.Posts, n_images: int = 12):
+    """Type a sentence (Chinese or English), pick one of the first ``n_images`` pictures, see the
+    prediction, what drove it, and the cross-attention over the picture."""
+    import ipywidgets as W
+    from IPython.display import display
+
+    text = W.Text(value="太好了，又下雨了", description="text", layout=W.Layout(width="420px"))
+    labels = [(f"#{i}: {posts.image_kinds[i]} {posts.weather[i] or ('smile' if posts.image_valence[i] == 1 else 'frown' if posts.image_valence[i] == 0 else '')}".strip(), i)
+              for i in range(min(n_images, len(posts)))]
+    pick = W.Dropdown(options=labels, description="image")
+    line, out = W.HTML(), W.Output()
+
+    def draw(*_):
+        summary, fig = explain(model, text.value, posts.images[pick.value])
+        line.value = summary
+        with out:
+            out.clear_output(wait=True)
+            if fig is not None:
+                display(fig)
+    text.observe(draw, names="value")
+    pick.observe(draw, names="value")
+    draw()
+    return W.VBox([W.HBox([text, pick]), line, out])

@@ -225,3 +225,17 @@ def test_bad_batches():
         model(POSTS.texts[:2], POSTS.images[:3])
     with pytest.raises(ValueError, match="unknown fusion"):
         st.SentimentModel({"fusion": "late"}, TOK)
+
+
+def test_widget_callback_explains_and_reports_bad_input_in_one_line():
+    model = small("cross")
+    summary, fig = st.explain(model, "太好了，又下雨了", POSTS.images[1])
+    answer = st.predict_sentiment(model, "太好了，又下雨了", POSTS.images[1])
+    assert summary.startswith(f"{answer['label']} (") and f"driven by the {answer['driver']}" in summary
+    overlay = fig.axes[0].images[1].get_array()
+    assert overlay.shape == (sd.IMAGE_SIZE, sd.IMAGE_SIZE)
+    assert np.allclose(overlay[:st.CELL, :st.CELL], float(answer["attention"][0]))
+    summary, fig = st.explain(model, "", POSTS.images[1])
+    assert fig is None and "empty" in summary and "\n" not in summary
+    summary, fig = st.explain(small("early"), "i love this", POSTS.images[1])
+    assert len(fig.axes[0].images) == 1                       # no attention to draw
