@@ -76,10 +76,7 @@ class RotaryMultiHeadAttention(MultiHeadAttention):
         self.base = base
 
     def forward(self, query, key, value, mask=None, key_padding_mask=None, need_weights=True):
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if t.dim() != 3 or t.shape[-1] != self.d_model:
-                raise AttentionShapeError(f"{name} has shape {tuple(t.shape)}; expected (batch, length, "
-                                          f"d_model={self.d_model}), batch first.")
+        self.check_inputs(query, key, value)  # the same shape checks as the course's attention
         if key_padding_mask is not None:
             keys_ok = key_padding_mask[:, None, None, :]  # (B, L_k) -> every head, every query
             mask = keys_ok if mask is None else mask & keys_ok

@@ -327,7 +327,16 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     """Load weights saved by :func:`save_checkpoint` into ``model``; returns the metadata."""
     from safetensors.torch import load_model
 
+    from . import checkpoints
+
     path = _existing_checkpoint(path)
+    saved = checkpoints.safetensors_header(path)  # a damaged file: one line naming it, not SafetensorError
+    own = model.state_dict()
+    wrong = [f"{k}: file {tuple(saved[k]['shape'])}, model {tuple(own[k].shape)}"
+             for k in own if k in saved and tuple(saved[k]["shape"]) != tuple(own[k].shape)]
+    if wrong:  # torch's own message runs over many lines
+        raise ValueError(f"checkpoint {path} was saved from a model of another size ({'; '.join(wrong[:4])}): "
+                         "build the model with the config it was trained with")
     missing, unexpected = load_model(model, str(path), strict=False)
     if strict and (missing or unexpected):
         raise ValueError(f"checkpoint {path.name} does not fit this model: missing {sorted(missing)[:5]}, "

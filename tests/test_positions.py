@@ -169,3 +169,12 @@ def test_apply_rope_refuses_mismatched_tables():
     with pytest.raises(AttentionShapeError, match=r"build them with rope_cos_sin\(torch.arange\(L\), d_head\)"):
         apply_rope(torch.randn(2, 6, 8), cos, sin)
     assert math.isclose(cos[1, 0].item(), math.cos(1.0), abs_tol=1e-6)
+
+
+def test_rotary_attention_checks_shapes_like_the_course_attention():
+    from course_utils.positions import RotaryMultiHeadAttention
+    attn = RotaryMultiHeadAttention(8, 2)
+    q, k, v = torch.randn(1, 3, 8), torch.randn(1, 5, 8), torch.randn(1, 4, 8)
+    for need_weights in (True, False):  # torch's fused kernel alone would not notice L_k != L_v
+        with pytest.raises(AttentionShapeError):
+            attn(q, k, v, need_weights=need_weights)

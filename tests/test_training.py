@@ -303,3 +303,14 @@ def test_load_or_pretrain_trains_chapter_03_model_when_missing(tmp_path, monkeyp
     message = capsys.readouterr().out
     assert message.count("\n") == 1 and "pretraining a small one now" in message
     assert pretraining.load_or_pretrain(None, fast=True) == directory and len(calls) == 1  # found, not retrained
+
+
+def test_checkpoint_of_another_size_or_damaged_is_one_line(tmp_path):
+    path = training.save_checkpoint(nn.Linear(4, 3), tmp_path / "linear.safetensors")
+    with pytest.raises(ValueError, match=r"another size \(weight: file \(3, 4\), model \(5, 4\)") as err:
+        training.load_checkpoint(nn.Linear(4, 5), path)
+    assert "\n" not in str(err.value)
+    path.write_bytes(path.read_bytes()[:20])  # truncated: safetensors' own error would not name the file
+    with pytest.raises(Exception, match="linear.safetensors") as err:
+        training.load_checkpoint(nn.Linear(4, 3), path)
+    assert "\n" not in str(err.value)
