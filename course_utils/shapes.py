@@ -3,11 +3,15 @@
 Each image is 75x75 RGB on a white background with six objects, one per colour
 (red, green, blue, orange, yellow, gray), each a square or a circle, none
 overlapping. Object ``k`` always has colour ``k``, so a scene is just a shape
-and a centre per colour. Every image comes with 20 questions about one colour c:
+and a centre per colour. Every image comes with 20 questions, each drawing its own
+colour c (uniformly, independently of the other questions; a colour may repeat or be
+missing in an image) and its own subtype:
 
-* 10 non-relational: the shape of c; is c on the left; is c on the top;
-* 10 relational: the shape of the object closest to c; of the one furthest
-  from c; how many objects have the same shape as c (c included).
+* 10 non-relational, subtype drawn uniformly among: the shape of c; is c on the
+  left; is c on the top;
+* 10 relational, subtype drawn uniformly among: the shape of the object closest
+  to c; of the one furthest from c; how many objects have the same shape as c
+  (c included).
 
 Answers come from one vocabulary of ten, :data:`ANSWERS`. Each question is given
 both as the paper's 11-bit vector (colour one-hot, non-relational/relational,
@@ -208,7 +212,10 @@ def _draw(centers: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     r = OBJECT_RADIUS
     offsets = np.arange(-r, r + 1)
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
-    templates = np.stack([np.ones_like(dy, dtype=bool), dx ** 2 + dy ** 2 <= r ** 2])  # square, circle
+    # A circle paints the pixels whose centre lies within r + 1/2 of the object's centre, the disc
+    # that just fits the 11x11 box: (dx^2 + dy^2 <= (r + 1/2)^2) is dx^2 + dy^2 <= r^2 + r on integers.
+    # (<= r^2 left a one-pixel nub at each of the four extremes.)
+    templates = np.stack([np.ones_like(dy, dtype=bool), dx ** 2 + dy ** 2 <= r * r + r])  # square, circle
     images = np.full((n * IMAGE_SIZE * IMAGE_SIZE, 3), BACKGROUND, dtype=np.uint8)  # one row per pixel
     image_start = (np.arange(n) * IMAGE_SIZE * IMAGE_SIZE)[:, None, None]
     for k in range(N_OBJECTS):

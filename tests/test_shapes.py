@@ -41,8 +41,45 @@ def test_objects_do_not_overlap(data):
                 assert apart_x or apart_y, f"image {i}: objects {a} and {b} overlap"
 
 
+def _disk(r):
+    """The pixels (dx, dy) whose centre lies within r + 1/2 of the object's centre (a plain reference)."""
+    return {(dx, dy) for dx in range(-r, r + 1) for dy in range(-r, r + 1) if math.hypot(dx, dy) <= r + 0.5}
+
+
 def _disk_area(r):
-    return sum(1 for dx in range(-r, r + 1) for dy in range(-r, r + 1) if dx * dx + dy * dy <= r * r)
+    return len(_disk(r))
+
+
+def _circle_masks(data):
+    """Every drawn circle of ``data`` as the set of (dx, dy) offsets painted in its colour."""
+    rgb = torch.tensor(shapes.RGB, dtype=torch.uint8)
+    r = shapes.OBJECT_RADIUS
+    for i in range(len(data)):
+        img = data.images[i].permute(1, 2, 0)
+        for k in range(6):
+            if int(data.shapes[i, k]) == 1:
+                x, y = data.centers[i, k].tolist()
+                crop = (img[y - r:y + r + 1, x - r:x + r + 1] == rgb[k]).all(-1)
+                yield {(dx - r, dy - r) for dy, dx in crop.nonzero().tolist()}
+
+
+def test_circles_are_round_discs_of_radius_r_plus_a_half(data):
+    expected = _disk(shapes.OBJECT_RADIUS)
+    masks = list(_circle_masks(data))
+    assert len(masks) > 50
+    assert all(m == expected for m in masks)
+
+
+def test_circles_have_no_one_pixel_nubs_and_are_symmetric(data):
+    r = shapes.OBJECT_RADIUS
+    for m in _circle_masks(data):
+        # symmetric under both mirror images and the transpose (the eight symmetries of the square grid)
+        assert m == {(-dx, dy) for dx, dy in m} == {(dx, -dy) for dx, dy in m} == {(dy, dx) for dx, dy in m}
+        # no nub: the outermost column (and, by symmetry, row) holds more than one pixel,
+        # and every pixel touches at least two painted neighbours (4-connectivity)
+        assert sum(1 for dx, dy in m if dx == r) > 1
+        for dx, dy in m:
+            assert sum((dx + a, dy + b) in m for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1))) >= 2
 
 
 def test_pixels_match_the_scene(data):
