@@ -505,10 +505,14 @@ class EarlyFusion(Fusion):
 
 
 class FiLMFusion(Fusion):
-    """Feature-wise linear modulation (Perez et al. 2018): the question gives a scale gamma and a
-    shift beta per feature, the same for every element, in each of ``layers`` residual blocks:
-    ``h = h + relu(gamma * W h + beta)``. Then mean- and max-pooling over elements and an MLP.
-    Elements never see each other, so relations must pass through the pooled vector.
+    """Pointwise FiLM: feature-wise linear modulation (Perez et al. 2018) applied to each element
+    alone. In each of ``layers`` residual blocks the question gives a scale gamma and a shift beta
+    per feature (one Linear of the question vector), the same for every element, and each element's
+    vector becomes ``h = h + relu((1 + gamma) * (W h + b) + beta)``, with ``W h + b`` a Linear on that
+    element only (``1 + gamma``: a freshly initialised layer starts near scale one). Then mean- and
+    max-pooling over elements and an MLP. No element ever sees another before the pooling, so
+    relations must pass through the pooled vector. Perez et al. modulate 3x3 convolutions over a
+    feature map with coordinate channels, so neighbouring positions do mix there; this module does not.
     """
 
     def __init__(self, d_image: int, n_elements: int, d_question: int, hidden: int = 128, layers: int = 2):
