@@ -12,6 +12,7 @@ import torch
 from course_utils import sentiment_data as sd
 
 POSTS = sd.generate(1500, seed=3)
+BIG = sd.generate(6000, seed=11)      # for the statistics
 
 # this test's own word lists, written from the module docstring's rules (not imported)
 EN_POSITIVE = {"love", "like", "enjoy", "great", "wonderful", "lovely", "amazing", "nice", "happy", "glad", "cheerful"}
@@ -118,7 +119,7 @@ def test_floors_match_counting_on_a_large_sample():
     """Group posts by their exact text (by what the image shows) and take each group's majority
     label: the best any text-only (image-only) model could do on this sample; it must be close to
     the floor computed from the rules (a few points above: small groups fit their own noise)."""
-    posts = sd.generate(6000, seed=11)
+    posts = BIG
     floors = sd.single_modality_floors()
     labels = posts.labels.tolist()
     text_acc = _majority_accuracy(posts.texts, labels)
@@ -135,8 +136,7 @@ def test_floors_match_counting_on_a_large_sample():
 
 
 def test_balance_and_shares():
-    posts = sd.generate(6000, seed=5)
-    for s, n, positive, zh in sd.slice_table(posts):
+    for s, n, positive, zh in sd.slice_table(BIG):
         assert abs(n / 6000 - 1 / 3) < 0.03 and abs(positive - 0.5) < 0.05 and abs(zh - 0.5) < 0.05, (s, n, positive, zh)
 
 
