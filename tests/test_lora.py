@@ -314,3 +314,18 @@ def test_add_lora_refuses_before_changing_anything():
         add_lora(m, r=4, target=("query", "nothing"))
     assert not has_lora(m) and all(p.requires_grad for p in m.parameters())
     assert math.isclose(trainable_parameters(m).fraction, 1.0)
+
+
+def test_load_lora_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="save_lora"):
+        load_lora(model(), tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(LoRAError) as excinfo:
+        load_lora(model(), tmp_path / "other.safetensors")
+    assert "not an adapter written by save_lora" in one_line(excinfo)
+    path = save_lora(add_lora(model(), r=4), tmp_path / "r4.safetensors")
+    with pytest.raises(LoRAError) as excinfo:  # an adapter of another rank
+        load_lora(add_lora(model(), r=2), path)
+    assert "does not fit this model" in one_line(excinfo)
