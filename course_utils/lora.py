@@ -139,7 +139,7 @@ def _find(model: nn.Module, names: tuple[str, ...], kind, what: str) -> dict[str
         wrong = [n for n, m in hits.items() if not isinstance(m, kind)]
         if wrong:
             raise LoRAError(f"{what} {target!r} names {wrong[0]} ({type(hits[wrong[0]]).__name__}), "
-                            f"not an {kind.__name__}; name the linear layers themselves.")
+                            f"not an nn.{kind.__name__}; name the linear layers themselves.")
         if not hits:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
             tops = sorted(n for n, _ in model.named_children())
