@@ -415,7 +415,9 @@ def load_model(directory: str | Path) -> SentimentModel:
     """The model :func:`save_model` wrote, in eval mode; one-line errors for a wrong directory."""
     from safetensors.torch import load_file
 
-    from .tokenization import load_tokenizer
+    from tokenizers import Tokenizer
+
+    from .tokenization import wrap
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -430,7 +432,8 @@ def load_model(directory: str | Path) -> SentimentModel:
     if config.pop("model_type", None) != "course-multimodal-sentiment":
         raise ValueError(f"{directory / 'config.json'} is not a multimodal sentiment model's config "
                          "(model_type should be 'course-multimodal-sentiment')")
-    tokenizer = load_tokenizer(str(directory))
+    # from tokenizer.json directly: transformers' loader would read our config.json and warn about its model_type
+    tokenizer = wrap(Tokenizer.from_file(str(directory / "tokenizer.json")), model_max_length=config.get("max_len", 512))
     model = SentimentModel(config, tokenizer)
     try:
         state = load_file(str(directory / "model.safetensors"))
