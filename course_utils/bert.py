@@ -531,6 +531,10 @@ class _BertPreTrainedBase(nn.Module):
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under transformers' names, as transformers saves them (tied copies left out)."""
+        from .lora import has_lora
+        if has_lora(self):  # wrapped layers have no transformers name: say what to do instead of a KeyError
+            raise CheckpointError("this model has LoRA layers: merge_lora(model) first for a plain checkpoint, "
+                                  "or save_lora(model, path) for the adapter alone")
         out = {}
         for name, tensor in self.state_dict(keep_vars=False).items():
             hf_name = self._hf_name(name)

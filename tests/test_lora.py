@@ -329,3 +329,13 @@ def test_load_lora_bad_files(tmp_path):
     with pytest.raises(LoRAError) as excinfo:  # an adapter of another rank
         load_lora(add_lora(model(), r=2), path)
     assert "does not fit this model" in one_line(excinfo)
+
+
+def test_saving_a_model_with_lora_says_merge_first():
+    from course_utils.bert import CheckpointError
+    m = add_lora(model(), r=4)
+    with pytest.raises(CheckpointError) as excinfo:
+        m.hf_state_dict()
+    assert "merge_lora(model) first" in one_line(excinfo)
+    merge_lora(m)
+    assert "classifier.weight" in m.hf_state_dict()  # merged: a plain model again
