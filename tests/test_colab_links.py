@@ -18,7 +18,7 @@ import colab_links  # noqa: E402
 
 # Chapters whose title cell still waits for its badge (they were being rewritten when the badges went in):
 # `python tools/colab_links.py --write notebooks/01_*.ipynb notebooks/02_*.ipynb ...` and empty this set.
-BADGE_PENDING = {"01", "02", "06", "07", "08"}
+BADGE_PENDING: set[str] = set()
 
 
 def test_the_setting_is_a_github_repository():
