@@ -7,6 +7,7 @@ reads what the ranks wrote to files. A failure becomes one line naming the log f
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -60,10 +61,12 @@ def torchrun(module: str, args: Sequence[str] = (), nproc: int = 2, log_file: st
     :class:`LaunchError` with one line (the error and the log's path) when a rank fails or
     the run takes longer than ``timeout`` seconds (then every process of the run is killed).
     """
-    if not isinstance(nproc, int) or nproc < 1:
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be a whole number >= 1, got {nproc!r}")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout!r}")
+    if isinstance(threads_per_process, bool) or not isinstance(threads_per_process, int) or threads_per_process < 1:
+        raise ValueError(f"threads_per_process must be a whole number >= 1, got {threads_per_process!r}")
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     root = str(Path(__file__).resolve().parents[1])

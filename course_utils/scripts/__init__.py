@@ -12,13 +12,36 @@ a notebook launches these with :func:`course_utils.launch.torchrun`, never in it
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+
+def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace, *, positive=(), unit=(),
+                  finite_positive=()) -> argparse.Namespace:
+    """Refuse impossible numbers before any rank starts (argparse's one-line error, exit code 2).
+
+    ``positive``: whole numbers >= 1; ``unit``: numbers in [0, 1); ``finite_positive``: finite
+    numbers > 0. A wrong value would otherwise fail deep inside every rank, or hang one.
+    """
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in unit:
+        value = getattr(args, name)
+        if not 0 <= value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+    for name in finite_positive:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a finite number above 0, got {value}")
+    return args
 
 
 def init_distributed(timeout_s: float = 60.0) -> tuple[int, int, torch.device]:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data.distributed import DistributedSampler
 
 from course_utils import scaling
-from course_utils.scripts import init_distributed, write_json
+from course_utils.scripts import check_numbers, init_distributed, write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,7 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--no-fsdp", action="store_true", help="skip the FSDP run")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a collective may wait")
-    return parser.parse_args(argv)
+    return check_numbers(parser, parser.parse_args(argv),
+                         positive=("steps", "global_batch", "micro_batches", "sampler_size", "epochs"),
+                         finite_positive=("lr", "timeout"))
 
 
 def experiment_data(args) -> list[list[list[int]]]:

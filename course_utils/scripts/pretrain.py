@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from course_utils import corpus, pretraining, scaling, tokenization, training
-from course_utils.scripts import init_distributed, write_json
+from course_utils.scripts import check_numbers, init_distributed, write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,9 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout-examples", type=int, default=512)
     p.add_argument("--timing-skip", type=int, default=3, help="first steps left out of the throughput")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a collective may wait")
-    args = p.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 1:
-        p.error("--steps and --batch-size must be positive")
+    args = check_numbers(p, p.parse_args(argv),
+                         positive=("steps", "batch_size", "hidden_size", "layers", "heads", "intermediate_size",
+                                   "vocab_size", "max_len", "heldout_examples"),
+                         unit=("warmup_fraction",), finite_positive=("lr", "timeout"))
+    if args.hidden_size % args.heads:
+        p.error(f"--hidden-size ({args.hidden_size}) must be a multiple of --heads ({args.heads})")
+    if args.max_documents is not None and args.max_documents < 1:
+        p.error(f"--max-documents must be at least 1, got {args.max_documents}")
+    if args.timing_skip < 0:
+        p.error(f"--timing-skip must be 0 or more, got {args.timing_skip}")
     return args
 
 
