@@ -38,7 +38,7 @@ from torch import nn
 from . import bert as course_bert
 from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .decoder import DecoderBlock
-from .transformer import FeedForward
+from .transformer import FeedForward, torch_activation_name
 
 __all__ = [
     "BertDecoder",
@@ -139,13 +139,7 @@ class CrossAttentionDecoderLayer(nn.Module):
         """A copy of ``torch.nn.TransformerDecoderLayer``'s weights in this module (same outputs)."""
         if not isinstance(layer, nn.TransformerDecoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        act = layer.activation
-        if act is F.relu or isinstance(act, nn.ReLU):
-            name = "relu"
-        elif act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
-            name = "gelu"
-        else:
-            raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu, not {act!r}.")
+        name = torch_activation_name(layer.activation)
         ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
                    dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name, layer_norm_eps=layer.norm1.eps)
         ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)

@@ -81,6 +81,16 @@ class FeedForward(nn.Module):
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
+def torch_activation_name(act) -> str:
+    """'relu' or 'gelu' for the activation of a torch Transformer layer (what ``from_torch`` can copy)."""
+    if act is F.relu or isinstance(act, nn.ReLU):
+        return "relu"
+    if act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
+        return "gelu"
+    raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu; this one "
+                     f"uses {act!r}. Build the torch layer with activation='relu' or 'gelu'.")
+
+
 class TransformerEncoderLayer(nn.Module):
     """Self-attention and feed-forward, each wrapped in a residual connection and LayerNorm.
 
@@ -127,14 +137,7 @@ class TransformerEncoderLayer(nn.Module):
         """A copy of ``torch.nn.TransformerEncoderLayer``'s weights in this module (same outputs)."""
         if not isinstance(layer, nn.TransformerEncoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
-        act = layer.activation
-        if act is F.relu or isinstance(act, nn.ReLU):
-            name = "relu"
-        elif act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
-            name = "gelu"
-        else:
-            raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu; this one "
-                             f"uses {act!r}. Build the torch layer with activation='relu' or 'gelu'.")
+        name = torch_activation_name(layer.activation)
         if layer.linear1.bias is None or layer.norm1.bias is None:
             raise ValueError("from_torch needs a torch layer with biases (bias=True, the default); "
                              "this course's encoder layer always has them.")
