@@ -544,16 +544,33 @@ def warmup_factor(step: int, steps: int, warmup: float = 0.05) -> float:
 
 def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int,
                     batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.01, warmup: float = 0.05,
-                    label_smoothing: float = 0.0, progress: bool = True, seed: int = 0) -> list:
+                    label_smoothing: float = 0.0, progress: bool = True, seed: int = 0, cnn=None) -> list:
     """Teacher-forced training with AdamW and warmup; returns the loss of every step.
-    ``features`` (N, patches, d_image) cached patch features, ``ids``/``mask`` (N, L) the captions."""
+    ``features`` (N, patches, d_image) cached patch features, ``ids``/``mask`` (N, L) the captions.
+
+    End to end from pixels (``cnn`` given, the GPU option): ``features`` are then the (N, 3, 75, 75)
+    uint8 images, and each step computes the patch descriptions with chapter 05's patch CNN *with*
+    gradients, so the loss of the captions trains the CNN too (its parameters join the optimizer)."""
+    if cnn is not None:
+        check_uint8_images(features)
+        from .multimodal import describe_patches
+
+        cnn.requires_grad_(True)
+
+        def batch_features(idx, device):
+            return describe_patches(cnn(features[idx].to(device)), cnn.coords)
+        params = [*model.named_parameters(), *(("cnn." + n, q) for n, q in cnn.named_parameters())]
+    else:
+        def batch_features(idx, device):
+            return features[idx].to(device)
+        params = list(model.named_parameters())
     if features.shape[0] != ids.shape[0] or ids.shape != mask.shape:
         raise CaptionerInputError(f"{features.shape[0]} images, ids {tuple(ids.shape)}, mask {tuple(mask.shape)}: "
                                   "give one caption (ids and mask of the same shape) per image.")
     from tqdm.auto import tqdm
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    decay = [p for n, p in params if p.dim() >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in params if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, steps, warmup))
@@ -561,21 +578,26 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
     device = next(model.parameters()).device
     losses = []
     model.train()
-    bar = tqdm(range(steps), desc="training the captioner", disable=not progress, mininterval=1.0)
+    if cnn is not None:
+        cnn.train()
+    bar = tqdm(range(steps), desc="training the captioner" + (" and the CNN" if cnn is not None else ""),
+               disable=not progress, mininterval=1.0)
     for step in bar:
         idx = torch.randint(features.shape[0], (batch_size,), generator=g)
         length = int(mask[idx].sum(1).max())                 # trim the padding every caption in the batch has
-        loss = teacher_forced_loss(model, features[idx].to(device), ids[idx, :length].to(device),
+        loss = teacher_forced_loss(model, batch_features(idx, device), ids[idx, :length].to(device),
                                    mask[idx, :length].to(device), label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([q for _, q in params], 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
+    if cnn is not None:
+        cnn.eval().requires_grad_(False)
     return losses
 
 

@@ -264,3 +264,23 @@ def test_left_padded_prompts_generate_what_each_prompt_gives_alone():
         alone = generate(model.bind(feats[i:i + 1]), torch.tensor([r]), 12, eos_token_id=TOK.EOS, pad_token_id=TOK.PAD)
         n_new = alone.shape[1] - len(r)
         assert torch.equal(together[i, width:width + n_new], alone[0, len(r):])
+
+
+def test_end_to_end_from_pixels_trains_the_cnn_through_the_captions():
+    from course_utils.multimodal import PatchCNN, describe_patches
+    data = shapes.generate(8, seed=0)
+    ids, mask = TOK.batch([C.canonical_caption(C.scene_of(data, i)) for i in range(8)])
+    model = _captioner(max_positions=ids.shape[1], image_matters=False)
+    torch.manual_seed(0)
+    cnn = PatchCNN(channels=8).requires_grad_(False)
+    before = {n: p.clone() for n, p in cnn.named_parameters()}
+    with pytest.raises(ValueError, match="uint8"):           # end to end reads the images, not cached features
+        K.train_captioner(model, data.images.float(), ids, mask, steps=1, batch_size=4, progress=False, cnn=cnn)
+    losses = K.train_captioner(model, data.images, ids, mask, steps=3, batch_size=4, lr=1e-2, progress=False, cnn=cnn)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    moved = [n for n, p in cnn.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and "head.weight" in moved and any(n.startswith("body") for n in moved)  # the gradient reached the pixels' layers
+    assert not cnn.training and not any(p.requires_grad for p in cnn.parameters())  # frozen again, ready to cache
+    # what the captioner reads during that training is the CNN's description, with the gradient attached
+    feats = describe_patches(cnn(data.images[:2]), cnn.coords)
+    assert feats.shape == (2, 25, 10)
