@@ -149,11 +149,12 @@ def test_training_steps_lower_the_loss_and_evaluate_reports_every_slice():
 
 LOAD_AND_PREDICT = """
 import sys, torch
+from safetensors.torch import save_file
 from course_utils import sentiment as st, sentiment_data as sd
 model = st.load_model(sys.argv[1])
 posts = sd.generate(24, seed=0)
 with torch.no_grad():
-    torch.save(model.probabilities(posts.texts, posts.images), sys.argv[2])
+    save_file({"p": model.probabilities(posts.texts, posts.images)}, sys.argv[2])
 """
 
 
@@ -163,11 +164,12 @@ def test_save_then_load_in_a_fresh_process_predicts_the_same(tmp_path):
     st.save_model(model, tmp_path / "model")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "model"), str(tmp_path / "p.pt")],
+    subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "model"), str(tmp_path / "p.safetensors")],
                    check=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
     with torch.no_grad():
         expected = model.probabilities(POSTS.texts, POSTS.images)
-    assert torch.equal(torch.load(tmp_path / "p.pt"), expected)
+    from safetensors.torch import load_file
+    assert torch.equal(load_file(tmp_path / "p.safetensors")["p"], expected)
 
 
 def test_load_errors_are_one_line(tmp_path):
