@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 from course_utils.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
-from timing import compare, machine_info, markdown_table  # noqa: E402
+from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attention.md"
 TARGET = 1.3  # own / torch math backend
@@ -195,10 +195,7 @@ def main(argv=None):
         mha_table,
         "",
     ])
-    print("\n" + report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

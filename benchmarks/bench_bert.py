@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 
 from course_utils import bert  # noqa: E402
-from timing import compare, machine_info, markdown_table  # noqa: E402
+from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bert.md"
 TARGET = 1.15
@@ -170,10 +170,7 @@ def main(argv=None):
         pretraining_table,
         "",
     ])
-    print("\n" + report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import transformers  # noqa: E402
 
 from course_utils.decoder import GPTModel, tiny_config  # noqa: E402
 from course_utils.generation import generate  # noqa: E402
-from timing import compare, machine_info, markdown_table  # noqa: E402
+from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.md"
 CACHE_TARGET, HF_TARGET = 3.0, 1.3
@@ -138,10 +138,7 @@ def main(argv=None):
         *lines,
         "",
     ])
-    print("\n" + report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

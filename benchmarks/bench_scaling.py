@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers
-from timing import compare, machine_info, markdown_table
+from timing import compare, machine_info, markdown_table, write_report
 
 from course_utils import attention, bert, launch, scaling
 from course_utils.scripts import read_rank_results
@@ -179,10 +179,7 @@ def main(argv=None):
         "## bf16 autocast vs fp32: a training step of the 2-layer 128-wide BERT", "",
         bf16_table, "",
     ])
-    print("\n" + report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(f"written to {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -106,3 +106,14 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_report(report: str, out) -> None:
+    """Print the markdown report and write it to ``out`` (a path under results/)."""
+    from pathlib import Path
+
+    out = Path(out)
+    print("\n" + report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    print(f"written to {out}")
