@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from course_utils import ner  # noqa: E402
 from course_utils.bert import minilm_path  # noqa: E402
 from course_utils.lora import add_lora, trainable_parameters  # noqa: E402
-from timing import compare, machine_info, markdown_table  # noqa: E402
+from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lora.md"
 
@@ -106,9 +106,7 @@ def main() -> None:
         f"{counts['full'].total:,} (LoRA adds A and B to that).", "",
         table, "",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), ""])
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
