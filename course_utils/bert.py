@@ -657,20 +657,13 @@ class _BertPreTrainedBase(nn.Module):
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> Path:
         """Write config.json, model.safetensors (transformers' layout) and, if given, the tokenizer
         (a transformers tokenizer, or a `tokenizers.Tokenizer`, saved as transformers' BERT tokenizer)."""
-        from safetensors.torch import save_file
+        from .checkpoints import save_transformers_dir
 
         if tokenizer is not None:
             check_tokenizer_matches(self, tokenizer)
             tokenizer = as_transformers_tokenizer(tokenizer)
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._hf_config().save_pretrained(str(directory))
-        # safetensors refuses tensors that share memory: the tied decoder copies are left out
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(directory))
-        return directory
+        # hf_state_dict leaves out the tied decoder copies, which safetensors would refuse
+        return save_transformers_dir(directory, self._hf_config(), self.hf_state_dict(), tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, strict: bool = False, **config_overrides):

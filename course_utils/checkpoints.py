@@ -219,3 +219,18 @@ def check_model_files(directory: str | Path, config: dict) -> None:
         size, vocab_size = tokenizer_json_size(directory / TOKENIZER), {**BERT_DEFAULTS, **config}["vocab_size"]
         if size != vocab_size:
             raise tokenizer_mismatch(directory / TOKENIZER, size, vocab_size)
+
+
+def save_transformers_dir(directory, hf_config, hf_state_dict: dict, tokenizer=None) -> Path:
+    """Write a model in transformers' layout: config.json, model.safetensors and, if given, the tokenizer.
+    ``hf_state_dict`` must already leave out tied copies (safetensors refuses tensors that share memory)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(str(directory))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in hf_state_dict.items()}
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    return directory

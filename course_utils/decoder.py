@@ -422,21 +422,14 @@ class GPTModel(nn.Module):
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> Path:
         """config.json + model.safetensors in transformers' layout, and the tokenizer when given
         (a transformers tokenizer, or a `tokenizers.Tokenizer`, saved as a fast GPT-2 tokenizer)."""
-        from safetensors.torch import save_file
+        from .checkpoints import save_transformers_dir
 
         if tokenizer is not None:
             tokenizer = as_transformers_tokenizer(tokenizer, self.config)
             if len(tokenizer) != self.config.vocab_size:
                 raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                                  f"{self.config.vocab_size}: save the tokenizer the model was trained with.")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._hf_config().save_pretrained(str(directory))
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.hf_state_dict().items()}
-        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(directory))
-        return directory
+        return save_transformers_dir(directory, self._hf_config(), self.hf_state_dict(), tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> GPTModel:
