@@ -88,19 +88,6 @@ PATCH_CLASSES = shapes.N_OBJECTS + 1
 D_DESCRIPTION = PATCH_CLASSES + 1 + 2       # class probabilities, circle, position (x, y) = 10
 
 
-def patch_body(channels: int, blocks_per_patch: int) -> nn.Sequential:
-    """The patch CNN's convolutions: a 3x3 stride-3 cut into blocks of 3x3 pixels, two 3x3
-    convolutions between neighbouring blocks, then a (k x k, stride k) convolution that turns each
-    k x k group of blocks into one patch vector; batch norm and ReLU after each."""
-    def block(c_in, c_out, kernel, stride):
-        return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
-                nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    k = blocks_per_patch
-    return nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
-                         *block(channels, channels, 3, 1), *block(channels, channels, k, k))
-
-
 class PatchCNN(nn.Module):
     """A small CNN whose 5x5 output grid lines up exactly with 15x15-pixel patches of the image.
 
@@ -119,7 +106,12 @@ class PatchCNN(nn.Module):
     def __init__(self, channels: int = 32):
         super().__init__()
 
-        self.body = patch_body(channels, blocks_per_patch=5)
+        def block(c_in, c_out, kernel, stride):
+            return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
+                    nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
+                                  *block(channels, channels, 3, 1), *block(channels, channels, 5, 5))
         self.head = nn.Conv2d(channels, PATCH_CLASSES + 3, 1)
         self.channels = channels
         self.register_buffer("coords", grid_coordinates(), persistent=False)

@@ -34,7 +34,6 @@ import torch.nn.functional as F
 
 from . import sentiment_data as sd
 from .attention import MultiHeadAttention
-from .multimodal import patch_body
 
 GRID = 4                                   # the CNN's output grid: 4x4 patches of 12x12 pixels
 CELL = sd.IMAGE_SIZE // GRID
@@ -154,7 +153,11 @@ class ImageEncoder(nn.Module):
     def __init__(self, channels: int = 32):
         super().__init__()
 
-        self.body = patch_body(channels, blocks_per_patch=4)   # chapter 05's patch CNN, 12x12 patches
+        def block(c_in, c_out, kernel, stride):
+            return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
+                    nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
+                                  *block(channels, channels, 3, 1), *block(channels, channels, 4, 4))
         centre = (torch.arange(GRID, dtype=torch.float32) + 0.5) / GRID * 2 - 1
         y, x = torch.meshgrid(centre, centre, indexing="ij")
         self.register_buffer("coords", torch.stack([x.flatten(), y.flatten()], -1), persistent=False)
