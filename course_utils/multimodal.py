@@ -21,17 +21,16 @@ A visual question answering model has three parts:
   - :class:`RelationNetwork` -- an MLP ``g`` over every pair of elements with the question,
     summed, then an MLP ``f`` (Santoro et al. 2017).
 
-:class:`VQAModel` puts the three together; :func:`train_vqa` trains it and
-:func:`evaluate_vqa` reports accuracy per question subtype. :class:`ContrastiveModel`
+:class:`VQAModel` puts the three together; :func:`~course_utils.vqa_training.train_vqa` trains it
+(in :mod:`course_utils.vqa_training`, with the other training and scoring helpers; the figures and
+the attention widget are in :mod:`course_utils.vqa_plots`). :class:`ContrastiveModel`
 and :func:`contrastive_loss` build a shared image-text embedding space (CLIP-like).
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -670,171 +669,11 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-# ============================================================================ training
-
-@dataclass
-class QuestionSet:
-    """Questions flattened to one row each, pointing at their image's elements."""
-
-    elements: torch.Tensor          # (N_images, N, d) image elements, or (N_images, 3, 75, 75) images
-    image_index: torch.Tensor       # (Q,)
-    vectors: torch.Tensor           # (Q, 11)
-    question_ids: torch.Tensor      # (Q,) which of the 36 distinct questions
-    subtypes: torch.Tensor          # (Q,)
-    answers: torch.Tensor           # (Q,)
-
-    @classmethod
-    def from_data(cls, data: shapes.SortOfClevr, elements: torch.Tensor) -> "QuestionSet":
-        if elements.shape[0] != len(data):
-            raise ValueError(f"elements are given for {elements.shape[0]} images but the data has {len(data)}")
-        per_image = data.answers.shape[1]
-        return cls(elements, torch.arange(len(data)).repeat_interleave(per_image), data.questions.flatten(0, 1),
-                   data.question_ids.flatten(), data.subtypes.flatten(), data.answers.flatten())
-
-    def __len__(self) -> int:
-        return self.answers.shape[0]
-
-    def texts(self, rows: torch.Tensor) -> list:
-        return [shapes.ALL_QUESTION_TEXTS[i] for i in self.question_ids[rows].tolist()]
-
-
-@dataclass
-class TrainResult:
-    name: str
-    steps: list = field(default_factory=list)        # evaluation points: step
-    seconds: list = field(default_factory=list)      # ... training seconds so far
-    accuracy: list = field(default_factory=list)     # ... {"non-relational": a, "relational": b}
-    losses: list = field(default_factory=list)       # loss per step
-    train_seconds: float = 0.0
-    parameters: int = 0
-
-
 def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, leave=False)
-
-
-def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device,
-                  questions_per_image: int = 1) -> torch.Tensor:
-    """Logits for the questions ``rows``; with ``questions_per_image = k`` the rows come in runs
-    of k questions about the same image, and each image's elements are computed once."""
-    texts = qs.texts(rows) if getattr(model.question_encoder, "needs_text", False) else None
-    images = qs.image_index[rows[::questions_per_image]]
-    elements = qs.elements[images].to(device)
-    return model(elements, qs.vectors[rows].to(device), texts, questions_per_image=questions_per_image)
-
-
-def _sample_rows(qs: QuestionSet, batch_size: int, questions_per_image: int, g: torch.Generator) -> torch.Tensor:
-    """Random questions; with k = ``questions_per_image`` > 1, batch_size // k random images and k of
-    each image's questions (the rows of an image are consecutive, as QuestionSet.from_data makes them)."""
-    if questions_per_image == 1:
-        return torch.randint(len(qs), (batch_size,), generator=g)
-    per_image = len(qs) // qs.elements.shape[0]
-    if questions_per_image > per_image:
-        raise ValueError(f"questions_per_image={questions_per_image} but each image has {per_image} questions")
-    images = torch.randint(qs.elements.shape[0], (max(1, batch_size // questions_per_image),), generator=g)
-    which = torch.rand(images.shape[0], per_image, generator=g).argsort(1)[:, :questions_per_image]
-    return (images[:, None] * per_image + which).flatten()
-
-
-@torch.no_grad()
-def predict(model: VQAModel, qs: QuestionSet, batch_size: int = 500, device=None) -> torch.Tensor:
-    """Answer index for every question of ``qs``."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [_forward_rows(model, qs, torch.arange(i, min(i + batch_size, len(qs))), device).argmax(-1).cpu()
-           for i in range(0, len(qs), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def accuracy_by_subtype(predictions: torch.Tensor, qs: QuestionSet) -> dict:
-    """Accuracy per subtype, plus ``non-relational``, ``relational`` and ``overall``."""
-    correct = (predictions == qs.answers).float()
-    result = {name: correct[qs.subtypes == s].mean().item() for s, name in enumerate(shapes.SUBTYPES)}
-    relational = torch.tensor(shapes.RELATIONAL)[qs.subtypes]
-    result["non-relational"] = correct[~relational].mean().item()
-    result["relational"] = correct[relational].mean().item()
-    result["overall"] = correct.mean().item()
-    return result
-
-
-def evaluate_vqa(model: VQAModel, qs: QuestionSet, batch_size: int = 500) -> dict:
-    return accuracy_by_subtype(predict(model, qs, batch_size), qs)
-
-
-def _param_groups(model: nn.Module, lr: float) -> list:
-    """Trainable parameters; those of a submodule with an ``lr_scale`` (a fine-tuned BERT) at lr * scale."""
-    scaled, seen = [], set()
-    for module in model.modules():
-        scale = getattr(module, "lr_scale", None)
-        if scale is not None and getattr(module, "finetune", True):
-            ps = [p for n, p in module.named_parameters() if p.requires_grad and n.startswith("bert.")]
-            scaled.append({"params": ps, "lr": lr * scale})
-            seen.update(id(p) for p in ps)
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
-    return [{"params": rest, "lr": lr}] + [g for g in scaled if g["params"]]
-
-
-def lr_factor(step: int, steps: int, warmup: float = 0.05, decay: float = 0.3) -> float:
-    """Warm up over the first 5% of the steps, hold, then a cosine down to 0 over the last 30%.
-
-    Holding the peak rate matters here: some skills (closest / furthest) are learned suddenly,
-    after thousands of steps on a plateau, and a decay that starts early can stop that.
-    """
-    warm = max(1, int(warmup * steps))
-    if step < warm:
-        return (step + 1) / warm
-    start = int((1 - decay) * steps)
-    if step < start:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * min(step - start, steps - start) / max(1, steps - start)))
-
-
-def train_vqa(model: VQAModel, train: QuestionSet, test: QuestionSet, steps: int, batch_size: int = 64,
-              lr: float = 1e-3, eval_every: int | None = None, eval_questions: int = 2000, name: str = "",
-              weight_decay: float = 0.0, progress: bool = True, seed: int = 0,
-              questions_per_image: int = 1) -> TrainResult:
-    """AdamW for ``steps`` batches of random questions, the learning rate shaped by :func:`lr_factor`.
-
-    ``questions_per_image = k > 1`` (for training from pixels) fills each batch with k questions
-    of each of batch_size // k images, so the CNN runs once per image instead of once per question.
-
-    Every ``eval_every`` steps (default: 10 times in all) accuracy on the first
-    ``eval_questions`` test questions is recorded against training time (evaluation not counted).
-    """
-    device = next(model.parameters()).device
-    opt = torch.optim.AdamW(_param_groups(model, lr), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
-    eval_every = eval_every or max(1, steps // 10)
-    probe = QuestionSet(test.elements, *(t[:eval_questions] for t in (test.image_index, test.vectors,
-                                                                      test.question_ids, test.subtypes, test.answers)))
-    result = TrainResult(name=name, parameters=count_parameters(model))
-    g = torch.Generator().manual_seed(seed)
-    elapsed = 0.0
-    model.train()
-    for step in _progress(range(1, steps + 1), progress, name or "training"):
-        start = time.perf_counter()
-        rows = _sample_rows(train, batch_size, questions_per_image, g)
-        logits = _forward_rows(model, train, rows, device, questions_per_image)
-        loss = F.cross_entropy(logits, train.answers[rows].to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        elapsed += time.perf_counter() - start
-        result.losses.append(loss.item())
-        if step % eval_every == 0 or step == steps:
-            acc = evaluate_vqa(model, probe)
-            result.steps.append(step)
-            result.seconds.append(elapsed)
-            result.accuracy.append({k: acc[k] for k in ("non-relational", "relational")})
-    result.train_seconds = elapsed
-    model.eval()
-    return result
 
 
 # ============================================================================ shared embedding space
@@ -985,147 +824,19 @@ def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torc
     return losses
 
 
-# ============================================================================ pictures
-
-def _image_hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).cpu().numpy()
-
-
-def show_dense_predictions(images: torch.Tensor, pred: torch.Tensor, n: int = 4):
-    """What the pretrained CNN sees: the patch grid, and for every patch it finds an object in, a
-    marker where it places the centre (a circle or a square, per its shape guess), drawn in black."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
-    half = (CELL - 1) / 2
-    for i, ax in enumerate(np.atleast_1d(axes)):
-        ax.imshow(_image_hwc(images[i]))
-        for c in range(1, GRID):
-            ax.axhline(c * CELL - 0.5, color="0.75", lw=0.5), ax.axvline(c * CELL - 0.5, color="0.75", lw=0.5)
-        holds = pred[i, :, :PATCH_CLASSES].argmax(-1)
-        found = (holds != EMPTY).nonzero().flatten().tolist()
-        for cell in found:
-            x = (cell % GRID) * CELL + half + float(pred[i, cell, PATCH_CLASSES + 1]) * half
-            y = (cell // GRID) * CELL + half + float(pred[i, cell, PATCH_CLASSES + 2]) * half
-            marker = "o" if pred[i, cell, PATCH_CLASSES] > 0 else "s"
-            ax.plot(x, y, marker, markersize=14, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.2)
-        ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(f"{len(found)} objects found", fontsize=8)
-    fig.tight_layout()
-    return fig
+# The training loop and the pictures live in their own modules; their names stay reachable as
+# ``multimodal.X`` (chapters 05, 07 and 09 and older code import them from here).
+_MOVED = {
+    "vqa_training": ("QuestionSet", "TrainResult", "predict", "accuracy_by_subtype", "evaluate_vqa", "lr_factor",
+                     "train_vqa", "_forward_rows", "_sample_rows", "_param_groups"),
+    "vqa_plots": ("show_dense_predictions", "plot_attention_on_image", "attention_maps", "attention_figure",
+                  "attention_widget", "show_questions", "_image_hwc"),
+}
 
 
-def plot_attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, title: str = ""):
-    """The image with a (25,) attention vector over the 5x5 patches laid over it as a heat map."""
-    size = shapes.IMAGE_SIZE
-    ax.imshow(_image_hwc(image))
-    heat = weights.detach().reshape(GRID, GRID).cpu().numpy()
-    ax.imshow(heat, cmap="magma", alpha=0.55, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
-              interpolation="nearest", vmin=0, vmax=max(float(heat.max()), 1e-6))
-    ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-
-
-@torch.no_grad()
-def attention_maps(model: VQAModel, elements: torch.Tensor, question_vectors: torch.Tensor, texts=None):
-    """(logits, [per layer (B, N) attention averaged over heads and question tokens]) of a
-    cross-attention model."""
-    fusion = model.fusion
-    if not isinstance(fusion, CrossAttentionFusion):
-        raise TypeError(f"attention maps need a CrossAttentionFusion model, got {type(fusion).__name__}")
-    model.eval()
-    fusion.keep_attention = True
-    try:
-        logits = model(elements, question_vectors, texts)
-        maps = [w.mean(dim=(1, 2)) for w in fusion.last_attention]
-    finally:
-        fusion.keep_attention = False
-    return logits, maps
-
-
-def attention_figure(model: VQAModel, data: shapes.SortOfClevr, patches: CachedPatches, image: int, question: int):
-    """One image, one question: the attention of every cross-attention layer over the patches
-    (the patches the model did not get stay dark), with the true answer and the model's."""
-    from matplotlib.figure import Figure
-
-    texts = [data.question_text[image][question]] if getattr(model.question_encoder, "needs_text", False) else None
-    device = next(model.parameters()).device
-    logits, maps = attention_maps(model, patches.vectors[image:image + 1].to(device),
-                                  data.questions[image, question][None].to(device), texts)
-    maps = [patches.weights_on_grid(w, torch.tensor([image])) for w in maps]
-    predicted = shapes.ANSWERS[int(logits.argmax())]
-    truth = data.answer_text(image, question)
-    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0))
-    axes = fig.subplots(1, len(maps) + 1)
-    axes[0].imshow(_image_hwc(data.images[image]))
-    axes[0].set_xticks([]), axes[0].set_yticks([])
-    axes[0].set_title(f"image {image}", fontsize=8)
-    for layer, (ax, w) in enumerate(zip(axes[1:], maps), start=1):
-        plot_attention_on_image(ax, data.images[image], w[0], f"layer {layer} attention")
-    verdict = "right" if predicted == truth else "WRONG"
-    fig.suptitle(f"{data.question_text[image][question]}\nanswer: {truth}   model: {predicted} ({verdict})", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def attention_widget(model: VQAModel, data: shapes.SortOfClevr, patches: CachedPatches):
-    """Pick an image and one of its questions; see where each cross-attention layer looks."""
-    import io
-
-    import ipywidgets as widgets
-
-    image = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="image")
-    question = widgets.Dropdown(description="question", layout=widgets.Layout(width="560px"))
-    picture = widgets.Image(format="png")
-
-    def questions_of(i):
-        return [(f"{j:2d}. {data.question_text[i][j]}", j) for j in range(data.answers.shape[1])]
-
-    def draw(*_):
-        if question.value is None:
-            return
-        fig = attention_figure(model, data, patches, image.value, question.value)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90)
-        picture.value = buffer.getvalue()
-
-    def new_image(change):
-        question.unobserve(draw, "value")
-        question.options = questions_of(image.value)
-        question.value = 10                                  # the first relational question
-        question.observe(draw, "value")
-        draw()
-
-    question.options = questions_of(0)
-    question.value = 10
-    image.observe(new_image, "value")
-    question.observe(draw, "value")
-    draw()
-    image.add_class("course-image-picker")
-    box = widgets.VBox([widgets.HBox([image, question]), picture])
-    box.add_class("course-attention-on-image")
-    box.image, box.question, box.picture = image, question, picture      # for tests and for tinkering
-    return box
-
-
-def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per_row: int = 4):
-    """Images with a question each: the true answer and every method's prediction.
-    ``cases``: (image, question) pairs; ``predictions``: {method: (N, 20) answer indices}."""
-    import matplotlib.pyplot as plt
-
-    rows = math.ceil(len(cases) / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.3 * (len(predictions) + 1)) * rows),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.set_visible(False)
-    for ax, (i, j) in zip(axes.flat, cases):
-        ax.set_visible(True)
-        ax.imshow(_image_hwc(data.images[i]))
-        ax.set_xticks([]), ax.set_yticks([])
-        lines = [f"answer: {data.answer_text(i, j)}"]
-        lines += [f"{m}: {shapes.ANSWERS[int(p[i, j])]}" + ("" if p[i, j] == data.answers[i, j] else "  (wrong)")
-                  for m, p in predictions.items()]
-        ax.set_title(f"image {i}: " + shapes._short(data.question_text[i][j]), fontsize=8)
-        ax.set_xlabel("\n".join(lines), fontsize=7, loc="left")
-    fig.tight_layout()
-    return fig
+def __getattr__(name: str):
+    for module, names in _MOVED.items():
+        if name in names:
+            import importlib
+            return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

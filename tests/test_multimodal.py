@@ -528,3 +528,69 @@ def test_scene_tokens_and_contrastive_model(data):
     assert sim.shape == (4, 4) and sim.abs().max() <= 1 + 1e-5
     with pytest.raises(ValueError, match="not in the scene vocabulary"):
         mm.tokenize_scenes(["purple square top left."])
+
+
+def _accuracy_by_hand(model, qs, rows):
+    """Overall accuracy on ``rows``, computed with the model's forward directly (no predict/evaluate)."""
+    with torch.no_grad():
+        logits = model(qs.elements[qs.image_index[rows]], qs.vectors[rows])
+    return (logits.argmax(-1) == qs.answers[rows]).float().mean().item()
+
+
+def test_train_vqa_curve_is_on_validation_and_keep_best_returns_the_best_point():
+    """The curve is measured on the validation questions given; keep_best returns the model of the
+    evaluation point with the highest validation accuracy (the earliest on a tie), not the last one."""
+    train_data, val_data = shapes.generate(6, seed=11), shapes.generate(5, seed=12)
+    train = mm.QuestionSet.from_data(train_data, train_data.object_descriptions())
+    validation = mm.QuestionSet.from_data(val_data, val_data.object_descriptions())
+    probe = torch.arange(60)                                   # eval_questions=60: the first 60 questions
+    for keep_best in (False, True):
+        torch.manual_seed(0)
+        model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16))
+        result = mm.train_vqa(model, train, validation, steps=60, batch_size=32, lr=1e-2, eval_every=6,
+                              eval_questions=60, progress=False, keep_best=keep_best)
+        overall = [a["overall"] for a in result.accuracy]
+        assert len(overall) == 10 and result.steps == list(range(6, 61, 6))
+        assert result.best_step == result.steps[overall.index(max(overall))]
+        returned = _accuracy_by_hand(model, validation, probe)
+        if keep_best:
+            assert returned == pytest.approx(max(overall))
+        else:
+            assert returned == pytest.approx(overall[-1])
+    assert len(set(overall)) > 1                                # the curve moves, so the choice means something
+
+
+def test_train_vqa_keep_best_restores_an_earlier_state():
+    """When the best validation point is not the last step, keep_best gives back exactly that state."""
+    data, val_data = shapes.generate(4, seed=4), shapes.generate(3, seed=5)
+    train = mm.QuestionSet.from_data(data, data.object_descriptions())
+    validation = mm.QuestionSet.from_data(val_data, val_data.object_descriptions())
+    torch.manual_seed(0)
+    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16))
+    snapshots = {}
+    original = mm.evaluate_vqa.__globals__["evaluate_vqa"]
+
+    def recording(m, qs, batch_size=500):
+        snapshots[len(snapshots) + 1] = {k: v.clone() for k, v in m.state_dict().items()}
+        return original(m, qs, batch_size)
+
+    mm.evaluate_vqa.__globals__["evaluate_vqa"] = recording
+    try:
+        # lr 0.3 overfits 80 questions and wanders: validation accuracy does not peak at the end
+        result = mm.train_vqa(model, train, validation, steps=40, batch_size=80, lr=0.3, eval_every=4,
+                              progress=False, keep_best=True)
+    finally:
+        mm.evaluate_vqa.__globals__["evaluate_vqa"] = original
+    assert result.best_step < 40                                # so the state returned is an earlier one
+    best = result.steps.index(result.best_step) + 1
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshots[best][key])
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_train_vqa_refuses_bad_steps(steps):
+    data = shapes.generate(2, seed=1)
+    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    model = mm.VQAModel(mm.VectorQuestionEncoder(8), mm.make_fusion("concat", 10, 6, 8))
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        mm.train_vqa(model, qs, qs, steps=steps, progress=False)
