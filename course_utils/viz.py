@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 

@@ -44,7 +44,7 @@ def make_tokenizer(vocab=VOCAB):
 def tiny_config(**overrides):
     values = dict(vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                   intermediate_size=16, max_position_embeddings=16, num_labels=len(LABELS),
-                  id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+                  id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
     values.update(overrides)
     return transformers.BertConfig(**values)
 
@@ -442,7 +442,7 @@ def test_item9_text_embedder_checks_length_and_ids():
 # ---------------------------------------------------------------- item 10: one-line errors for the small ones
 
 def test_item10_encode_checks_lengths_and_tags(tokenizer):
-    label2id = {l: i for i, l in enumerate(LABELS)}
+    label2id = {label: i for i, label in enumerate(LABELS)}
     with pytest.raises(ValueError, match=r"sentence 1 has 3 tokens but 2 tags") as err:
         ner.encode(tokenizer, [(["Maria"], ["B-PER"]), (["Maria", "Lopez", "flew"], ["B-PER", "I-PER"])],
                    label2id, 16)
@@ -457,7 +457,7 @@ def test_item10_encode_checks_lengths_and_tags(tokenizer):
 
 @pytest.mark.parametrize("last", ["", "\u200b"])
 def test_item10_no_false_truncation_warning(tokenizer, last):
-    label2id = {l: i for i, l in enumerate(LABELS)}
+    label2id = {label: i for i, label in enumerate(LABELS)}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         features = ner.encode(tokenizer, [(["Maria", "flew", last], ["B-PER", "O", "O"])], label2id, 16)

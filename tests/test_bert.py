@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import warnings
 
 import pytest
 import torch
@@ -396,7 +395,7 @@ def test_minilm_into_token_classification(minilm):
     labels = ["O", "B-PER", "I-PER"]
     with pytest.warns(UserWarning, match="classifier"):
         ours = bert.BertForTokenClassification.from_pretrained(
-            path, num_labels=3, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+            path, num_labels=3, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     theirs = transformers.BertModel.from_pretrained(str(path)).eval()
     enc = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -461,7 +460,7 @@ def test_token_classification_directory_works_in_the_pipeline(minilm, tmp_path):
     _, tokenizer = minilm
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     config = tiny_config_for(tokenizer, num_labels=5, id2label=dict(enumerate(labels)),
-                             label2id={l: i for i, l in enumerate(labels)})
+                             label2id={label: i for i, label in enumerate(labels)})
     ours = perturb(bert.BertForTokenClassification(config), 5)
     directory = ours.save_pretrained(tmp_path / "ner", tokenizer=tokenizer)
     text = "Angela Merkel visited Paris and Berlin last week"

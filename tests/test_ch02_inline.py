@@ -27,7 +27,10 @@ def masks(kind: str):
     causal = torch.ones(LENGTH, LENGTH, dtype=torch.bool).tril()
     attn = causal if kind in ("causal", "both") else None
     keys = real if kind in ("padding", "both") else None
-    flip = lambda m: None if m is None else ~m
+
+    def flip(m):
+        return None if m is None else ~m
+
     return (attn, keys), (flip(attn), flip(keys))
 
 

@@ -106,7 +106,10 @@ def test_handing_the_job_to_torch_breaks_the_rule():
 
     def sdpa(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
-        split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+
+        def split(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
         out = F.scaled_dot_product_attention(split(x @ w_q), split(x @ w_k), split(x @ w_v))
         return out.transpose(1, 2).reshape(b, n, d) @ w_o
 
@@ -191,7 +194,10 @@ def test_each_wrong_hypothesis_gets_its_explanation(letter, says):
 
 def test_the_fewer_parameters_claim_of_option_d_is_true():
     from course_utils.transformer import TransformerEncoder
-    count = lambda m: sum(p.numel() for p in m.parameters())
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(TransformerEncoder(2, 16, 2, 32, norm_first=True)) - count(TransformerEncoder(2, 16, 2, 32)) == 2 * 16
 
 

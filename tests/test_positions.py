@@ -112,7 +112,10 @@ def reference_rotary_attention(mha: MultiHeadAttention, x: torch.Tensor, mask=No
     """Linear projections, transformers' RoPE, torch's fused attention, output projection."""
     batch, length, d = x.shape
     h, d_head = mha.num_heads, d // mha.num_heads
-    split = lambda t: t.view(batch, length, h, d_head).transpose(1, 2)
+
+    def split(t):
+        return t.view(batch, length, h, d_head).transpose(1, 2)
+
     q, k, v = split(mha.q_proj(x)), split(mha.k_proj(x)), split(mha.v_proj(x))
     cos, sin = llama_rotary(d_head, h)(q, torch.arange(length)[None].expand(batch, length))
     q, k = apply_rotary_pos_emb(q, k, cos, sin)

@@ -150,7 +150,10 @@ def test_rope_model_adds_nothing_to_the_embeddings_and_rotates_in_every_layer():
     assert isinstance(model.position, nn.Identity)
     assert all(isinstance(layer.self_attn, RotaryMultiHeadAttention) for layer in model.encoder.layers)
     learned = ToyEncoder(max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=3, positions="learned")
-    n_params = lambda m: sum(p.numel() for p in m.parameters())
+
+    def n_params(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert n_params(learned) - n_params(model) == 8 * 16          # only the position table is gone
 
 

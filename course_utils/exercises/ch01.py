@@ -184,7 +184,9 @@ def _causal_mask_from_definition(l_q: int, l_k: int) -> torch.Tensor:
 
 
 def _causal_mask_mistakes():
-    ones = lambda a, b: torch.ones(a, b, dtype=torch.bool)
+    def ones(a, b):
+        return torch.ones(a, b, dtype=torch.bool)
+
     return [
         Mistake(lambda a, b: ones(a, b).tril(),
                 "your mask is aligned top-left (query i sees keys 0..i), as torch's is_causal=True is; here the "
@@ -233,7 +235,9 @@ def _padding_mask_from_definition(lengths: list[int], max_len: int) -> torch.Ten
 
 
 def _padding_mask_mistakes():
-    real = lambda lengths, n: torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+    def real(lengths, n):
+        return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
     return [
         Mistake(lambda lengths, n: real(lengths, n),
                 "shape (batch, max_len) does not broadcast over (batch, heads, L_q, L_k) scores: "

@@ -79,7 +79,9 @@ def _fixed_multi_head(x, w_q, w_k, w_v, w_o, num_heads):
 def _course_attention(x, w_q, w_k, w_v, w_o, h):
     from course_utils.attention import scaled_dot_product_attention
     b, n, d = x.shape
-    split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+    def split(t):
+        return t.reshape(b, n, h, d // h).transpose(1, 2)
+
     out, _ = scaled_dot_product_attention(split(x @ w_q), split(x @ w_k), split(x @ w_v))
     return out.transpose(1, 2).reshape(b, n, d) @ w_o
 
@@ -87,25 +89,33 @@ def _course_attention(x, w_q, w_k, w_v, w_o, h):
 def _multi_head_mistakes():
     def split_fixed_only(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
-        split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+        def split(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
         weights = torch.softmax(split(x @ w_q) @ split(x @ w_k).transpose(-2, -1) / math.sqrt(d), dim=-1)
         return (weights @ split(x @ w_v)).transpose(1, 2).reshape(b, n, d) @ w_o
 
     def scale_fixed_only(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
-        split = lambda t: t.reshape(b, h, n, d // h)
+        def split(t):
+            return t.reshape(b, h, n, d // h)
+
         weights = torch.softmax(split(x @ w_q) @ split(x @ w_k).transpose(-2, -1) / math.sqrt(d // h), dim=-1)
         return (weights @ split(x @ w_v)).reshape(b, n, d) @ w_o
 
     def merge_not_undone(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
-        split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+        def split(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
         weights = torch.softmax(split(x @ w_q) @ split(x @ w_k).transpose(-2, -1) / math.sqrt(d // h), dim=-1)
         return (weights @ split(x @ w_v)).reshape(b, n, d) @ w_o
 
     def softmax_over_queries(x, w_q, w_k, w_v, w_o, h):
         b, n, d = x.shape
-        split = lambda t: t.reshape(b, n, h, d // h).transpose(1, 2)
+        def split(t):
+            return t.reshape(b, n, h, d // h).transpose(1, 2)
+
         weights = torch.softmax(split(x @ w_q) @ split(x @ w_k).transpose(-2, -1) / math.sqrt(d // h), dim=-2)
         return (weights @ split(x @ w_v)).transpose(1, 2).reshape(b, n, d) @ w_o
 

@@ -191,10 +191,10 @@ def check_online_softmax_merge(fn) -> None:
     v1, v2 = torch.randn(n1, dv, generator=g), torch.randn(n2, dv, generator=g)
     state1, state2 = _state(s1, v1), _state(s2, v2)
     expect_same(fn, _merge_reference, *state1, *state2, atol=1e-5, what="merge(state of block 1, state of block 2)")
-    _, l, acc = fn(*state1, *state2)
+    _, total, acc = fn(*state1, *state2)
     scores, values = torch.cat([s1, s2], -1), torch.cat([v1, v2])
     weights = torch.softmax(scores, -1).nan_to_num(0.0)    # the plain attention of the two blocks
-    out = acc / torch.where(l > 0, l, torch.ones_like(l))
+    out = acc / torch.where(total > 0, total, torch.ones_like(total))
     assert torch.allclose(out, weights @ values, atol=1e-5), (
         "acc / l does not give the attention output of the two blocks together: rescale both sums by "
         "exp(m_i - m).")
