@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,39 @@ def test_help_and_an_unknown_command():
 def test_ci_runs_the_readme_command():
     run = (ROOT / ".ci" / "run").read_text()
     assert run.rstrip().splitlines()[-1] == "exec ./course test"
+
+
+def lint_sandbox(tmp_path: Path, source: str) -> Path:
+    """A copy of the course's entry point and settings around one Python file; the course's own
+    environment (an absolute COURSE_VENV) is up to date for these same requirements, so setup does nothing."""
+    for name in ("course", "requirements.txt", "pyproject.toml"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "example.py").write_text(source)
+    return tmp_path
+
+
+def run_sandbox(sandbox: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COURSE_VENV=sys.prefix, COURSE_CHROMIUM="skip")
+    return subprocess.run([str(sandbox / "course"), *args], cwd=sandbox, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("cksum") is None, reason="./course's setup compares cksum stamps")
+def test_course_test_lints_first_and_stops_on_a_finding(tmp_path):
+    sandbox = lint_sandbox(tmp_path, "import os\nx = 1; y = 2\n")
+    done = run_sandbox(sandbox, "test", "--collect-only", "-q", "example.py")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "environment up to date" in done.stdout, "the sandbox should reuse the course's environment"
+    assert "F401" in done.stdout and "E702" in done.stdout, done.stdout      # ruff's findings, shown
+    assert "course: lint failed: fix the findings above" in done.stderr
+    assert "collected" not in done.stdout and "no tests ran" not in done.stdout   # pytest never started
+
+
+@pytest.mark.skipif(shutil.which("cksum") is None, reason="./course's setup compares cksum stamps")
+def test_course_test_runs_pytest_after_a_clean_lint(tmp_path):
+    sandbox = lint_sandbox(tmp_path, "def test_one():\n    assert 1 + 1 == 2\n")
+    done = run_sandbox(sandbox, "test", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "example.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.index("course: lint: ruff check .") < done.stdout.index("1 passed")
+    lint_only = run_sandbox(sandbox, "lint")
+    assert lint_only.returncode == 0 and "course: lint: ruff check ." in lint_only.stdout
