@@ -342,8 +342,9 @@ def load_ner_data(train_file=None, dev_file=None, test_file=None, use_conll2003:
         data[split] = read_conll(path)
     if given:
         source = ", ".join(f"{s} = {p}" for s, p in given.items()) + f"; the rest: {source}"
-        if "train" in given and "test_seen" in data:
-            del data["test_seen"]  # the offline test_seen split means nothing for a learner's own data
+        if "train" in given:  # the offline test_seen and test_new_templates mean nothing for a learner's own data
+            for split in ("test_seen", ner_data.HELD_OUT_SPLIT):
+                data.pop(split, None)
     return data, source
 
 
@@ -419,7 +420,7 @@ def token_classifier(directory: str | Path, labels: Sequence[str], init: str = "
     directory = check_bert_dir(directory)
     labels = list(labels)
     overrides = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                     label2id={l: i for i, l in enumerate(labels)}, **config_overrides)
+                     label2id={label: i for i, label in enumerate(labels)}, **config_overrides)
     if init == "pretrained":
         with warnings.catch_warnings():  # "the classification head is newly initialised": that is the point
             warnings.filterwarnings("ignore", message=".*(newly|not used|missing|unexpected).*")

@@ -12,6 +12,13 @@ split, ``test_seen``, uses the training names in new sentences, which shows how
 much of a score is memory. Some first names are also place names (Florence,
 Austin, ...); they are used both ways, and only the context says which.
 
+The sentences come from templates ("{PER} was born in {CITY} and moved to
+{COUNTRY} in {YEAR} ."). A seeded fifth of each kind of template is **held out**:
+train, dev, test and test_seen never use it, and a fifth split,
+``test_new_templates``, is made only of it (with the test split's unseen names).
+``test`` thus measures unseen names in sentence frames seen in training;
+``test_new_templates`` unseen names in sentence frames never seen in training.
+
 ``generate(seed)`` returns the same sentences for the same seed on every
 machine (it uses only :mod:`random` with its own generator).
 """
@@ -22,8 +29,10 @@ from typing import Callable
 
 Sentence = tuple[list[str], list[str]]
 
-SPLITS = ("train", "dev", "test", "test_seen")
-DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 800, "test_seen": 400}
+SPLITS = ("train", "dev", "test", "test_seen", "test_new_templates")
+DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 800, "test_seen": 400, "test_new_templates": 800}
+HELD_OUT_SPLIT = "test_new_templates"  # the one split made of held-out templates
+HELD_OUT_FRACTION = 0.2                # share of each kind of template held out of train/dev/test/test_seen
 
 # Name pools. Each is shuffled with the seed and cut 60/15/25 into train/dev/test pools.
 FIRST_NAMES = """James Maria Wei Aisha Carlos Olga Kenji Fatima Lars Priya Ahmed Elena Tomas Ingrid Kwame Mei
@@ -218,6 +227,21 @@ PLAIN = [
 KINDS = [(NEWS, 0.62), (LISTS, 0.12), (HEADLINES, 0.10), (PLAIN, 0.16)]
 
 
+def template_split(seed: int = 0) -> tuple[list[list[str]], list[list[str]]]:
+    """(seen, held_out): for each kind of :data:`KINDS`, the templates the usual splits use and
+    the templates only ``test_new_templates`` uses (a seeded :data:`HELD_OUT_FRACTION`, at least one)."""
+    rng = random.Random(f"{seed}-templates")  # its own stream: the name pools do not depend on it
+    seen, held_out = [], []
+    for family, _ in KINDS:
+        order = list(family)
+        rng.shuffle(order)
+        n_out = max(1, round(HELD_OUT_FRACTION * len(order)))
+        held = set(order[:n_out])
+        seen.append([t for t in family if t not in held])        # the file's order, for readability
+        held_out.append([t for t in family if t in held])
+    return seen, held_out
+
+
 def _split_pool(items: list, rng: random.Random) -> dict[str, list]:
     """Shuffle a pool with the seed and cut it 60/15/25 into train/dev/test names."""
     items = list(items)
@@ -266,7 +290,7 @@ class _Pools:
     """The names one split may use."""
 
     def __init__(self, pools: dict[str, dict[str, list]], split: str, rng: random.Random):
-        name_split = "train" if split == "test_seen" else split
+        name_split = {"test_seen": "train", HELD_OUT_SPLIT: "test"}.get(split, split)
         self.pools = {kind: by_split[name_split] for kind, by_split in pools.items()}
         self.rng = rng
 
@@ -407,9 +431,11 @@ def _fill(template: str, filler: _Filler, upper: bool) -> Sentence:
 
 def generate(seed: int = 0, sizes: dict[str, int] | None = None,
              made_up: float = MADE_UP_RATE) -> dict[str, list[Sentence]]:
-    """The four splits ``train``, ``dev``, ``test``, ``test_seen`` as lists of (tokens, tags).
+    """The splits of :data:`SPLITS` as lists of (tokens, tags).
 
-    The names of dev and test never occur in train (``test_seen`` reuses the real train names).
+    The names of dev, test and test_new_templates never occur in train (``test_seen`` reuses
+    the real train names); the templates of ``test_new_templates`` are used by no other split
+    (:func:`template_split`).
     In ``train``, a share ``made_up`` of the words of names are replaced by made-up words
     (random syllables): a model that cannot memorise them learns to read the context.
     The same seed gives the same sentences everywhere; ``sizes`` sets the number of sentences
@@ -421,15 +447,17 @@ def generate(seed: int = 0, sizes: dict[str, int] | None = None,
         raise ValueError(f"unknown split(s) {sorted(unknown)}; the splits are {', '.join(SPLITS)}")
     rng = random.Random(seed)
     pools = _make_pools(rng)
+    seen, held_out = template_split(seed)
     data = {}
     for index, split in enumerate(SPLITS):
         split_rng = random.Random(f"{seed}-{index}-{split}")  # each split its own stream: sizes stay independent
+        families = held_out if split == HELD_OUT_SPLIT else seen
         sentences = []
         for _ in range(sizes[split]):
             filler = _Filler(_Pools(pools, split, split_rng), split_rng)
-            family = split_rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])[0]
-            template = split_rng.choice(family)
-            sentence = _fill(template, filler, upper=family is HEADLINES)
+            kind = split_rng.choices(range(len(KINDS)), weights=[w for _, w in KINDS])[0]
+            template = split_rng.choice(families[kind])
+            sentence = _fill(template, filler, upper=KINDS[kind][0] is HEADLINES)
             if split == "train" and made_up > 0:
                 sentence = _disguise(sentence, split_rng, made_up)
             sentences.append(sentence)

@@ -5,8 +5,9 @@ transformers (the saved model's logits, the token-classification pipeline).
 """
 from __future__ import annotations
 
+import calendar
 import json
-import warnings
+import re
 
 import pytest
 import torch
@@ -41,7 +42,7 @@ def tokenizer():
 
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-LABEL2ID = {l: i for i, l in enumerate(LABELS)}
+LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
 
 def tiny_model(tokenizer, seed=0, max_positions=32):
@@ -125,7 +126,7 @@ def test_i_after_o_is_repaired_reported_or_refused(tmp_path):
 
 
 def test_write_then_read_gives_the_same_sentences(tmp_path):
-    data = ner_data.generate(3, {"train": 50, "dev": 0, "test": 0, "test_seen": 0})["train"]
+    data = ner_data.generate(3, {"train": 50, "dev": 0, "test": 0, "test_seen": 0, "test_new_templates": 0})["train"]
     path = ner.write_conll(data, tmp_path / "sub" / "x.conll")
     assert ner.read_conll(path) == data
 
@@ -195,13 +196,13 @@ def test_alignment_round_trips_to_word_tags(tokenizer, pairs):
     word_ids = enc.word_ids()
     first = ner.align_labels(word_ids, tags, LABEL2ID)
     every = ner.align_labels(word_ids, tags, LABEL2ID, label_all_subtokens=True)
-    assert sum(l != -100 for l in first) == len(words)  # one label per word
-    assert sum(l != -100 for l in every) == sum(w is not None for w in word_ids)  # one per sub-token
+    assert sum(label != -100 for label in first) == len(words)  # one label per word
+    assert sum(label != -100 for label in every) == sum(w is not None for w in word_ids)  # one per sub-token
     id2label = dict(enumerate(LABELS))
     for labels in (first, every):
-        assert ner.word_predictions(word_ids, [max(l, 0) for l in labels], id2label, len(words)) == tags
+        assert ner.word_predictions(word_ids, [max(i, 0) for i in labels], id2label, len(words)) == tags
     # labelling every sub-token keeps the same entities when read token by token
-    token_tags = [id2label[l] for l in every if l != -100]
+    token_tags = [id2label[i] for i in every if i != -100]
     assert len(ner.entity_spans(token_tags)) == len(ner.entity_spans(tags))
 
 
@@ -370,7 +371,7 @@ def names_of(sentences):
 
 
 def test_generator_is_deterministic_and_shipped_files_match():
-    small = {"train": 30, "dev": 10, "test": 10, "test_seen": 5}
+    small = {"train": 30, "dev": 10, "test": 10, "test_seen": 5, "test_new_templates": 10}
     assert ner_data.generate(7, small) == ner_data.generate(7, small)
     assert ner_data.generate(7, small) != ner_data.generate(8, small)
     assert ner.offline_data(0) == ner_data.generate(0)  # data/ner/*.conll are the seed-0 sentences
@@ -380,6 +381,7 @@ def test_dev_and_test_names_never_occur_in_training(offline):
     train = names_of(offline["train"])
     assert names_of(offline["test"]).isdisjoint(train)
     assert names_of(offline["dev"]).isdisjoint(train)
+    assert names_of(offline["test_new_templates"]).isdisjoint(train)
     train_words = {w for name in train for w in name.split()}
     seen_words = {w for name in names_of(offline["test_seen"]) for w in name.split()}
     # test_seen: new sentences with the training pools' names (a few words only appear disguised in training)
@@ -405,9 +407,10 @@ def made_up_share(sentences):
 
 def test_made_up_names_are_in_training_only(offline):
     assert made_up_share(offline["train"]) > 0.2
-    for split in ("dev", "test", "test_seen"):
+    for split in ("dev", "test", "test_seen", "test_new_templates"):
         assert made_up_share(offline[split]) == 0, split
-    plain = ner_data.generate(0, {"train": 300, "dev": 0, "test": 0, "test_seen": 0}, made_up=0.0)
+    plain = ner_data.generate(0, {"train": 300, "dev": 0, "test": 0, "test_seen": 0, "test_new_templates": 0},
+                             made_up=0.0)
     assert made_up_share(plain["train"]) == 0
     rng = __import__("random").Random(5)
     for _ in range(50):
@@ -429,6 +432,57 @@ def test_offline_data_is_valid_bio_with_every_type_and_plain_sentences(offline):
         assert multi > 0.2 * sum(len(ner.entity_spans(tags)) for _, tags in sentences)
 
 
+# A sentence's frame, derived without the generator: every entity span (read by seqeval) becomes
+# <TYPE>, numbers, scores and dates become <num>, day and month names <date>, all lower-cased.
+NUMBER = re.compile(r"^\d[\d.\-]*(st|nd|rd|th)?$")
+CALENDAR_WORDS = {d.lower() for d in calendar.day_name} | {m.lower() for m in calendar.month_name if m}
+
+
+def frame(tokens, tags):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    starts = {a: (kind, b + 1) for kind, a, b in get_entities(list(tags))}
+    words, i = [], 0
+    while i < len(tokens):
+        if i in starts:
+            kind, i = starts[i]
+            words.append(f"<{kind}>")
+            continue
+        word = tokens[i].lower()
+        word = "<num>" if NUMBER.match(word) else "<date>" if word in CALENDAR_WORDS else word
+        if not (word == "<num>" and words and words[-1] == "<num>"):  # "6-3 7-5" is one score
+            words.append(word)
+        i += 1
+    return " ".join(words)
+
+
+def test_frame_of_a_sentence():
+    tokens = ["Maria", "Lopez", "won", "6-3", "7-5", "in", "Lyon", "on", "Monday", "."]
+    tags = ["B-PER", "I-PER", "O", "O", "O", "O", "B-LOC", "O", "O", "O"]
+    assert frame(tokens, tags) == "<PER> won <num> in <LOC> on <date> ."
+
+
+def test_no_sentence_frame_of_the_held_out_split_occurs_in_any_other_split(offline):
+    frames = {split: {frame(*s) for s in sentences} for split, sentences in offline.items()}
+    held_out = frames["test_new_templates"]
+    for split in ("train", "dev", "test", "test_seen"):
+        assert held_out.isdisjoint(frames[split]), split
+    # the frames find shared templates when there are some: every test frame is a training frame
+    train = frames["train"]
+    assert sum(frame(*s) in train for s in offline["test"]) == len(offline["test"])
+    # and they are the generator's templates, one frame each (72 seen, 17 held out with seed 0)
+    seen, held = ner_data.template_split(0)
+    assert len(held_out) == sum(map(len, held)) >= 10 and len(train) == sum(map(len, seen))
+    assert ner.offline_data(0)["test_new_templates"] == offline["test_new_templates"]  # the shipped file
+
+
+def test_template_split_is_seeded_and_keeps_every_kind():
+    seen, held = ner_data.template_split(0)
+    assert (seen, held) == ner_data.template_split(0) and held != ner_data.template_split(1)[1]
+    for (family, _), s, h in zip(ner_data.KINDS, seen, held):
+        assert set(s) | set(h) == set(family) and not set(s) & set(h) and h and s
+
+
 def test_ambiguous_names_are_people_and_places_in_the_test_split(offline):
     ambiguous = {a.lower() for a in ner_data.AMBIGUOUS}
     kinds = {}
@@ -443,7 +497,7 @@ def test_ambiguous_names_are_people_and_places_in_the_test_split(offline):
 def test_load_ner_data_with_files_and_conll2003_fallback(tmp_path, capsys):
     path = ner.write_conll([(["Maria"], ["B-PER"])], tmp_path / "mine.conll")
     data, source = ner.load_ner_data(train_file=path)
-    assert data["train"] == [(["Maria"], ["B-PER"])] and "test_seen" not in data
+    assert data["train"] == [(["Maria"], ["B-PER"])] and "test_seen" not in data and "test_new_templates" not in data
     assert f"train = {path}" in source and len(data["test"]) == ner_data.DEFAULT_SIZES["test"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ner.load_ner_data(dev_file=tmp_path / "nope.conll")
