@@ -37,15 +37,33 @@ def show_dense_predictions(images: torch.Tensor, pred: torch.Tensor, n: int = 4)
     return fig
 
 
-def plot_attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, title: str = ""):
-    """The image with a (25,) attention vector over the 5x5 patches laid over it as a heat map."""
-    size = shapes.IMAGE_SIZE
+def plot_attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, title: str = "", vmax: float | None = None):
+    """The image with a (25,) attention vector over the 5x5 patches drawn as patch **outlines**: the
+    heavier the weight, the darker and thicker the square around the patch. The image's colours stay
+    as they are (the questions ask about them); patches with no weight get no outline.
+    Returns the colour mapping (a ScalarMappable) for a colour bar."""
+    from matplotlib import cm, colors
+    from matplotlib.patches import Rectangle
+
     ax.imshow(_image_hwc(image))
-    heat = weights.detach().reshape(GRID, GRID).cpu().numpy()
-    ax.imshow(heat, cmap="magma", alpha=0.55, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
-              interpolation="nearest", vmin=0, vmax=max(float(heat.max()), 1e-6))
+    heat = weights.detach().reshape(-1).cpu().float()
+    if heat.numel() != GRID * GRID:
+        raise ValueError(f"weights must hold one value per patch of the {GRID}x{GRID} grid, got {heat.numel()}")
+    vmax = vmax or max(float(heat.max()), 1e-6)
+    mapping = cm.ScalarMappable(norm=colors.Normalize(0, vmax), cmap="Greys")
+    for patch, w in enumerate(heat.tolist()):
+        if w <= 0:
+            continue
+        x, y = (patch % GRID) * CELL - 0.5, (patch // GRID) * CELL - 0.5
+        # black with opacity w / vmax: on the white background this is the Greys colour of w, and over
+        # an object it darkens a thin line instead of painting the patch
+        ax.add_patch(Rectangle((x + 1, y + 1), CELL - 2, CELL - 2, fill=False, edgecolor=(0, 0, 0, min(1.0, w / vmax)),
+                               linewidth=0.5 + 2.5 * w / vmax))
+    ax.set_xlim(-0.5, shapes.IMAGE_SIZE - 0.5)
+    ax.set_ylim(shapes.IMAGE_SIZE - 0.5, -0.5)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=8)
+    return mapping
 
 
 @torch.no_grad()
@@ -66,8 +84,9 @@ def attention_maps(model: VQAModel, elements: torch.Tensor, question_vectors: to
 
 
 def attention_figure(model: VQAModel, data: shapes.SortOfClevr, patches: CachedPatches, image: int, question: int):
-    """One image, one question: the attention of every cross-attention layer over the patches
-    (the patches the model did not get stay dark), with the true answer and the model's."""
+    """One image, one question: the attention of every cross-attention layer over the patches, drawn
+    as outlines on a 0-1 scale with a colour bar (patches the model did not get have none), with the
+    true answer and the model's."""
     from matplotlib.figure import Figure
 
     texts = [data.question_text[image][question]] if getattr(model.question_encoder, "needs_text", False) else None
@@ -77,16 +96,16 @@ def attention_figure(model: VQAModel, data: shapes.SortOfClevr, patches: CachedP
     maps = [patches.weights_on_grid(w, torch.tensor([image])) for w in maps]
     predicted = shapes.ANSWERS[int(logits.argmax())]
     truth = data.answer_text(image, question)
-    fig = Figure(figsize=(2.6 * (len(maps) + 1), 3.0))
+    fig = Figure(figsize=(2.6 * (len(maps) + 1) + 0.8, 3.2), layout="constrained")
     axes = fig.subplots(1, len(maps) + 1)
     axes[0].imshow(_image_hwc(data.images[image]))
     axes[0].set_xticks([]), axes[0].set_yticks([])
     axes[0].set_title(f"image {image}", fontsize=8)
     for layer, (ax, w) in enumerate(zip(axes[1:], maps), start=1):
-        plot_attention_on_image(ax, data.images[image], w[0], f"layer {layer} attention")
+        mapping = plot_attention_on_image(ax, data.images[image], w[0], f"layer {layer} attention", vmax=1.0)
+    fig.colorbar(mapping, ax=list(axes[1:]), fraction=0.05, shrink=0.9, label="attention weight (outline)")
     verdict = "right" if predicted == truth else "WRONG"
     fig.suptitle(f"{data.question_text[image][question]}\nanswer: {truth}   model: {predicted} ({verdict})", fontsize=9)
-    fig.tight_layout()
     return fig
 
 

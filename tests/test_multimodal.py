@@ -594,3 +594,27 @@ def test_train_vqa_refuses_bad_steps(steps):
     model = mm.VQAModel(mm.VectorQuestionEncoder(8), mm.make_fusion("concat", 10, 6, 8))
     with pytest.raises(ValueError, match="steps must be a positive int"):
         mm.train_vqa(model, qs, qs, steps=steps, progress=False)
+
+
+def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
+    """One outline per patch with weight, darker for heavier weights; the only image drawn is the
+    picture itself, pixel for pixel (no heat map tinting the colours the questions ask about)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    weights = torch.zeros(25)
+    weights[[0, 7, 24]] = torch.tensor([0.2, 0.5, 0.3])
+    fig, ax = plt.subplots()
+    mapping = mm.plot_attention_on_image(ax, data.images[0], weights, vmax=1.0)
+    outlines = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(outlines) == 3 and len(ax.images) == 1
+    assert (ax.images[0].get_array() == data.images[0].permute(1, 2, 0).numpy()).all()
+    alphas = sorted(round(p.get_edgecolor()[3], 6) for p in outlines)
+    assert alphas == [0.2, 0.3, 0.5] and mapping.norm.vmax == 1.0
+    corners = sorted(p.get_xy() for p in outlines)
+    assert corners[0] == (0.5, 0.5)                           # patch 0: the top-left 15x15 pixels, inset by one
+    with pytest.raises(ValueError, match="one value per patch"):
+        mm.plot_attention_on_image(ax, data.images[0], torch.ones(6))
+    plt.close(fig)
