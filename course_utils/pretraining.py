@@ -6,7 +6,9 @@
   ``next_sentence_label``. Segment (token type) ids are 0 for ``[CLS] A [SEP]``, 1 for ``B [SEP]``.
 * :func:`mask_tokens` picks 15% of the non-special tokens as MLM targets and replaces 80% of
   them by ``[MASK]``, 10% by a random token, and leaves 10% unchanged; labels are the
-  original ids there and -100 (ignored by the loss) everywhere else.
+  original ids there and -100 (ignored by the loss) everywhere else. Given which tokens are
+  WordPiece continuations (``##x``), it masks **whole words** instead: 15% of the words, each
+  with all its pieces, and one 80/10/10 decision per word.
 * :class:`Collator` pads a list of examples into a batch and masks it, fresh each time
   (dynamic masking: a pair gets new masks every epoch).
 
@@ -16,10 +18,11 @@ model for chapters 04 and 05 (:func:`load_or_pretrain`).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator, Sequence
@@ -118,24 +121,60 @@ def make_nsp_examples(doc_ids: Sequence[Sequence[Sequence[int]]], max_len: int, 
 # Masked-language-model masking and batching
 # ---------------------------------------------------------------------------------------------
 
+def continuation_ids(tokenizer) -> torch.Tensor:
+    """The vocabulary ids of WordPiece continuation pieces (``##ing``): the pieces that extend a word."""
+    prefix = getattr(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None),
+                     "continuing_subword_prefix", None) or "##"
+    ids = [i for token, i in tokenizer.get_vocab().items() if token.startswith(prefix) and len(token) > len(prefix)]
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+def word_start_index(special_mask: torch.Tensor, continuation_mask: torch.Tensor) -> torch.Tensor:
+    """For every position, the position of the first piece of its word (along the last dimension).
+
+    A word is a piece followed by the continuation pieces (``##x``) after it, as in Google's
+    ``create_pretraining_data.py``; a continuation right after a special token starts a word of its
+    own (it cannot join a word across ``[CLS]``/``[SEP]``). Special positions point to themselves.
+    """
+    previous_special = torch.ones_like(special_mask)
+    previous_special[..., 1:] = special_mask[..., :-1]
+    starts = special_mask | ~continuation_mask | previous_special
+    positions = torch.arange(special_mask.shape[-1]).expand(special_mask.shape)
+    return torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=-1).values
+
+
 def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: int, candidate_ids: torch.Tensor,
-                mlm_probability: float = 0.15, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                mlm_probability: float = 0.15, generator: torch.Generator | None = None,
+                continuation_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking: returns ``(masked_input_ids, labels)``.
 
     Each non-special token is chosen with probability ``mlm_probability``; a chosen token
     becomes ``[MASK]`` with probability 0.8, a random token from ``candidate_ids`` with 0.1,
     and stays itself with 0.1. Labels hold the original id at chosen positions and -100
     elsewhere. ``special_mask`` (True = special or padding) positions are never chosen.
+
+    ``continuation_mask`` (True = a ``##`` piece that continues the word before it) switches on
+    **whole-word masking**: each word is chosen with probability ``mlm_probability`` (so 15% of
+    the words and, on average, 15% of the tokens: "the overall masking rate remains the same", as
+    Google's README puts it), all its pieces together, and the 80/10/10 decision is made once per
+    word (a random replacement draws a random token for each piece). The random draws are the
+    same as in token masking: the decisions of a word are those its first piece would get.
     """
     if input_ids.shape != special_mask.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and special_mask {tuple(special_mask.shape)} "
                          "must have the same shape")
+    if continuation_mask is not None and continuation_mask.shape != input_ids.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and continuation_mask "
+                         f"{tuple(continuation_mask.shape)} must have the same shape")
     if not 0.0 < mlm_probability < 1.0:
         raise ValueError(f"mlm_probability must be between 0 and 1, got {mlm_probability}")
-    chosen = (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & ~special_mask
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    picked = torch.rand(input_ids.shape, generator=generator) < mlm_probability
     action = torch.rand(input_ids.shape, generator=generator)
+    if continuation_mask is not None:  # every piece takes its word's first piece's draws
+        first_piece = word_start_index(special_mask.bool(), continuation_mask.bool())
+        picked, action = picked.gather(-1, first_piece), action.gather(-1, first_piece)
+    chosen = picked & ~special_mask
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     to_mask = chosen & (action < 0.8)
     to_random = chosen & (action >= 0.8) & (action < 0.9)  # the last 10% keep their token
     random_ids = candidate_ids[torch.randint(len(candidate_ids), input_ids.shape, generator=generator)]
@@ -148,10 +187,12 @@ class Collator:
     """Pads NSP examples into a batch and masks it for MLM (new masks on every call).
 
     Returns tensors ``input_ids``, ``attention_mask``, ``token_type_ids``, ``labels``
-    (-100 = not a target) and ``next_sentence_label``. ``mask=False`` skips the masking.
+    (-100 = not a target) and ``next_sentence_label``. ``mask=False`` skips the masking;
+    ``whole_word=True`` masks whole words (all the ``##`` pieces of a chosen word, see :func:`mask_tokens`).
     """
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, seed: int = 0, mask: bool = True):
+    def __init__(self, tokenizer, mlm_probability: float = 0.15, seed: int = 0, mask: bool = True,
+                 whole_word: bool = False):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
@@ -159,6 +200,11 @@ class Collator:
         self.candidate_ids = vocab[~torch.isin(vocab, self.special_ids)]  # random replacements: real tokens
         self.mlm_probability = mlm_probability
         self.mask = mask
+        self.whole_word = whole_word
+        self.continuation_ids = continuation_ids(tokenizer) if whole_word else None
+        if whole_word and not len(self.continuation_ids):
+            raise ValueError("whole_word=True needs a WordPiece vocabulary with '##' continuation pieces; "
+                             "this tokenizer has none (use whole_word=False)")
         self.generator = torch.Generator().manual_seed(seed)
 
     def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
@@ -187,8 +233,10 @@ class Collator:
         batch = self.pad(examples)
         if self.mask:
             special = torch.isin(batch["input_ids"], self.special_ids) | (batch["attention_mask"] == 0)
+            continuation = torch.isin(batch["input_ids"], self.continuation_ids) if self.whole_word else None
             batch["input_ids"], batch["labels"] = mask_tokens(
-                batch["input_ids"], special, self.mask_id, self.candidate_ids, self.mlm_probability, self.generator)
+                batch["input_ids"], special, self.mask_id, self.candidate_ids, self.mlm_probability, self.generator,
+                continuation_mask=continuation)
         return batch
 
 
@@ -273,20 +321,36 @@ def most_frequent_token(doc_ids, special_ids: Sequence[int] = ()) -> int:
     return counts.most_common(1)[0][0]
 
 
+def unigram_log_probs(doc_ids, vocab_size: int, special_ids: Sequence[int] = ()) -> torch.Tensor:
+    """log p(token) of the unigram model of the training text (add-one smoothed; special tokens get -inf).
+
+    The perplexity baseline: a model that ignores the context and guesses by frequency alone.
+    """
+    counts = torch.bincount(torch.tensor([t for doc in doc_ids for s in doc for t in s], dtype=torch.long),
+                            minlength=vocab_size)[:vocab_size].double() + 1.0
+    counts[list(special_ids)] = 0.0
+    return (counts / counts.sum()).log().float()
+
+
 @torch.no_grad()
-def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_id: int) -> dict[str, float]:
+def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_id: int,
+                         unigram: torch.Tensor | None = None) -> dict[str, float]:
     """Held-out metrics on fixed, masked batches.
 
     ``mask_accuracy``/``mask_top5``: at positions replaced by ``[MASK]``, is the original token
     the model's first guess / among its five best? ``baseline_accuracy``: how often the unigram
-    baseline (always ``baseline_id``) is right at those same positions. ``all_accuracy``: at
-    every MLM target (also the 10% random and 10% unchanged). ``nsp_accuracy``, and the losses.
+    baseline (always ``baseline_id``) is right at those same positions. ``mask_perplexity``:
+    exp of the mean cross-entropy at those positions, a *pseudo*-perplexity (each token predicted
+    from both sides with the rest of the sentence visible, not left to right). With ``unigram``
+    (log-probabilities, :func:`unigram_log_probs`): ``unigram_perplexity``, the same for the
+    unigram model. ``all_accuracy``: at every MLM target (also the 10% random and 10% unchanged).
+    ``nsp_accuracy``, and the losses (``mlm_loss`` over every MLM target).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n_mask = hits = hits5 = base = all_hits = n_all = nsp_hits = n_pairs = 0
-    mlm_sum = nsp_sum = 0.0
+    mlm_sum = nsp_sum = mask_nll = unigram_nll = 0.0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = pretraining_outputs(model, batch)
@@ -304,15 +368,22 @@ def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_
         nsp_hits += int((out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).sum())
         n_pairs += len(batch["next_sentence_label"])
         mlm_sum += out.mlm_loss.item() * len(targets)
+        mask_nll += F.cross_entropy(out.mlm_logits[at_mask].float(), targets[at_mask], reduction="sum").item()
+        if unigram is not None:
+            unigram_nll -= unigram.to(device)[targets[at_mask]].double().sum().item()
         nsp_sum += out.nsp_loss.item() * len(batch["next_sentence_label"])
     model.train(was_training)
     if n_mask == 0:
         raise ValueError("the held-out batches contain no [MASK] position: use more examples")
-    return {
+    metrics = {
         "mask_accuracy": hits / n_mask, "mask_top5": hits5 / n_mask, "baseline_accuracy": base / n_mask,
+        "mask_perplexity": math.exp(mask_nll / n_mask),
         "all_accuracy": all_hits / n_all, "nsp_accuracy": nsp_hits / n_pairs,
         "mlm_loss": mlm_sum / n_all, "nsp_loss": nsp_sum / n_pairs, "mask_positions": n_mask,
     }
+    if unigram is not None:
+        metrics["unigram_perplexity"] = math.exp(unigram_nll / n_mask)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 evaluation against a reference computation, and the chapter's inline code."""
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,193 @@ def test_masking_rejects_bad_arguments():
         pretraining.mask_tokens(ids, torch.zeros(1, 2, dtype=torch.bool), MASK, torch.arange(5, 9))
     with pytest.raises(ValueError, match="mlm_probability must be between 0 and 1"):
         pretraining.mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), MASK, torch.arange(5, 9), 1.5)
+
+
+# --------------------------------------------------------------------------------------------- whole words
+
+def reference_words(special: list[bool], continuation: list[bool]) -> list[list[int]]:
+    """Words as Google's create_pretraining_data.py groups them: a piece and the ## pieces after it
+    (here a ## piece right after a special token starts its own word). Plain Python, one row."""
+    words = []
+    for i, (is_special, is_continuation) in enumerate(zip(special, continuation)):
+        if is_special:
+            continue
+        if is_continuation and i > 0 and not special[i - 1] and words:
+            words[-1].append(i)
+        else:
+            words.append([i])
+    return words
+
+
+def whole_word_sample(rows=400, length=60, p=0.15, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 50, (rows, length), generator=generator)
+    special = torch.rand(rows, length, generator=generator) < 0.05
+    special[:, 0] = special[:, -1] = True
+    ids[special] = SEP
+    continuation = torch.rand(rows, length, generator=generator) < 0.4  # words of 1.67 pieces on average
+    candidates = torch.arange(5, 50)
+    masked, labels = pretraining.mask_tokens(ids, special, MASK, candidates, p, torch.Generator().manual_seed(seed + 1),
+                                             continuation_mask=continuation)
+    words = [reference_words(special[r].tolist(), continuation[r].tolist()) for r in range(rows)]
+    return ids, special, masked, labels, words
+
+
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word_together():
+    ids, special, masked, labels, words = whole_word_sample()
+    assert (labels[special] == IGNORE_INDEX).all() and torch.equal(masked[special], ids[special])
+    n_words = n_pieces = 0
+    for r, row_words in enumerate(words):
+        for word in row_words:
+            chosen = [labels[r, i].item() != IGNORE_INDEX for i in word]
+            assert all(chosen) or not any(chosen), f"row {r}: word {word} is partly chosen"
+            at_mask = [masked[r, i].item() == MASK for i in word]
+            assert all(at_mask) or not any(at_mask), f"row {r}: word {word} is partly [MASK]"
+            n_words += 1
+            n_pieces += len(word) > 1
+    assert n_pieces > 1000, "the sample has too few multi-piece words to test anything"
+    assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
+
+
+def test_whole_word_masking_chooses_15_percent_of_words_and_tokens_and_80_10_10_per_word():
+    ids, special, masked, labels, words = whole_word_sample(rows=1500)
+    chosen_words = [(r, w) for r, row_words in enumerate(words) for w in row_words if labels[r, w[0]] != IGNORE_INDEX]
+    all_words = [w for row_words in words for w in row_words]
+    assert within_binomial(len(chosen_words), len(all_words), 0.15)
+    # Tokens: a sum of word lengths, each word in with probability 0.15 (variance 0.15 * 0.85 * sum of len^2).
+    n_tokens = sum(len(w) for w in all_words)
+    chosen_tokens = int((labels != IGNORE_INDEX).sum())
+    assert chosen_tokens == sum(len(w) for _, w in chosen_words)
+    assert abs(chosen_tokens - 0.15 * n_tokens) <= 5 * math.sqrt(0.15 * 0.85 * sum(len(w) ** 2 for w in all_words))
+    kinds = Counter()
+    for r, w in chosen_words:
+        new, old = masked[r, w], ids[r, w]
+        kinds["mask" if (new == MASK).all() else "kept" if torch.equal(new, old) else "random"] += 1
+    n = len(chosen_words)
+    assert within_binomial(kinds["mask"], n, 0.8)
+    # A word replaced by random pieces looks kept when every piece draws its own token: (1/45)^pieces.
+    p_kept = [0.1 + 0.1 * (1 / 45) ** len(w) for _, w in chosen_words]
+    assert abs(kinds["kept"] - sum(p_kept)) <= 5 * math.sqrt(sum(q * (1 - q) for q in p_kept))
+    assert within_binomial(kinds["random"] + kinds["kept"], n, 0.2)
+
+
+def test_whole_word_masking_without_continuations_is_token_masking():
+    ids = torch.randint(5, 50, (32, 40), generator=torch.Generator().manual_seed(0))
+    special = torch.rand(32, 40, generator=torch.Generator().manual_seed(1)) < 0.1
+    candidates = torch.arange(5, 50)
+    tokens = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2))
+    words = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2),
+                                    continuation_mask=torch.zeros_like(special))
+    assert all(torch.equal(a, b) for a, b in zip(tokens, words))
+
+
+def test_word_start_index_follows_the_pieces():
+    special = torch.tensor([[1, 0, 0, 0, 1, 0, 0, 1, 1]], dtype=torch.bool)
+    continuation = torch.tensor([[0, 0, 1, 1, 0, 1, 1, 0, 1]], dtype=torch.bool)  # a ## piece right after [SEP]
+    assert pretraining.word_start_index(special, continuation).tolist() == [[0, 1, 1, 1, 4, 5, 5, 7, 8]]
+    assert reference_words(special[0].tolist(), continuation[0].tolist()) == [[1, 2, 3], [5, 6]]
+
+
+def test_whole_word_masking_refuses_a_mask_of_the_wrong_shape():
+    ids = torch.tensor([[2, 7, 3]])
+    with pytest.raises(ValueError, match="continuation_mask"):
+        pretraining.mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), MASK, torch.arange(5, 9),
+                                continuation_mask=torch.zeros(1, 2, dtype=torch.bool))
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    return transformers.AutoTokenizer.from_pretrained(str(bert.minilm_path()))
+
+
+WORDS = ("the man jumped up put his basket on philammon head tokenization unhashable asynchronous iterator "
+         "module returns value list sequence mutable immutable dictionary comprehension generator").split()
+
+
+def word_sentences(n, seed):
+    """Lower-case words joined by single spaces, no punctuation: a 'word' is the same for the ## rule
+    and for transformers' rule (a token that starts where the previous one ended continues its word)."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 20))) for _ in range(n)]
+
+
+def test_collator_whole_word_keeps_words_of_a_real_tokenizer_together(minilm_tokenizer):
+    tokenizer = minilm_tokenizer
+    examples = [{"input_ids": ids, "token_type_ids": [0] * len(ids)}
+                for ids in tokenizer(word_sentences(300, 0))["input_ids"]]
+    collator = Collator(tokenizer, seed=0, whole_word=True)
+    assert all(tokenizer.convert_ids_to_tokens(int(i)).startswith("##") for i in collator.continuation_ids[:50])
+    batch = collator(examples)
+    checked = 0
+    for r, e in enumerate(examples):
+        tokens = tokenizer.convert_ids_to_tokens(e["input_ids"])
+        special = [t in tokenizer.all_special_tokens for t in tokens]
+        for word in reference_words(special, [t.startswith("##") for t in tokens]):
+            chosen = {batch["labels"][r, i].item() != IGNORE_INDEX for i in word}
+            assert len(chosen) == 1, f"{[tokens[i] for i in word]} partly chosen"
+            checked += len(word) > 1
+    assert checked > 500
+    with pytest.raises(ValueError, match="no '##' continuation pieces|has none"):
+        Collator(FakeWordTokenizer(), whole_word=True)
+
+
+class FakeWordTokenizer(FakeTokenizer):
+    def get_vocab(self):
+        return {f"w{i}": i for i in range(50)}
+
+
+def test_whole_word_masking_agrees_with_transformers_collator(minilm_tokenizer):
+    """transformers 5 has no DataCollatorForWholeWordMask any more: whole-word masking is
+    DataCollatorForLanguageModeling(whole_word_mask=True). It groups pieces into words by their character
+    offsets and always writes [MASK] (it turns the 10% random / 10% kept off, with a warning), so what can be
+    compared is the choice: on text where both rules see the same words, its choices are whole words by our
+    grouping, and the share of words, of tokens and of continuation pieces it chooses agrees with ours."""
+    import warnings
+
+    from transformers import DataCollatorForLanguageModeling
+
+    if "whole_word_mask" not in getattr(DataCollatorForLanguageModeling, "__dataclass_fields__", {}):
+        pytest.skip(f"transformers {transformers.__version__} has no DataCollatorForLanguageModeling(whole_word_mask=)"
+                    " (before 5.0 it was DataCollatorForWholeWordMask, a fixed-budget variant): compared on 5.x")
+    tokenizer = minilm_tokenizer
+    # Padded up front: the library's collator cannot pad offset mappings itself. Pads are special tokens.
+    encoded = tokenizer(word_sentences(3000, 1), padding=True, return_offsets_mapping=True,
+                        return_special_tokens_mask=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Random token replacement is not supported with whole word masking"
+        library = DataCollatorForLanguageModeling(tokenizer, whole_word_mask=True, mlm_probability=0.15, seed=3)
+    ours = Collator(tokenizer, seed=4, whole_word=True)
+    counts = {}
+    for name in ("transformers", "ours"):
+        words = chosen_words = tokens = chosen_tokens = chosen_pieces = 0
+        for start in range(0, 3000, 250):
+            rows = range(start, start + 250)
+            if name == "transformers":
+                batch = library([{k: encoded[k][i] for k in encoded} for i in rows])
+            else:
+                batch = ours([{"input_ids": [t for t, a in zip(encoded["input_ids"][i], encoded["attention_mask"][i]) if a],
+                               "token_type_ids": [0] * sum(encoded["attention_mask"][i])} for i in rows])
+            for r, i in enumerate(rows):
+                pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][i])
+                special = [bool(m) for m in encoded["special_tokens_mask"][i]]
+                for word in reference_words(special, [t.startswith("##") for t in pieces]):
+                    chosen = {batch["labels"][r, j].item() != IGNORE_INDEX for j in word}
+                    assert len(chosen) == 1, f"{name}: {[pieces[j] for j in word]} partly chosen"
+                    words += 1
+                    tokens += len(word)
+                    if chosen.pop():
+                        chosen_words += 1
+                        chosen_tokens += len(word)
+                        chosen_pieces += len(word) - 1
+        counts[name] = (words, chosen_words, tokens, chosen_tokens, chosen_pieces)
+    for name, (words, chosen_words, tokens, chosen_tokens, chosen_pieces) in counts.items():
+        assert within_binomial(chosen_words, words, 0.15), name
+        assert abs(chosen_tokens / tokens - 0.15) < 0.01, name
+    (w1, c1, t1, k1, p1), (w2, c2, t2, k2, p2) = counts.values()
+    assert w1 == w2 and t1 == t2  # the same words seen by both
+    pooled = (c1 + c2) / (w1 + w2)
+    assert abs(c1 / w1 - c2 / w2) <= 5 * math.sqrt(pooled * (1 - pooled) * 2 / w1)
+    assert abs(p1 / k1 - p2 / k2) < 0.03, "the chosen words differ in length between the two"
 
 
 # --------------------------------------------------------------------------------------------- batches
@@ -240,8 +428,10 @@ def test_evaluation_matches_a_direct_computation(tiny_models):
     hf, own = tiny_models
     batches = [random_batch(seed) for seed in range(3)]
     baseline_id = 7
-    metrics = pretraining.evaluate_pretraining(own, batches, MASK, baseline_id)
+    unigram = torch.log_softmax(torch.randn(50, generator=torch.Generator().manual_seed(5)), dim=0)
+    metrics = pretraining.evaluate_pretraining(own, batches, MASK, baseline_id, unigram=unigram)
     hits = hits5 = base = n = nsp = pairs = 0
+    nll = unigram_nll = 0.0
     with torch.no_grad():
         for batch in batches:
             out = hf(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
@@ -252,6 +442,8 @@ def test_evaluation_matches_a_direct_computation(tiny_models):
                 hits += int(logits.argmax()) == target
                 hits5 += target in logits.topk(5).indices.tolist()
                 base += target == baseline_id
+                nll += torch.nn.functional.cross_entropy(logits[None], torch.tensor([target])).item()
+                unigram_nll -= unigram[target].item()
             nsp += int((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum())
             pairs += len(batch["next_sentence_label"])
     assert metrics["mask_positions"] == n
@@ -259,6 +451,20 @@ def test_evaluation_matches_a_direct_computation(tiny_models):
     assert metrics["mask_top5"] == pytest.approx(hits5 / n)
     assert metrics["baseline_accuracy"] == pytest.approx(base / n)
     assert metrics["nsp_accuracy"] == pytest.approx(nsp / pairs)
+    assert metrics["mask_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
+    assert metrics["unigram_perplexity"] == pytest.approx(math.exp(unigram_nll / n), rel=1e-5)
+    assert "unigram_perplexity" not in pretraining.evaluate_pretraining(own, batches, MASK, baseline_id)
+
+
+def test_unigram_log_probs_are_add_one_smoothed_frequencies_without_special_tokens():
+    docs = [[[CLS, 9, 9, 8], [9, SEP]], [[8, 6]]]
+    log_probs = pretraining.unigram_log_probs(docs, vocab_size=10, special_ids=[PAD, UNK, CLS, SEP, MASK])
+    counts = {5: 0, 6: 1, 7: 0, 8: 2, 9: 3}  # by hand; the five special ids get nothing
+    total = sum(c + 1 for c in counts.values())
+    for token, c in counts.items():
+        assert log_probs[token].item() == pytest.approx(math.log((c + 1) / total), rel=1e-6)
+    assert torch.isinf(log_probs[[PAD, UNK, CLS, SEP, MASK]]).all()
+    assert log_probs.exp().sum().item() == pytest.approx(1.0, rel=1e-6)
 
 
 def test_most_frequent_token_skips_special_tokens():
