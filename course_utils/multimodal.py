@@ -828,7 +828,7 @@ def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torc
 # ``multimodal.X`` (chapters 05, 07 and 09 and older code import them from here).
 _MOVED = {
     "vqa_training": ("QuestionSet", "TrainResult", "predict", "accuracy_by_subtype", "evaluate_vqa", "lr_factor",
-                     "train_vqa", "_forward_rows", "_sample_rows", "_param_groups"),
+                     "train_vqa", "step_budgets", "_forward_rows", "_sample_rows", "_param_groups"),
     "vqa_plots": ("show_dense_predictions", "plot_attention_on_image", "attention_maps", "attention_figure",
                   "attention_widget", "show_questions", "_image_hwc"),
 }

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import shapes
-from .multimodal import VQAModel, _progress, count_parameters
+from . import config, shapes
+from .multimodal import FUSIONS, VQAModel, _progress, count_parameters
 
 @dataclass
 class QuestionSet:
@@ -192,3 +192,46 @@ def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, step
     result.train_seconds = elapsed
     model.eval()
     return result
+
+
+# Chapter 05's step budgets, per image input and fusion. They are compute budgets: what each method
+# gets within the chapter's full mode (about 15 minutes on a 2-core CPU); a relation-network step costs
+# several early-fusion steps. Within its budget a run keeps the step with the best validation accuracy
+# (train_vqa(..., keep_best=True)), so the steps in the chapter's table are chosen on validation.
+_BUDGETS = {
+    "fast": {"objects": dict.fromkeys(FUSIONS, 150), "patches": dict.fromkeys(FUSIONS, 100), "bert": 100,
+             "channels": 100},
+    "full": {"objects": {"concat": 20000, "sum": 20000, "product": 20000, "film": 5000, "cross_attention": 8000,
+                         "relation_network": 20000},
+             "patches": {"concat": 20000, "sum": 20000, "product": 20000, "film": 5000, "cross_attention": 8000,
+                         "relation_network": 20000},
+             "bert": 8000, "channels": 4000},
+    "gpu": {"objects": dict.fromkeys(FUSIONS, 30000), "patches": dict.fromkeys(FUSIONS, 30000), "bert": 20000,
+            "channels": 30000},
+}
+
+
+def step_budgets(steps=None) -> dict:
+    """Steps per run of chapter 05 for the current mode (:func:`course_utils.config.pick`):
+    ``{"objects": {fusion: n}, "patches": {fusion: n}, "bert": n, "channels": n}``.
+
+    ``steps``: None (the defaults), an int (every run), or a dict merged into the defaults, e.g.
+    ``{"objects": {"concat": 40000}, "bert": 2000}`` (a fusion not listed, such as a new model, is added).
+    """
+    budgets = copy.deepcopy(config.pick(fast=_BUDGETS["fast"], full=_BUDGETS["full"], gpu=_BUDGETS["gpu"]))
+    if steps is None:
+        return budgets
+    if isinstance(steps, bool) or not isinstance(steps, (int, dict)):
+        raise TypeError(f"steps must be None, an int or a dict, got {steps!r}; with papermill pass a dict "
+                        "as YAML: -y 'steps: {objects: {concat: 40000}}'")
+    if isinstance(steps, int):
+        return {key: dict.fromkeys(value, steps) if isinstance(value, dict) else steps
+                for key, value in budgets.items()}
+    for key, value in steps.items():
+        if key not in budgets:
+            raise ValueError(f"unknown key {key!r} in steps; the keys are {sorted(budgets)}")
+        if isinstance(budgets[key], dict) != isinstance(value, dict):
+            kind = "a dict {fusion: steps}" if isinstance(budgets[key], dict) else "an int"
+            raise TypeError(f"steps[{key!r}] must be {kind}, got {value!r}")
+        budgets[key] = {**budgets[key], **value} if isinstance(value, dict) else value
+    return budgets

@@ -618,3 +618,29 @@ def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
     with pytest.raises(ValueError, match="one value per patch"):
         mm.plot_attention_on_image(ax, data.images[0], torch.ones(6))
     plt.close(fig)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_step_budgets_by_mode_and_override(fast):
+    from course_utils import config
+
+    config.setup(fast=fast, seed=0, device="cpu")
+    try:
+        budgets = mm.step_budgets()
+        assert set(budgets) == {"objects", "patches", "bert", "channels"}
+        assert set(budgets["objects"]) == set(mm.FUSIONS) == set(budgets["patches"])
+        assert budgets["objects"]["concat"] == (150 if fast else 20000)
+        merged = mm.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": 3})
+        assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9 and merged["bert"] == 3
+        assert merged["objects"]["film"] == budgets["objects"]["film"] and merged["patches"] == budgets["patches"]
+        assert mm.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]    # defaults untouched
+        everything = mm.step_budgets(5)
+        assert set(everything["patches"].values()) == {5} and everything["channels"] == 5
+        with pytest.raises(TypeError, match="papermill"):
+            mm.step_budgets("100")
+        with pytest.raises(ValueError, match="unknown key 'object'"):
+            mm.step_budgets({"object": {"concat": 1}})
+        with pytest.raises(TypeError, match=r"steps\['bert'\] must be an int"):
+            mm.step_budgets({"bert": {"x": 1}})
+    finally:
+        config.setup(fast=True, seed=0)
