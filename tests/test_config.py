@@ -128,11 +128,17 @@ def test_pick_gpu_value_on_cuda():
 
 def test_versions_keys():
     found = config.versions()
-    expected = {"python", "torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib",
-                "ipywidgets", "tqdm", "seqeval", "datasets", "jupyterlab", "papermill", "nbval"}
-    assert set(found) == expected
+    assert set(found) == {"python", *config.PACKAGES, *config.DEV_PACKAGES}
+    assert "missing" not in found.values(), found  # ./course setup installed every one of them
     assert found["torch"] == torch.__version__.split("+")[0] or found["torch"] == torch.__version__
     assert found["numpy"] == np.__version__
+
+
+def test_versions_of_a_few():
+    assert list(config.versions("transformers", "torch")) == ["transformers", "torch"]
+    assert config.versions("peft")["peft"] == config.versions()["peft"]
+    with pytest.raises(ValueError, match=r"versions\(\): \['pytorch'\] are not packages the course installs"):
+        config.versions("pytorch")
 
 
 def test_check_environment_is_empty_here():

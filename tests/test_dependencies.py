@@ -123,6 +123,13 @@ def test_course_imports_are_declared_in_requirements():
     assert not missing, f"imported but not in requirements.txt: {missing}"
 
 
+def test_chapter_00_prints_the_version_of_every_package_requirements_installs():
+    from course_utils import config
+    listed = [canonicalize_name(name) for name in config.PACKAGES + config.DEV_PACKAGES]
+    assert listed == list(requirements(ROOT / "requirements.txt")), (
+        "config.PACKAGES + DEV_PACKAGES must list requirements.txt's packages, in its order")
+
+
 def test_test_and_tool_imports_are_installed_by_requirements():
     declared = set(requirements(ROOT / "requirements.txt"))
     installed = required_by(declared)
