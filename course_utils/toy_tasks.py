@@ -10,19 +10,21 @@ without positional information treats its input as a bag of tokens.
 :func:`make_split` draws held-out test sequences that never occur in training;
 :class:`ToyEncoder` is token embedding + positions + the course's
 :class:`~course_utils.transformer.TransformerEncoder` + a linear read-out;
-:func:`train` and :func:`evaluate` are the loop and the accuracies.
+:func:`train` runs the course's loop (:func:`course_utils.training.train`) on this task;
+:func:`evaluate` gives the accuracies.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import training
 from .positions import RotaryMultiHeadAttention
+from .training import History
 from .transformer import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -201,17 +203,6 @@ class ToyEncoder(nn.Module):
         return self.readout(self.encoder(x, key_padding_mask=tokens != self.pad_id))
 
 
-@dataclass
-class History:
-    """What :func:`train` recorded: loss per step, held-out accuracy at a few steps, seconds."""
-
-    loss: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
-    token_accuracy: list[float] = field(default_factory=list)
-    sequence_accuracy: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
              batch_size: int = 1024) -> dict[str, float]:
@@ -241,41 +232,38 @@ def train(model: nn.Module, split: Split, steps: int, batch_size: int = 64, lr: 
           description: str = "training", optimizer: str = "adam") -> History:
     """Adam (or RAdam) with linear warmup then cosine decay, cross-entropy at every position.
 
-    ``warmup=0`` starts at the peak learning rate. Returns a :class:`History`.
+    The course's one loop, :func:`course_utils.training.train`, with what this task adds: random
+    batches drawn with their own seeded generator, the loss, no gradient clipping, and the held-out
+    accuracies every ``eval_every`` steps (logged as ``eval_token_accuracy`` and
+    ``eval_sequence_accuracy``). ``warmup=0`` starts at the peak learning rate. Returns the
+    loop's :class:`~course_utils.training.History`.
     """
-    from tqdm.auto import tqdm
-
     _check_sizes(steps=steps, batch_size=batch_size, eval_every=eval_every)
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be a whole number of steps >= 0 (0: no warm-up), got {warmup!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     device = next(model.parameters()).device
-    optimizer = OPTIMIZERS[optimizer](model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, steps))
+    adam = OPTIMIZERS[optimizer](model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(adam, lambda step: _warmup_cosine(step, warmup, steps))
     generator = torch.Generator().manual_seed(seed)
-    history = History()
-    start = time.perf_counter()
-    model.train()
-    bar = tqdm(range(1, steps + 1), desc=description, disable=not progress)
-    for step in bar:
-        index = torch.randint(split.train_inputs.shape[0], (batch_size,), generator=generator)
-        x, y = split.train_inputs[index].to(device), split.train_targets[index].to(device)
+
+    def random_batches():
+        while True:
+            index = torch.randint(split.train_inputs.shape[0], (batch_size,), generator=generator)
+            yield split.train_inputs[index], split.train_targets[index]
+
+    def loss_of(model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
         logits = model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.loss.append(loss.item())
-        if step % eval_every == 0 or step == steps:
-            scores = evaluate(model, split.test_inputs, split.test_targets)
-            history.eval_steps.append(step)
-            history.token_accuracy.append(scores["token_accuracy"])
-            history.sequence_accuracy.append(scores["sequence_accuracy"])
-            bar.set_postfix(loss=f"{loss.item():.3f}", test_token_acc=f"{scores['token_accuracy']:.3f}")
-    history.seconds = time.perf_counter() - start
-    return history
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE_INDEX)
+
+    def held_out(model: nn.Module) -> dict[str, float]:
+        return evaluate(model, split.test_inputs, split.test_targets)
+
+    return training.train(model, random_batches(), loss_of, adam, schedule, steps=steps, max_grad_norm=None,
+                          eval_fn=held_out, eval_every=eval_every, progress=progress, desc=description,
+                          device=device)
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -235,11 +235,67 @@ def test_short_training_run_learns_far_above_chance():
     history = toy_tasks.train(model, split, steps=150, batch_size=32, lr=3e-3, warmup=10, eval_every=50,
                               progress=False)
     after = toy_tasks.evaluate(model, split.test_inputs, split.test_targets)
-    assert len(history.loss) == 150 and history.eval_steps == [50, 100, 150]
-    assert history.token_accuracy[-1] == pytest.approx(after["token_accuracy"])
+    losses = history.values("loss")
+    assert len(losses) == 150 and history.steps("eval_token_accuracy") == [50, 100, 150]
+    assert history.last("eval_token_accuracy") == pytest.approx(after["token_accuracy"])
+    assert history.last("eval_sequence_accuracy") == pytest.approx(after["sequence_accuracy"])
     assert before < 0.25                                   # chance is 0.1
     assert after["token_accuracy"] > 0.6, after
-    assert sum(history.loss[-10:]) < 0.5 * sum(history.loss[:10])
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+
+
+@pytest.mark.parametrize("warmup, optimizer", [(5, "adam"), (0, "adam"), (3, "radam")])
+def test_train_is_the_plain_loop_bit_for_bit(warmup, optimizer):
+    """toy_tasks.train runs the course's one loop (training.train); it gives exactly the weights, losses
+    and accuracies of the plain loop written out here with torch alone (dropout on: the global RNG is
+    drawn in the same order)."""
+    import math
+
+    split = make_split(300, 40, length=6, seed=1)
+    steps, batch, lr, every = 12, 16, 3e-3, 5
+    torch.manual_seed(3)
+    model = ToyEncoder(max_len=6, d_model=16, num_heads=2, d_ff=32, dropout=0.1)
+    twin = ToyEncoder(max_len=6, d_model=16, num_heads=2, d_ff=32, dropout=0.1)
+    twin.load_state_dict(model.state_dict())
+
+    torch.manual_seed(7)
+    history = toy_tasks.train(model, split, steps, batch_size=batch, lr=lr, warmup=warmup, eval_every=every,
+                              seed=2, progress=False, optimizer=optimizer)
+
+    def factor(step):  # warm-up from lr / warmup, then cosine to 0 (the schedule the chapter states)
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+    torch.manual_seed(7)
+    adam = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}[optimizer](twin.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(adam, factor)
+    generator = torch.Generator().manual_seed(2)
+    losses, accuracies = [], []
+    twin.train()
+    for step in range(1, steps + 1):
+        index = torch.randint(split.train_inputs.shape[0], (batch,), generator=generator)
+        logits = twin(split.train_inputs[index])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 10), split.train_targets[index].reshape(-1),
+                                           ignore_index=IGNORE_INDEX)
+        adam.zero_grad()
+        loss.backward()
+        adam.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % every == 0 or step == steps:
+            twin.eval()
+            with torch.no_grad():
+                predicted = twin(split.test_inputs).argmax(-1)
+            real = split.test_targets != IGNORE_INDEX
+            accuracies.append(((predicted == split.test_targets) & real).sum().item() / real.sum().item())
+            twin.train()
+
+    assert history.values("loss") == losses
+    assert history.steps("eval_token_accuracy") == [5, 10, 12]
+    assert history.values("eval_token_accuracy") == pytest.approx(accuracies, abs=1e-12)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
 
 
 @pytest.mark.parametrize("kwargs, message", [
