@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
 from course_utils import ner
@@ -197,7 +197,7 @@ def test_reader_on_a_damaged_file_never_crashes_nor_reads_a_damaged_token(folder
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "Maria", "Lopez", "flew", "to", "Lyon", "東", "京",
          "##s", "e", "\u0301"]
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-LABEL2ID = {l: i for i, l in enumerate(LABELS)}
+LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_alignment_on_odd_words(tokenizer, words, tags, all_sub, max_length):
         later = [labels[i] for i, x in enumerate(word_ids) if x == w][1:]
         inside = LABEL2ID["I-" + tags[w][2:]] if tags[w].startswith("B-") else LABEL2ID[tags[w]]
         assert later == ([inside] * len(later) if all_sub else [-100] * len(later))
-    assert all(l == -100 for l, x in zip(labels, word_ids) if x is None)
+    assert all(label == -100 for label, x in zip(labels, word_ids) if x is None)
     # predictions read back per word: a word without a token (or cut off) is O
-    back = ner.word_predictions(word_ids, [l if l >= 0 else 0 for l in labels], dict(enumerate(LABELS)), len(words))
+    back = ner.word_predictions(word_ids, [label if label >= 0 else 0 for label in labels], dict(enumerate(LABELS)), len(words))
     assert back == [tags[w] if w in kept else "O" for w in range(len(words))]
