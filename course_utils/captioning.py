@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bert as course_bert
+from . import training
 from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .decoder import DecoderBlock
 from .transformer import FeedForward, torch_activation_name
@@ -567,8 +568,6 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
     if features.shape[0] != ids.shape[0] or ids.shape != mask.shape:
         raise CaptionerInputError(f"{features.shape[0]} images, ids {tuple(ids.shape)}, mask {tuple(mask.shape)}: "
                                   "give one caption (ids and mask of the same shape) per image.")
-    from tqdm.auto import tqdm
-
     decay = [p for n, p in params if p.dim() >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -576,29 +575,25 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, steps, warmup))
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    losses = []
-    model.train()
-    if cnn is not None:
-        cnn.train()
-    bar = tqdm(range(steps), desc="training the captioner" + (" and the CNN" if cnn is not None else ""),
-               disable=not progress, mininterval=1.0)
-    for step in bar:
-        idx = torch.randint(features.shape[0], (batch_size,), generator=g)
+
+    def random_captions():
+        while True:
+            yield torch.randint(features.shape[0], (batch_size,), generator=g)
+
+    def loss_of(_, idx: torch.Tensor) -> torch.Tensor:
         length = int(mask[idx].sum(1).max())                 # trim the padding every caption in the batch has
-        loss = teacher_forced_loss(model, batch_features(idx, device), ids[idx, :length].to(device),
+        return teacher_forced_loss(model, batch_features(idx, device), ids[idx, :length].to(device),
                                    mask[idx, :length].to(device), label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([q for _, q in params], 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    # The course's one loop; clipping covers the CNN too when it trains (its parameters follow the captioner's).
+    trained = model if cnn is None else nn.ModuleList([model, cnn])
+    history = training.train(trained, random_captions(), loss_of, opt, sched, steps=steps, max_grad_norm=1.0,
+                             progress=progress,
+                             desc="training the captioner" + (" and the CNN" if cnn is not None else ""))
     model.eval()
     if cnn is not None:
         cnn.eval().requires_grad_(False)
-    return losses
+    return history.values("loss")
 
 
 # ============================================================================ images -> features -> captions

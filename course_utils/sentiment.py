@@ -33,6 +33,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import sentiment_data as sd
+from . import training
 from .attention import MultiHeadAttention
 
 GRID = 4                                   # the CNN's output grid: 4x4 patches of 12x12 pixels
@@ -339,29 +340,30 @@ def drop_modalities(texts: list, images: torch.Tensor, p: float, generator: torc
 
 def train_model(model: SentimentModel, posts: sd.Posts, steps: int, batch_size: int = 64, lr: float = 2e-3,
                 modality_dropout: float = 0.0, seed: int = 0, progress: bool = True) -> list:
-    """AdamW with a linear warm-up (5%) and cosine decay; returns the loss per step."""
-    from tqdm.auto import tqdm
-
+    """AdamW with a linear warm-up (5%) and cosine decay, in the course's one loop
+    (:func:`course_utils.training.train`, no gradient clipping); returns the loss per step."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    losses = []
-    model.train()
-    for _ in tqdm(range(steps), desc=f"{model.config['fusion']}", disable=not progress, leave=False):
-        rows = torch.randint(len(posts), (batch_size,), generator=g)
-        texts, images = [posts.texts[i] for i in rows.tolist()], posts.images[rows]
-        if modality_dropout:
-            texts, images, _, _ = drop_modalities(texts, images, modality_dropout, g)
-        loss = F.cross_entropy(model(texts, images), posts.labels[rows])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+
+    def random_posts():  # the rows, then (with modality dropout) which posts lose a modality: one generator
+        while True:
+            rows = torch.randint(len(posts), (batch_size,), generator=g)
+            texts, images = [posts.texts[i] for i in rows.tolist()], posts.images[rows]
+            if modality_dropout:
+                texts, images, _, _ = drop_modalities(texts, images, modality_dropout, g)
+            yield texts, images, posts.labels[rows]
+
+    def loss_of(model: SentimentModel, batch) -> torch.Tensor:
+        texts, images, labels = batch
+        return F.cross_entropy(model(texts, images), labels)
+
+    history = training.train(model, random_posts(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
+                             progress=progress, desc=f"{model.config['fusion']}")
     model.eval()
-    return losses
+    return history.values("loss")
 
 
 @torch.no_grad()

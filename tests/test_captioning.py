@@ -284,3 +284,64 @@ def test_end_to_end_from_pixels_trains_the_cnn_through_the_captions():
     # what the captioner reads during that training is the CNN's description, with the gradient attached
     feats = describe_patches(cnn(data.images[:2]), cnn.coords)
     assert feats.shape == (2, 25, 10)
+
+
+@pytest.mark.parametrize("end_to_end", [False, True])
+def test_train_captioner_is_the_plain_loop_bit_for_bit(end_to_end):
+    """train_captioner runs the course's one loop (training.train); it gives exactly the losses and weights of
+    the plain loop written out here: AdamW (no decay on biases, norms, embeddings), warm-up then cosine to 10%,
+    gradients clipped to norm 1 over everything that trains (the CNN too, end to end)."""
+    import math
+
+    from course_utils.multimodal import PatchCNN, describe_patches
+    data = shapes.generate(12, seed=1)
+    ids, mask = TOK.batch([C.canonical_caption(C.scene_of(data, i)) for i in range(12)])
+    steps, batch, lr = 6, 4, 3e-3
+
+    def fresh():
+        model = _captioner(max_positions=ids.shape[1], image_matters=False)
+        torch.manual_seed(5)
+        return model, PatchCNN(channels=8)
+
+    feats = torch.randn(12, 25, 10, generator=torch.Generator().manual_seed(2))
+    model, cnn = fresh()
+    torch.manual_seed(9)
+    losses = K.train_captioner(model, data.images if end_to_end else feats, ids, mask, steps=steps, batch_size=batch,
+                               lr=lr, progress=False, seed=3, cnn=cnn if end_to_end else None)
+
+    twin, twin_cnn = fresh()
+    torch.manual_seed(9)
+    named = list(twin.named_parameters()) + ([("cnn." + n, p) for n, p in twin_cnn.named_parameters()]
+                                             if end_to_end else [])
+    decays = [p for n, p in named if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in named if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decays, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    warm = max(1, int(steps * 0.05))
+
+    def factor(s):
+        if s < warm:
+            return (s + 1) / warm
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    g = torch.Generator().manual_seed(3)
+    expected = []
+    twin.train()
+    twin_cnn.train()
+    for _ in range(steps):
+        idx = torch.randint(12, (batch,), generator=g)
+        length = int(mask[idx].sum(1).max())
+        memory = describe_patches(twin_cnn(data.images[idx]), twin_cnn.coords) if end_to_end else feats[idx]
+        loss = K.teacher_forced_loss(twin, memory, ids[idx, :length], mask[idx, :length], 0.0)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
+        opt.step()
+        sched.step()
+        expected.append(loss.item())
+    assert losses == expected
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+    if end_to_end:
+        for p, q in zip(cnn.parameters(), twin_cnn.parameters()):
+            assert torch.equal(p, q)

@@ -241,3 +241,42 @@ def test_widget_callback_explains_and_reports_bad_input_in_one_line():
     assert fig is None and "empty" in summary and "\n" not in summary
     summary, fig = st.explain(small("early"), "i love this", POSTS.images[1])
     assert len(fig.axes[0].images) == 1                       # no attention to draw
+
+
+@pytest.mark.parametrize("modality_dropout", [0.0, 0.5])
+def test_train_model_is_the_plain_loop_bit_for_bit(modality_dropout):
+    """train_model runs the course's one loop (training.train); it gives exactly the losses and weights of the
+    plain loop written out here: AdamW, 5% warm-up times a cosine, no clipping, one generator for the rows and
+    the dropped modalities."""
+    import math
+
+    posts = sd.generate(48, seed=6)
+    steps, batch, lr = 6, 8, 2e-3
+    model, twin = small("cross", seed=1), small("cross", seed=1)
+    torch.manual_seed(4)
+    losses = st.train_model(model, posts, steps, batch_size=batch, lr=lr, modality_dropout=modality_dropout,
+                            seed=2, progress=False)
+
+    torch.manual_seed(4)
+    g = torch.Generator().manual_seed(2)
+    opt = torch.optim.AdamW(twin.parameters(), lr=lr, weight_decay=0.01)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    expected = []
+    twin.train()
+    for _ in range(steps):
+        rows = torch.randint(len(posts), (batch,), generator=g)
+        texts, images = [posts.texts[i] for i in rows.tolist()], posts.images[rows]
+        if modality_dropout:
+            texts, images, _, _ = st.drop_modalities(texts, images, modality_dropout, g)
+        loss = F.cross_entropy(twin(texts, images), posts.labels[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        expected.append(loss.item())
+    assert losses == expected
+    assert not model.training
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
