@@ -535,7 +535,9 @@ def teacher_forced_loss(model: Captioner, features: torch.Tensor, ids: torch.Ten
 
 
 def warmup_factor(step: int, steps: int, warmup: float = 0.05) -> float:
-    """Linear warmup over the first ``warmup`` share of the steps, then cosine decay to 10%."""
+    """Linear warmup over the first ``warmup`` share of the steps, then cosine decay to 10%: transformers'
+    ``get_cosine_with_min_lr_schedule_with_warmup(min_lr_rate=0.1)`` with the warm-up one step ahead (its
+    first step already moves; tests/test_library_agreement.py shows both)."""
     warm = max(1, int(steps * warmup))
     if step < warm:
         return (step + 1) / warm

@@ -267,6 +267,9 @@ def train(model: nn.Module, split: Split, steps: int, batch_size: int = 64, lr: 
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up from 1/warmup, then cosine to 0: transformers' ``get_cosine_schedule_with_warmup``,
+    except that the warm-up is one step ahead (the library's first step has learning rate 0);
+    tests/test_library_agreement.py shows both. Kept so that chapter 02's measured runs stay as they are."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
