@@ -3,7 +3,7 @@
 The whole notebook is executed in the fast mode with papermill on generated train/dev/test
 files whose entity types are nothing like PER/ORG/LOC/MISC: lower-case, multi-word
 (``work_of_art``), hyphenated (``medical-condition``), 13 of them. One of the slower tests
-(95 s on a loaded 2-core machine, load average 8-12): it is the only proof that no cell hard-codes a tag.
+(about 2 to 2.5 minutes on a loaded 2-core machine, load average about 8): it is the only proof that no cell hard-codes a tag.
 """
 import json
 import random
