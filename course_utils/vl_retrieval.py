@@ -34,12 +34,12 @@ HELD_OUT = tuple((c, s, (c + 4 * s) % N_REGIONS) for c in range(shapes.N_OBJECTS
 ALL_TRIPLES = tuple((c, s, r) for c in range(shapes.N_OBJECTS) for s in range(N_SHAPES) for r in range(N_REGIONS))
 
 
-def _code(colour, shape, region):
+def combination_code(colour, shape, region):
     """One integer per (colour, shape, region): 108 in all."""
     return (colour * N_SHAPES + shape) * N_REGIONS + region
 
 
-HELD_OUT_CODES = torch.tensor([_code(*t) for t in HELD_OUT])
+HELD_OUT_CODES = torch.tensor([combination_code(*t) for t in HELD_OUT])
 
 
 def query_text(colour: int, shape: int, region: int) -> str:
@@ -49,7 +49,7 @@ def query_text(colour: int, shape: int, region: int) -> str:
 
 def scene_codes(data: shapes.SortOfClevr) -> torch.Tensor:
     """(N, 6): the (colour, shape, region) code of each image's object of colour k."""
-    return _code(torch.arange(shapes.N_OBJECTS), data.shapes, regions(data))
+    return combination_code(torch.arange(shapes.N_OBJECTS), data.shapes, regions(data))
 
 
 def caption_batch(data: shapes.SortOfClevr, rows: torch.Tensor, g: torch.Generator,
@@ -171,7 +171,7 @@ def zero_shot_report(model: mm.ContrastiveModel, elements: torch.Tensor, data: s
     _check_training(elements, data, 1, 1)
     similarity = query_similarity(model, elements, [query_text(*t) for t in ALL_TRIPLES])
     codes = scene_codes(data)
-    relevant = torch.stack([(codes == _code(*t)).any(1) for t in ALL_TRIPLES])      # (108, N)
+    relevant = torch.stack([(codes == combination_code(*t)).any(1) for t in ALL_TRIPLES])      # (108, N)
     held = torch.tensor([t in HELD_OUT for t in ALL_TRIPLES])
     report = {}
     for name, rows in (("held out", held), ("seen", ~held)):
@@ -182,6 +182,6 @@ def zero_shot_report(model: mm.ContrastiveModel, elements: torch.Tensor, data: s
     return report
 
 
-__all__ = ["HELD_OUT", "ALL_TRIPLES", "VOCAB", "query_text", "scene_codes", "caption_batch", "match_matrix",
+__all__ = ["HELD_OUT", "ALL_TRIPLES", "VOCAB", "combination_code", "query_text", "scene_codes", "caption_batch", "match_matrix",
            "multi_positive_loss", "train_zero_shot", "retrieval_scores", "query_similarity", "search",
            "zero_shot_report"]
