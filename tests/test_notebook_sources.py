@@ -1,4 +1,4 @@
-"""tools/notebook_sources.py, the jupytext pairing prepared for the chapters: every notebook survives the
+"""tools/notebook_sources.py, the jupytext pairing of the chapters: every notebook survives the
 round trip notebook -> percent script -> notebook, an edit in a script reaches only its cell (ids kept),
 and the check names a pair that drifted apart. Runs on copies; the repository's notebooks are not touched."""
 from __future__ import annotations
@@ -62,3 +62,10 @@ def test_the_check_names_a_missing_notebook_and_a_missing_script(course_copy):
     found = notebook_sources.problems(course_copy, folder)
     assert any("99_orphan.py has no notebook" in p for p in found)
     assert sum("has no script" in p for p in found) == len(NOTEBOOKS)
+
+
+def test_every_chapter_is_paired_with_its_script_in_the_repository():
+    """The pairing is applied: each notebook's percent script is in notebook_sources/ and they agree
+    (after editing either side, run `python tools/notebook_sources.py write` or `to-notebooks`)."""
+    assert notebook_sources.problems() == []
+    assert len(list(notebook_sources.FOLDER.glob("*.py"))) == len(NOTEBOOKS)
