@@ -8,6 +8,7 @@ from course_utils import multimodal as mm
 from course_utils import shapes
 from course_utils import vl_models as vl
 from course_utils import vl_retrieval as vr
+from test_multimodal import encoding  # the question encodings chapter 05's fusion tests use
 
 transformers = pytest.importorskip("transformers")
 
@@ -26,13 +27,6 @@ def sentences(text):
     return [s.strip() for s in text.split(".") if s.strip()]
 
 
-def encoding(batch, d, tokens, pad_last=0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    toks = torch.randn(batch, tokens, d, generator=g)
-    mask = torch.ones(batch, tokens, dtype=torch.bool)
-    if pad_last:
-        mask[-1, tokens - pad_last:] = False
-    return mm.QuestionEncoding(toks.mean(1), toks, mask)
 
 
 # ---------------------------------------------------------------- single stream
