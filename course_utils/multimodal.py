@@ -35,7 +35,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import shapes
+from . import shapes, training
 from .attention import MultiHeadAttention
 
 GRID = 5                                   # the CNN's output grid: 5x5 patches of 15x15 pixels
@@ -222,24 +222,33 @@ def dense_metrics(pred: torch.Tensor, targets: dict) -> dict:
 
 def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batch_size: int = 32,
                        lr: float = 3e-3, progress: bool = True, seed: int = 0) -> list:
-    """Train ``cnn`` (body and head) to say what each patch holds; returns the loss per step."""
+    """Train ``cnn`` (body and head) to say what each patch holds; returns the loss per step.
+
+    Adam with a one-cycle schedule on random batches of images, in the course's one loop
+    (:func:`course_utils.training.train`, without gradient clipping)."""
+    _check_steps(steps)
     targets = grid_targets(data)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     device = next(cnn.parameters()).device
-    losses = []
-    cnn.train()
-    for _ in _progress(range(steps), progress, "pretraining the CNN"):
-        idx = torch.randint(len(data), (batch_size,), generator=g)
-        loss = dense_loss(cnn(data.images[idx].to(device)), {k: v[idx].to(device) for k, v in targets.items()})
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+
+    def random_images():
+        while True:
+            yield torch.randint(len(data), (batch_size,), generator=g)
+
+    def loss_of(cnn: PatchCNN, idx: torch.Tensor) -> torch.Tensor:
+        return dense_loss(cnn(data.images[idx].to(device)), {k: v[idx].to(device) for k, v in targets.items()})
+
+    history = training.train(cnn, random_images(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
+                             progress=progress, desc="pretraining the CNN")
     cnn.eval()
-    return losses
+    return history.values("loss")
+
+
+def _check_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
 
 @dataclass
@@ -669,13 +678,6 @@ def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, leave=False)
-
-
 # ============================================================================ shared embedding space
 
 def scene_vocabulary() -> list:
@@ -808,20 +810,23 @@ def recall_at_k(similarity: torch.Tensor, k: int) -> float:
 
 def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torch.Tensor, steps: int,
                       batch_size: int = 128, lr: float = 2e-3, progress: bool = True, seed: int = 0) -> list:
-    """Random batches of (image, its description); returns the loss per step."""
+    """Random batches of (image, its description), AdamW in the course's one loop
+    (:func:`course_utils.training.train`, without gradient clipping); returns the loss per step."""
+    _check_steps(steps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    for _ in _progress(range(steps), progress, "contrastive training"):
-        rows = torch.randperm(elements.shape[0], generator=g)[:batch_size]
-        loss = model(elements[rows], ids[rows])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+
+    def random_pairs():
+        while True:
+            yield torch.randperm(elements.shape[0], generator=g)[:batch_size]
+
+    def loss_of(model: ContrastiveModel, rows: torch.Tensor) -> torch.Tensor:
+        return model(elements[rows], ids[rows])
+
+    history = training.train(model, random_pairs(), loss_of, opt, steps=steps, max_grad_norm=None,
+                             progress=progress, desc="contrastive training")
     model.eval()
-    return losses
+    return history.values("loss")
 
 
 # The training loop and the pictures live in their own modules; their names stay reachable as

@@ -24,17 +24,16 @@ CLIP-style embedding is in :mod:`course_utils.vl_retrieval`.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from . import multimodal as mm
-from . import shapes
+from . import shapes, training
 from .attention import MultiHeadAttention
 from .bert import BertModel
 from .transformer import TransformerEncoderLayer
+from .vqa_training import lr_factor
 
 TEXT, IMAGE = 0, 1                      # segment (token type) ids, as BERT's sentence A and B
 WORDS_PER_OBJECT = 5                    # "red circle top left ." in a scene description
@@ -73,13 +72,6 @@ def _check_fusion_inputs(fusion: mm.Fusion, elements, question) -> None:
     if question.tokens.shape[-1] != fusion.d_question or question.mask.shape != question.tokens.shape[:2]:
         raise ValueError(f"question tokens {tuple(question.tokens.shape)} and mask {tuple(question.mask.shape)} must "
                          f"be (batch, tokens, {fusion.d_question}) and (batch, tokens)")
-
-
-def _progress(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, leave=False)
 
 
 # ============================================================================ single stream
@@ -382,25 +374,30 @@ def train_matching(model: ImageTextMatcher, elements: torch.Tensor, data: shapes
     """Each step: ``batch_size`` random images, each once with its own description and once with a
     negative whose kind is drawn uniformly from :data:`NEGATIVES` (descriptions of ``objects``
     objects; the label is whether the text is true of the image, :func:`matching_batch`).
+    AdamW with :func:`~course_utils.vqa_training.lr_factor`'s schedule, in the course's one loop
+    (:func:`course_utils.training.train`, without gradient clipping).
     Returns {"losses", "seconds", "parameters"}."""
     _check_training(elements, data, steps, batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: mm.lr_factor(s, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
     g = torch.Generator().manual_seed(seed)
-    losses, start = [], time.perf_counter()
-    model.train()
-    for _ in _progress(range(steps), progress, "image-text matching"):
-        rows = torch.randint(len(data), (batch_size,), generator=g)
-        kinds = torch.cat([torch.full((batch_size,), -1), torch.randint(len(NEGATIVES), (batch_size,), generator=g)])
-        ids, true = matching_batch(data, rows.repeat(2), kinds, g, objects)
-        loss = F.cross_entropy(model(elements[rows.repeat(2)], ids), true.long())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+
+    def random_pairs():
+        while True:
+            rows = torch.randint(len(data), (batch_size,), generator=g)
+            kinds = torch.cat([torch.full((batch_size,), -1),
+                               torch.randint(len(NEGATIVES), (batch_size,), generator=g)])
+            ids, true = matching_batch(data, rows.repeat(2), kinds, g, objects)
+            yield rows.repeat(2), ids, true
+
+    def loss_of(model: ImageTextMatcher, batch) -> torch.Tensor:
+        rows, ids, true = batch
+        return F.cross_entropy(model(elements[rows], ids), true.long())
+
+    history = training.train(model, random_pairs(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
+                             progress=progress, desc="image-text matching")
     model.eval()
-    return {"losses": losses, "seconds": time.perf_counter() - start, "parameters": mm.count_parameters(model)}
+    return {"losses": history.values("loss"), "seconds": history.seconds, "parameters": mm.count_parameters(model)}
 
 
 @torch.no_grad()

@@ -17,14 +17,13 @@ with their chance levels), :func:`zero_shot_report` (held-out against seen combi
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 
 from . import multimodal as mm
-from . import shapes
-from .vl_models import N_REGIONS, VOCAB, _check_training, _progress, decode, object_words, regions
+from . import shapes, training
+from .vl_models import N_REGIONS, VOCAB, _check_training, decode, object_words, regions
 
 N_SHAPES = len(shapes.SHAPES)
 # (colour, shape, region) left out of every training caption: for each colour one square and one
@@ -109,24 +108,27 @@ def multi_positive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.T
 def train_zero_shot(model: mm.ContrastiveModel, elements: torch.Tensor, data: shapes.SortOfClevr, steps: int,
                     batch_size: int = 128, lr: float = 2e-3, max_objects: int = 3, seed: int = 0,
                     progress: bool = True) -> dict:
-    """Random batches of (image, fresh partial caption); returns {"losses", "seconds", "parameters"}."""
+    """Random batches of (image, fresh partial caption), AdamW in the course's one loop
+    (:func:`course_utils.training.train`, without gradient clipping); returns {"losses", "seconds", "parameters"}."""
     _check_training(elements, data, steps, batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     codes = scene_codes(data)
-    losses, start = [], time.perf_counter()
-    model.train()
-    for _ in _progress(range(steps), progress, "zero-shot embedding"):
-        rows = torch.randperm(len(data), generator=g)[:batch_size]
-        ids, caption_codes = caption_batch(data, rows, g, max_objects)
-        loss = multi_positive_loss(model.image(elements[rows]), model.text(ids), model.temperature,
-                                   match_matrix(codes[rows], caption_codes))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+
+    def random_captions():
+        while True:
+            rows = torch.randperm(len(data), generator=g)[:batch_size]
+            ids, caption_codes = caption_batch(data, rows, g, max_objects)
+            yield rows, ids, match_matrix(codes[rows], caption_codes)
+
+    def loss_of(model: mm.ContrastiveModel, batch) -> torch.Tensor:
+        rows, ids, match = batch
+        return multi_positive_loss(model.image(elements[rows]), model.text(ids), model.temperature, match)
+
+    history = training.train(model, random_captions(), loss_of, opt, steps=steps, max_grad_norm=None,
+                             progress=progress, desc="zero-shot embedding")
     model.eval()
-    return {"losses": losses, "seconds": time.perf_counter() - start, "parameters": mm.count_parameters(model)}
+    return {"losses": history.values("loss"), "seconds": history.seconds, "parameters": mm.count_parameters(model)}
 
 
 def retrieval_scores(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -> dict:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from . import config, shapes
-from .multimodal import FUSIONS, VQAModel, _progress, count_parameters
+from . import config, shapes, training
+from .multimodal import FUSIONS, VQAModel, count_parameters
 
 @dataclass
 class QuestionSet:
@@ -47,17 +47,43 @@ class QuestionSet:
         return [shapes.ALL_QUESTION_TEXTS[i] for i in self.question_ids[rows].tolist()]
 
 
+ACCURACY_KEYS = ("non-relational", "relational", "overall")   # what each evaluation point records
+
+
 @dataclass
 class TrainResult:
+    """What :func:`train_vqa` returns: the run's :class:`~course_utils.training.History` (the loss of
+    every step; at each evaluation point the validation accuracies, logged ``eval_<key>``, and the
+    training seconds so far, ``train_seconds``) and, read from it, the learning curve."""
+
     name: str
-    steps: list = field(default_factory=list)        # evaluation points: step
-    seconds: list = field(default_factory=list)      # ... training seconds so far
-    accuracy: list = field(default_factory=list)     # ... validation {"non-relational", "relational", "overall"}
-    losses: list = field(default_factory=list)       # loss per step
+    history: training.History = field(default_factory=training.History)
     train_seconds: float = 0.0
     parameters: int = 0
     best_step: int = 0                               # the evaluation point with the best validation accuracy
 
+    def _values(self, name: str) -> list:
+        return self.history.values(name) if name in self.history else []
+
+    @property
+    def losses(self) -> list:
+        """The loss of every step."""
+        return self._values("loss")
+
+    @property
+    def steps(self) -> list:
+        """The evaluation points (steps)."""
+        return self.history.steps("eval_overall") if "eval_overall" in self.history else []
+
+    @property
+    def seconds(self) -> list:
+        """Training seconds at each evaluation point (evaluation not counted)."""
+        return self._values("train_seconds")
+
+    @property
+    def accuracy(self) -> list:
+        """Validation accuracy at each evaluation point: {"non-relational", "relational", "overall"}."""
+        return [dict(zip(ACCURACY_KEYS, point)) for point in zip(*(self._values(f"eval_{k}") for k in ACCURACY_KEYS))]
 
 
 def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device,
@@ -153,43 +179,46 @@ def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, step
     ``keep_best=True`` the model returned is the one at the evaluation point with the highest
     overall validation accuracy (the earliest on a tie), and ``result.best_step`` says which, so the
     number of steps is chosen on validation; score the test questions once, afterwards.
+
+    The loop is the course's one, :func:`course_utils.training.train`, without gradient clipping.
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(_param_groups(model, lr), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
-    eval_every = eval_every or max(1, steps // 10)
     probe = QuestionSet(validation.elements, *(t[:eval_questions] for t in (
         validation.image_index, validation.vectors, validation.question_ids, validation.subtypes, validation.answers)))
     result = TrainResult(name=name, parameters=count_parameters(model))
     g = torch.Generator().manual_seed(seed)
-    elapsed = 0.0
-    best_state, best_overall = None, -1.0
-    model.train()
-    for step in _progress(range(1, steps + 1), progress, name or "training"):
-        start = time.perf_counter()
-        rows = _sample_rows(train, batch_size, questions_per_image, g)
+
+    def random_questions():
+        while True:
+            yield _sample_rows(train, batch_size, questions_per_image, g)
+
+    def loss_of(model: VQAModel, rows: torch.Tensor) -> torch.Tensor:
         logits = _forward_rows(model, train, rows, device, questions_per_image)
-        loss = F.cross_entropy(logits, train.answers[rows].to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        elapsed += time.perf_counter() - start
-        result.losses.append(loss.item())
-        if step % eval_every == 0 or step == steps:
-            acc = evaluate_vqa(model, probe)
-            result.steps.append(step)
-            result.seconds.append(elapsed)
-            result.accuracy.append({k: acc[k] for k in ("non-relational", "relational", "overall")})
-            if acc["overall"] > best_overall:
-                best_overall, result.best_step = acc["overall"], step
-                if keep_best:
-                    best_state = copy.deepcopy(model.state_dict())
-    if keep_best and result.best_step != steps:
-        model.load_state_dict(best_state)
-    result.train_seconds = elapsed
+        return F.cross_entropy(logits, train.answers[rows].to(device))
+
+    start, evaluating = time.perf_counter(), 0.0
+
+    def validate(model: VQAModel) -> dict:
+        nonlocal evaluating
+        began = time.perf_counter()
+        result.history.log(result.history.steps_done, train_seconds=began - start - evaluating)
+        acc = evaluate_vqa(model, probe)
+        evaluating += time.perf_counter() - began
+        return {k: acc[k] for k in ACCURACY_KEYS}
+
+    # keep_best: EarlyStopping keeps the weights of the first evaluation with the highest overall accuracy
+    # (its "better" is strict); patience=steps never stops the run, which has at most steps evaluations.
+    keeper = training.EarlyStopping(patience=steps, mode="max", monitor="overall") if keep_best else None
+    training.train(model, random_questions(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
+                   eval_fn=validate, eval_every=eval_every or max(1, steps // 10), early_stopping=keeper,
+                   progress=progress, desc=name or "training", history=result.history)
+    overall = [a["overall"] for a in result.accuracy]
+    result.best_step = result.steps[overall.index(max(overall))]      # the same point, read off the curve
+    result.train_seconds = time.perf_counter() - start - evaluating
     model.eval()
     return result
 
