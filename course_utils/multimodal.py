@@ -226,10 +226,9 @@ def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batc
 
     Adam with a one-cycle schedule on random batches of images, in the course's one loop
     (:func:`course_utils.training.train`, without gradient clipping)."""
-    _check_steps(steps)
     targets = grid_targets(data)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
     device = next(cnn.parameters()).device
 
@@ -244,11 +243,6 @@ def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batc
                              progress=progress, desc="pretraining the CNN")
     cnn.eval()
     return history.values("loss")
-
-
-def _check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
 
 
 @dataclass
@@ -812,7 +806,6 @@ def train_contrastive(model: ContrastiveModel, elements: torch.Tensor, ids: torc
                       batch_size: int = 128, lr: float = 2e-3, progress: bool = True, seed: int = 0) -> list:
     """Random batches of (image, its description), AdamW in the course's one loop
     (:func:`course_utils.training.train`, without gradient clipping); returns the loss per step."""
-    _check_steps(steps)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
 

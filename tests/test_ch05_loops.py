@@ -248,5 +248,5 @@ def test_train_zero_shot_is_the_plain_loop_bit_for_bit(data):
                                    mm.tokenize_scenes([d.scene_text(0)] * len(d)), steps=-1, progress=False),
 ])
 def test_no_steps_is_refused_in_one_line(data, train):
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be positive"):
         train(data)
