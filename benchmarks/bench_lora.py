@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from course_utils import ner  # noqa: E402
+from course_utils import bio_tags, ner, ner_models  # noqa: E402
 from course_utils.bert import minilm_path  # noqa: E402
 from course_utils.lora import add_lora, trainable_parameters  # noqa: E402
 from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "lora.md"
 
 
 def ner_batch(batch_size: int, labels: list[str], sentences):
-    tokenizer = ner.load_tokenizer(minilm_path())
+    tokenizer = ner_models.load_tokenizer(minilm_path())
     label2id = {label: i for i, label in enumerate(labels)}
     features = ner.encode(tokenizer, sentences[:batch_size], label2id, 128)
     return ner.collate(features, pad_id=tokenizer.pad_token_id)
@@ -46,7 +46,7 @@ def ner_batch(batch_size: int, labels: list[str], sentences):
 
 def build(kind: str, labels: list[str]):
     torch.manual_seed(0)
-    model = ner.token_classifier(minilm_path(), labels).train()
+    model = ner_models.token_classifier(minilm_path(), labels).train()
     if kind == "frozen + head":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("classifier."))
@@ -79,7 +79,7 @@ def main() -> None:
 
     info = machine_info()
     data, source = ner.load_ner_data()
-    labels = ner.label_list(*data.values())
+    labels = bio_tags.label_list(*data.values())
     batch = ner_batch(batch_size, labels, data["train"])
     kinds = ["full", "frozen + head", "LoRA r=4", "LoRA r=8"]
     with warnings.catch_warnings():

@@ -1,14 +1,15 @@
-"""BERT built from the course's own layers, weight-compatible with ``transformers``.
+"""BERT built from the course's own layers, weight-compatible with ``transformers``: the encoder and
+the pretraining model, and how every BERT of the course moves to and from transformers.
 
-Chapter 03 assembles BERT from the pieces of chapters 01-02: token, position and
-segment (token type) embeddings; a stack of post-LN
-:class:`~course_utils.transformer.TransformerEncoderLayer` (GELU, exactly BERT's
-layer); a pooler (dense + tanh on the [CLS] position); and the two pretraining
-heads, masked-language modelling (MLM, its output matrix *tied* to the word
-embeddings) and next-sentence prediction (NSP).
+Chapter 03 assembles BERT from the pieces of chapters 01-02 (:mod:`course_utils.bert_layers`):
+:class:`BertModel` is the embeddings, the post-LN encoder stack and the pooler;
+:class:`BertForPreTraining` adds the two pretraining heads, masked-language modelling (MLM, its
+output matrix *tied* to the word embeddings) and next-sentence prediction (NSP). The models
+with one task head (MLM only, token and sequence classification) are in
+:mod:`course_utils.bert_tasks`; the input checks in :mod:`course_utils.bert_inputs`.
 
-Every class takes a ``transformers.BertConfig`` and speaks the transformers
-checkpoint layout, so weights move both ways:
+Every class takes a ``transformers.BertConfig`` and speaks the transformers checkpoint layout
+(:mod:`course_utils.bert_weights` maps the names), so weights move both ways:
 
 * ``Model.from_hf(hf_model)`` / ``model.to_hf()``: copy weights from / to the
   matching transformers class (``transformers.BertForMaskedLM`` and so on);
@@ -16,7 +17,9 @@ checkpoint layout, so weights move both ways:
   state dict with transformers' parameter names (with or without ``bert.``);
 * ``model.save_pretrained(dir, tokenizer)`` / ``Model.from_pretrained(dir)``:
   config.json + model.safetensors (+ tokenizer files), a directory that
-  ``transformers.AutoModel*.from_pretrained`` and ``pipeline(...)`` read too.
+  ``transformers.AutoModel*.from_pretrained`` and ``pipeline(...)`` read too;
+  :func:`load_tokenizer` reads the tokenizer back and :func:`check_tokenizer_matches` refuses
+  a tokenizer made for another model.
 
 The tests prove, with numbers from transformers, that outputs, losses and
 gradients agree to 1e-5 after moving weights either way.
@@ -28,59 +31,22 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from . import checkpoints
+from .bert_inputs import IGNORE_INDEX, BertInputError, _check_inputs, _check_labels, _keep_mask
+from .bert_layers import BertEmbeddings, BertPooler, BertPreTrainingHeads, _check_config, _init_weights, build_encoder
+from .bert_weights import (_BODY_PREFIXES, _BUFFERS, LoadReport, _head_name, _name_list, _own_body_to_hf,
+                           _read_config, load_state_dict_file)
 from .checkpoints import CheckpointError
-from .transformer import TransformerEncoder, TransformerEncoderLayer
-
-try:
-    from transformers import BertConfig
-except ImportError:  # the package imports without transformers; building a model needs it
-    BertConfig = None
 
 __all__ = [
-    "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForTokenClassification",
-    "BertForSequenceClassification", "BertOutput", "BertPreTrainingOutput", "MaskedLMOutput",
-    "ClassifierOutput", "BertInputError", "CheckpointError", "check_tokenizer_matches",
-    "as_transformers_tokenizer", "load_tokenizer", "minilm_path", "load_state_dict_file",
+    "BertModel", "BertForPreTraining", "BertOutput", "BertPreTrainingOutput", "CheckpointError",
+    "check_tokenizer_matches", "as_transformers_tokenizer", "load_tokenizer", "minilm_path",
 ]
-
-IGNORE_INDEX = -100  # label of positions that take no part in a loss (as torch and transformers)
-
-# hidden_act names of transformers' BertConfig that we support, and the function each means
-_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
-    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
-}
-
-# the course's layer names -> transformers' BertLayer names (inside encoder.layer.{i})
-_LAYER_TO_HF = {
-    "self_attn.q_proj": "attention.self.query",
-    "self_attn.k_proj": "attention.self.key",
-    "self_attn.v_proj": "attention.self.value",
-    "self_attn.out_proj": "attention.output.dense",
-    "norm1": "attention.output.LayerNorm",
-    "ff.linear1": "intermediate.dense",
-    "ff.linear2": "output.dense",
-    "norm2": "output.LayerNorm",
-}
-_HF_TO_LAYER = {v: k for k, v in _LAYER_TO_HF.items()}
-
-# keys some checkpoints hold that carry no weights (old buffers) or duplicate a tied one
-_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-_BODY_PREFIXES = ("embeddings.", "encoder.")
-
-
-class BertInputError(ValueError):
-    """Input the model cannot take (too long, ids outside the vocabulary, wrong shape), with the fix."""
-
 
 # ---------------------------------------------------------------- outputs
 
@@ -112,311 +78,7 @@ class BertPreTrainingOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class MaskedLMOutput:
-    """What :class:`BertForMaskedLM` returns."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, vocab), or (n_masked, vocab) with masked_only
-    attentions: tuple[torch.Tensor, ...] | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-
-
-@dataclass
-class ClassifierOutput:
-    """What the token- and sequence-classification models return."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, num_labels) per token or (B, num_labels) per sequence
-    attentions: tuple[torch.Tensor, ...] | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-
-
-class LoadReport(NamedTuple):
-    """What :meth:`load_hf_state_dict` left out: weights kept at their fresh init, checkpoint keys unused."""
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-
-
-# ---------------------------------------------------------------- config and input checks
-
-def _require_transformers():
-    if BertConfig is None:
-        raise ModuleNotFoundError(
-            "course_utils.bert needs the `transformers` package (for BertConfig and the checkpoint "
-            "layout): run `./course setup` or `pip install transformers`.")
-
-
-def _check_config(config) -> None:
-    _require_transformers()
-    if getattr(config, "model_type", None) != "bert":
-        raise TypeError(f"expected a transformers.BertConfig, got {type(config).__name__}; "
-                        "build one with transformers.BertConfig(vocab_size=..., hidden_size=..., ...).")
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"hidden_size={config.hidden_size} is not divisible by num_attention_heads="
-                         f"{config.num_attention_heads}: each head gets hidden_size / num_attention_heads features.")
-    if not isinstance(config.hidden_act, str) or config.hidden_act not in _ACTIVATIONS:
-        raise ValueError(f"hidden_act={config.hidden_act!r} is not supported here; use one of {sorted(_ACTIVATIONS)}.")
-    position = getattr(config, "position_embedding_type", "absolute")
-    if position not in (None, "absolute"):
-        raise ValueError(f"position_embedding_type={position!r}: this BERT has learned absolute positions only.")
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        raise ValueError("this BERT is an encoder: set is_decoder=False and add_cross_attention=False in the config.")
-
-
-def _check_int_tensor(name: str, t, example: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise BertInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}; {example}")
-    if t.dtype not in (torch.long, torch.int32):  # what nn.Embedding indexes with; uint8 would fail deep inside
-        raise BertInputError(f"{name} must be torch.long (or torch.int32) integer ids, got dtype {t.dtype}: "
-                             f"convert with {name}.long().")
-
-
-def _check_inputs(config, input_ids, attention_mask, token_type_ids) -> None:
-    """Every way the input can be wrong, caught before it turns into an index error deep inside."""
-    _check_int_tensor("input_ids", input_ids, "use tokenizer(..., return_tensors='pt')['input_ids'].")
-    if input_ids.dim() != 2:
-        raise BertInputError(
-            f"input_ids has shape {tuple(input_ids.shape)}; BERT expects (batch, length). "
-            "For one sequence add a batch axis: input_ids.unsqueeze(0).")
-    if input_ids.numel() == 0:
-        raise BertInputError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token.")
-    length, limit = input_ids.shape[1], config.max_position_embeddings
-    if length > limit:
-        raise BertInputError(
-            f"input has {length} tokens but the model has position embeddings for at most {limit} "
-            f"(max_position_embeddings): truncate it, e.g. tokenizer(..., truncation=True, max_length={limit}).")
-    low, high = (int(v) for v in torch.aminmax(input_ids))
-    if high >= config.vocab_size or low < 0:
-        bad = high if high >= config.vocab_size else low
-        raise BertInputError(
-            f"input id {bad} is outside the vocabulary (vocab_size={config.vocab_size}, ids 0..{config.vocab_size - 1}): "
-            "the tokenizer does not match this model; check it with check_tokenizer_matches(model, tokenizer).")
-    if token_type_ids is not None:
-        _check_int_tensor("token_type_ids", token_type_ids, "pass tokenizer(...)['token_type_ids'].")
-        if token_type_ids.shape != input_ids.shape:
-            raise BertInputError(f"token_type_ids has shape {tuple(token_type_ids.shape)} but input_ids has "
-                                 f"{tuple(input_ids.shape)}: give one segment id per token.")
-        low, high = (int(v) for v in torch.aminmax(token_type_ids))
-        if low < 0 or high >= config.type_vocab_size:
-            raise BertInputError(f"token_type_ids must be in 0..{config.type_vocab_size - 1} "
-                                 f"(type_vocab_size={config.type_vocab_size}), found {high if high > 0 else low}.")
-    if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor):
-            raise BertInputError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}.")
-        if attention_mask.shape != input_ids.shape:
-            raise BertInputError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}: "
-                "give one entry per token, 1 (or True) for a real token and 0 (or False) for padding.")
-
-
-def _keep_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, L) 1/0 or bool -> boolean (B, L), True at real tokens; None when nothing is padding."""
-    if attention_mask is None:
-        return None
-    if attention_mask.dtype == torch.bool:
-        keep = attention_mask
-    else:
-        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-            raise BertInputError("attention_mask must hold only 1 (real token) and 0 (padding), or be boolean.")
-        keep = attention_mask != 0
-    # no padding at all: skip the mask, which lets torch pick its fastest attention kernel
-    return None if bool(keep.all()) else keep
-
-
-def _check_labels(labels: torch.Tensor, shape: torch.Size, num_classes: int, what: str) -> None:
-    if not isinstance(labels, torch.Tensor):
-        raise BertInputError(f"{what} labels must be a torch.Tensor, got {type(labels).__name__}.")
-    if labels.shape != shape:
-        raise BertInputError(f"{what} labels have shape {tuple(labels.shape)}; expected {tuple(shape)}.")
-    if labels.dtype.is_floating_point:
-        raise BertInputError(f"{what} labels must be integer class ids (torch.long), got {labels.dtype}.")
-    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_classes))
-    if not bool(valid.all()):
-        bad = int(labels[~valid][0])
-        raise BertInputError(f"{what} label {bad} is not a class id in 0..{num_classes - 1} "
-                             f"nor {IGNORE_INDEX} (= ignore this position).")
-
-
-# ---------------------------------------------------------------- modules
-
-class BertEmbeddings(nn.Module):
-    """word + position + token type (segment) embeddings, then LayerNorm and dropout."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.word_embeddings(input_ids)
-        if token_type_ids is None:  # every token in segment A
-            x = x + self.token_type_embeddings.weight[0]
-        else:
-            x = x + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings.weight[: input_ids.shape[1]]  # positions 0..L-1, broadcast over batch
-        return self.dropout(self.LayerNorm(x))
-
-
-def build_encoder(config) -> TransformerEncoder:
-    """num_hidden_layers of the course's post-LN encoder layer, set up exactly as BERT's.
-
-    BERT applies dropout to the attention probabilities (attention_probs_dropout_prob) and to
-    each sub-layer's output (hidden_dropout_prob), but not between the two feed-forward
-    linears, so that inner dropout is removed. ``fused``: torch's fused attention kernel
-    whenever the attention weights are not asked for.
-    """
-    encoder = TransformerEncoder(0, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                 dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu")
-    for _ in range(config.num_hidden_layers):
-        layer = TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                        dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu",
-                                        layer_norm_eps=config.layer_norm_eps)
-        layer.self_attn.dropout = config.attention_probs_dropout_prob
-        layer.ff.dropout = nn.Identity()
-        layer.ff.activation = _ACTIVATIONS[config.hidden_act]
-        layer.fused = True
-        encoder.layers.append(layer)
-    return encoder
-
-
-class BertPooler(nn.Module):
-    """dense + tanh on the hidden state of the first token ([CLS]): one vector per sequence."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
-
-
-class BertPredictionHeadTransform(nn.Module):
-    """dense + activation + LayerNorm before the MLM output layer."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.activation = _ACTIVATIONS[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.activation(self.dense(hidden)))
-
-
-class BertLMPredictionHead(nn.Module):
-    """MLM head: transform, then scores over the vocabulary. ``decoder.weight`` is tied to the
-    word embeddings by the model (one matrix both reads and writes tokens); ``bias`` is the
-    output-only bias per token (``decoder.bias`` is the same tensor, as in transformers)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-        self.transform = BertPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
-        self.decoder.bias = self.bias
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden))
-
-
-class BertOnlyMLMHead(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.predictions = BertLMPredictionHead(config)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.predictions(hidden)
-
-
-class BertPreTrainingHeads(nn.Module):
-    """MLM head (``predictions``) and NSP head (``seq_relationship``: Linear(hidden, 2) on the pooled output)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.predictions = BertLMPredictionHead(config)
-        self.seq_relationship = nn.Linear(config.hidden_size, 2)
-
-
-def _init_weights(module: nn.Module, std: float) -> None:
-    """BERT's initialisation (as transformers): N(0, std) weights, zero biases, LayerNorm = identity."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, mean=0.0, std=std)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, BertLMPredictionHead):
-        nn.init.zeros_(module.bias)
-
-
-# ---------------------------------------------------------------- checkpoint files
-
-def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of a transformers model directory: model.safetensors (or its shards), else
-    pytorch_model.bin read with ``torch.load(weights_only=True)`` (tensors only, no code)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    files = checkpoints.weight_files(directory)  # model.safetensors, or the shards its index names
-    if files:
-        state = {}
-        for path in files:
-            checkpoints.safetensors_header(path)  # a damaged file: one line naming it, not SafetensorError
-            try:
-                state.update(load_file(path))
-            except Exception as err:  # noqa: BLE001 - the library's message names no file
-                raise CheckpointError(f"{path} could not be read as safetensors ({checkpoints._short(err)}); "
-                                      f"{checkpoints.FIX_WEIGHTS}.") from None
-        return state
-    legacy = directory / "pytorch_model.bin"
-    if legacy.is_file():
-        try:
-            return torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as err:  # weights_only refuses anything but plain tensors
-            raise CheckpointError(
-                f"{legacy} could not be read safely ({type(err).__name__}): convert it to safetensors "
-                "(load it once where you trust it and call save_pretrained) and use model.safetensors.") from None
-    present = sorted(p.name for p in directory.iterdir())
-    raise FileNotFoundError(
-        f"{directory} has no weights file: expected model.safetensors (or pytorch_model.bin); it holds {present}. "
-        "Save a model there with model.save_pretrained(dir).")
-
-
-def _read_config(directory: str | Path, **overrides):
-    _require_transformers()
-    directory = Path(directory)
-    if not directory.exists():
-        raise FileNotFoundError(f"model directory {directory} does not exist: check the path, or train and "
-                                "save a model there first (model.save_pretrained(dir)).")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is a file; from_pretrained expects a directory holding "
-                                "config.json and model.safetensors.")
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{directory} has no config.json, so it is not a model directory in the "
-                                "transformers layout (config.json + model.safetensors); save one with save_pretrained.")
-    model_type = checkpoints.read_json(config_file).get("model_type")
-    if model_type != "bert":
-        raise CheckpointError(f"{directory} holds a {model_type!r} model, not BERT (config.json model_type must be "
-                              "'bert'); this class reads BERT checkpoints only.")
-    try:
-        config = BertConfig.from_pretrained(str(directory), **overrides)
-        _check_config(config)
-    except (TypeError, ValueError, KeyError, AttributeError) as err:  # values transformers or we cannot use
-        raise CheckpointError(f"{config_file}: {checkpoints._short(err)}") from None
-    return config
-
+# ---------------------------------------------------------------- tokenizers
 
 def _vocab_size_of(tokenizer) -> int:
     if hasattr(tokenizer, "get_vocab_size"):  # a `tokenizers.Tokenizer`
@@ -491,15 +153,6 @@ def minilm_path() -> Path:
 
 
 # ---------------------------------------------------------------- weight transfer, shared by every class
-
-def _own_body_to_hf(name: str) -> str:
-    """A BertModel parameter name -> transformers' name (only the encoder layers differ)."""
-    if name.startswith("encoder.layers."):
-        index, rest = name[len("encoder.layers."):].split(".", 1)
-        module, param = rest.rsplit(".", 1)
-        return f"encoder.layer.{index}.{_LAYER_TO_HF[module]}.{param}"
-    return name
-
 
 class _BertPreTrainedBase(nn.Module):
     """Weight transfer and saving, shared by BertModel and the models with heads."""
@@ -692,17 +345,6 @@ class _BertPreTrainedBase(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _name_list(what: str, names: list[str]) -> str:
-    if not names:
-        return ""
-    shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
-    return f"{what} keys: {shown}. "
-
-
-def _head_name(key: str) -> str:
-    return key.rsplit(".", 1)[0]
-
-
 # ---------------------------------------------------------------- the models
 
 class BertModel(_BertPreTrainedBase):
@@ -812,109 +454,3 @@ class BertForPreTraining(_BertPreTrainedBase):
         parts = [part for part in (mlm_loss, nsp_loss) if part is not None]
         loss = sum(parts[1:], parts[0]) if parts else None
         return BertPreTrainingOutput(loss, mlm_loss, nsp_loss, logits, nsp_logits, out.attentions, out.hidden_states)
-
-
-class BertForMaskedLM(_BertPreTrainedBase):
-    """BERT with the MLM head only (no pooler, no NSP), as transformers' BertForMaskedLM."""
-
-    hf_class_name = "BertForMaskedLM"
-
-    def __init__(self, config):
-        super().__init__()
-        _check_config(config)
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.cls = BertOnlyMLMHead(config)
-        self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
-        self._tie_output_layer()
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                masked_only: bool = False, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> MaskedLMOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
-        if labels is not None:
-            _check_labels(labels, input_ids.shape, self.config.vocab_size, "MLM")
-        logits, loss = _mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
-                                            masked_only, self.config.vocab_size)
-        return MaskedLMOutput(loss, logits, out.attentions, out.hidden_states)
-
-
-def _classifier_dropout(config) -> float:
-    p = getattr(config, "classifier_dropout", None)
-    return config.hidden_dropout_prob if p is None else p
-
-
-class BertForTokenClassification(_BertPreTrainedBase):
-    """One label per token (e.g. NER BIO tags): dropout + Linear(hidden, num_labels) on every position.
-
-    Labels (B, L), -100 at positions that take no part in the loss (padding, later sub-words).
-    ``config.id2label`` / ``label2id`` are saved with the model, for transformers' pipelines.
-    """
-
-    hf_class_name = "BertForTokenClassification"
-
-    def __init__(self, config):
-        super().__init__()
-        _check_config(config)
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        _init_weights(self.classifier, config.initializer_range)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
-        logits = self.classifier(self.dropout(out.last_hidden_state))
-        loss = None
-        if labels is not None:
-            _check_labels(labels, input_ids.shape, self.config.num_labels, "token-classification")
-            loss = _mean_loss_or_zero(logits.view(-1, self.config.num_labels), labels.reshape(-1),
-                                      "token-classification loss")
-        return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
-
-
-class BertForSequenceClassification(_BertPreTrainedBase):
-    """One label per sequence: pooled [CLS] -> dropout -> Linear(hidden, num_labels).
-
-    The loss follows ``config.problem_type`` as transformers does: cross-entropy for integer
-    labels, mean squared error when num_labels == 1 (regression), binary cross-entropy for
-    float multi-label targets.
-    """
-
-    hf_class_name = "BertForSequenceClassification"
-
-    def __init__(self, config):
-        super().__init__()
-        _check_config(config)
-        self.config = config
-        self.bert = BertModel(config)
-        self.dropout = nn.Dropout(_classifier_dropout(config))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        _init_weights(self.classifier, config.initializer_range)
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
-        logits = self.classifier(self.dropout(out.pooler_output))
-        loss = None
-        if labels is not None:
-            loss = self._loss(logits, labels)
-        return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        num_labels = self.config.num_labels
-        problem = self.config.problem_type
-        if problem is None:
-            if num_labels == 1:
-                problem = "regression"
-            elif not labels.dtype.is_floating_point:
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-        if problem == "regression":
-            return F.mse_loss(logits.squeeze(), labels.squeeze()) if num_labels == 1 else F.mse_loss(logits, labels)
-        if problem == "single_label_classification":
-            _check_labels(labels.view(-1), logits.shape[:1], num_labels, "sequence-classification")
-            return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels)

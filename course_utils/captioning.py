@@ -1,16 +1,11 @@
-"""Generating text from images (chapter 07): decoder layers with cross-attention, and a captioner.
+"""The captioner of chapter 07: a model that writes what it sees, its training, and captioning images.
 
 A captioning model is an encoder-decoder: the image encoder (chapter 05's :class:`PatchCNN`)
 turns the picture into a grid of patch vectors, the *memory*; the decoder writes the caption
-one word at a time, and in every layer a **cross-attention** sub-layer lets the words look at
-the image (queries from the text, keys and values from the memory).
+one word at a time, and in every layer a **cross-attention** sub-layer
+(:mod:`course_utils.cross_attention`) lets the words look at the image. Chapter 03's BERT as
+such a decoder is :class:`course_utils.bert_decoder.BertDecoder`.
 
-* :class:`CrossAttentionDecoderLayer`: causal self-attention, cross-attention, feed-forward,
-  post-LN or pre-LN; :meth:`~CrossAttentionDecoderLayer.from_torch` copies a
-  ``torch.nn.TransformerDecoderLayer`` (the tests prove both give the same outputs);
-* :class:`BertDecoder`: the course's BERT layers (:mod:`course_utils.bert`) with a
-  cross-attention sub-layer added, weight-compatible with
-  ``transformers.BertLMHeadModel(is_decoder=True, add_cross_attention=True)`` both ways;
 * :class:`Captioner`: chapter 06's pre-LN :class:`~course_utils.decoder.DecoderBlock` with a
   cross-attention sub-layer (:class:`CaptionBlock`), over cached patch features. Its KV cache
   holds, per block, the self-attention keys and values (growing by one position per step) and
@@ -24,8 +19,6 @@ widget live in :mod:`course_utils.captioning_viz`.
 """
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -35,257 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import bert as course_bert
 from . import training
-from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .checkpoints import CheckpointError
+from .cross_attention import CaptionerInputError, CrossAttention
 from .decoder import DecoderBlock
-from .transformer import FeedForward, torch_activation_name
 
 __all__ = [
-    "BertDecoder",
     "BoundCaptioner",
     "CaptionBlock",
     "Captioner",
     "CaptionerConfig",
-    "CaptionerInputError",
-    "CrossAttention",
-    "CrossAttentionDecoderLayer",
     "teacher_forced_loss",
     "train_captioner",
 ]
 
-
-class CaptionerInputError(ValueError):
-    """Input a captioner cannot take (wrong image size or dtype, memory of the wrong width...), with the fix."""
-
-
-# ============================================================================ cross-attention
-
-class CrossAttention(MultiHeadAttention):
-    """Multi-head attention whose keys and values come from the image memory.
-
-    ``forward(query, key, value, ...)`` is the course's :class:`MultiHeadAttention`. For generation
-    the memory's keys and values are projected once (:meth:`memory_kv`) and reused at every step
-    (:meth:`attend`): the same arithmetic, without projecting the same memory again for every word.
-    """
-
-    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, d) memory -> keys and values (B, heads, N, d_head)."""
-        return self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))
-
-    def attend(self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask=None,
-               need_weights: bool = False):
-        """(B, L, d) queries over precomputed keys and values; ``memory_mask`` (B, N) bool, True = real."""
-        q = self.split_heads(self.q_proj(query))
-        mask = None if memory_mask is None else memory_mask[:, None, None, :]
-        dropout_p = self.dropout if self.training else 0.0
-        if need_weights:
-            out, weights = scaled_dot_product_attention(q, kv[0], kv[1], mask=mask, dropout_p=dropout_p)
-        else:
-            out, weights = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, dropout_p=dropout_p), None
-        return self.out_proj(self.merge_heads(out)), weights
-
-
-# ============================================================================ the textbook layer
-
-class CrossAttentionDecoderLayer(nn.Module):
-    """The Transformer decoder layer (Vaswani et al. 2017): masked self-attention, then attention
-    over the encoder's output (the memory), then the feed-forward network; each sub-layer in a
-    residual connection with LayerNorm, after it (post-LN) or before it (pre-LN, ``norm_first``).
-
-    ``forward(x (B, L, d), memory (B, N, d), tgt_mask=None, memory_key_padding_mask=None,
-    tgt_key_padding_mask=None)``; every mask is boolean with **True = may attend / a real
-    position** (torch's ``nn.TransformerDecoderLayer`` uses True = ignore). ``tgt_mask`` (L, L) is
-    usually :func:`course_utils.attention.causal_mask`. With ``keep_attention = True`` the last
-    cross-attention weights (B, heads, L, N) are kept in ``last_cross_attention``.
-    """
-
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
-                 activation: str = "relu", layer_norm_eps: float = 1e-5):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
-        self.cross_attn = CrossAttention(d_model, num_heads, dropout=dropout)
-        self.ff = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
-        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model, eps=layer_norm_eps) for _ in range(3))
-        self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
-        self.norm_first = norm_first
-        self.keep_attention = False
-        self.last_cross_attention = None
-
-    def _self_block(self, x, tgt_mask, tgt_key_padding_mask):
-        return self.dropout1(self.self_attn(x, x, x, mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0])
-
-    def _cross_block(self, x, memory, memory_key_padding_mask):
-        out, weights = self.cross_attn(x, memory, memory, key_padding_mask=memory_key_padding_mask)
-        if self.keep_attention:
-            self.last_cross_attention = weights.detach()
-        return self.dropout2(out)
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
-                memory_key_padding_mask: torch.Tensor | None = None,
-                tgt_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != x.shape[-1]:
-            raise CaptionerInputError(f"memory has shape {tuple(memory.shape)}; expected (batch={x.shape[0]}, "
-                                      f"patches, d_model={x.shape[-1]}), the image encoder's output for each caption.")
-        if self.norm_first:
-            x = x + self._self_block(self.norm1(x), tgt_mask, tgt_key_padding_mask)
-            x = x + self._cross_block(self.norm2(x), memory, memory_key_padding_mask)
-            return x + self.dropout3(self.ff(self.norm3(x)))
-        x = self.norm1(x + self._self_block(x, tgt_mask, tgt_key_padding_mask))
-        x = self.norm2(x + self._cross_block(x, memory, memory_key_padding_mask))
-        return self.norm3(x + self.dropout3(self.ff(x)))
-
-    @classmethod
-    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> CrossAttentionDecoderLayer:
-        """A copy of ``torch.nn.TransformerDecoderLayer``'s weights in this module (same outputs)."""
-        if not isinstance(layer, nn.TransformerDecoderLayer):
-            raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
-        name = torch_activation_name(layer.activation)
-        ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                   dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name, layer_norm_eps=layer.norm1.eps)
-        ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
-        cross = MultiHeadAttention.from_torch(layer.multihead_attn)
-        ours.cross_attn.load_state_dict(cross.state_dict())
-        with torch.no_grad():
-            for mine, theirs in ((ours.ff.linear1, layer.linear1), (ours.ff.linear2, layer.linear2),
-                                 (ours.norm1, layer.norm1), (ours.norm2, layer.norm2), (ours.norm3, layer.norm3)):
-                mine.weight.copy_(theirs.weight)
-                mine.bias.copy_(theirs.bias)
-        return ours.to(layer.linear1.weight.device, layer.linear1.weight.dtype)
-
-
-# ============================================================================ BERT as a decoder
-
-# the cross-attention sub-layer's names -> transformers' (inside encoder.layer.{i})
-_CROSS_TO_HF = {
-    "cross.attn.q_proj": "crossattention.self.query",
-    "cross.attn.k_proj": "crossattention.self.key",
-    "cross.attn.v_proj": "crossattention.self.value",
-    "cross.attn.out_proj": "crossattention.output.dense",
-    "cross.norm": "crossattention.output.LayerNorm",
-}
-
-
-class BertCrossAttentionSublayer(nn.Module):
-    """BERT's cross-attention sub-layer: attention over the memory, dropout, residual, LayerNorm (post-LN)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.attn = CrossAttention(config.hidden_size, config.num_attention_heads,
-                                   dropout=config.attention_probs_dropout_prob)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x, memory, memory_mask=None):
-        return self.norm(x + self.dropout(self.attn(x, memory, memory, key_padding_mask=memory_mask,
-                                                    need_weights=False)[0]))
-
-
-class BertDecoderLayer(nn.Module):
-    """One of chapter 03's BERT layers, causal, with a cross-attention sub-layer between its
-    self-attention and its feed-forward network (transformers' ``BertLayer`` with
-    ``add_cross_attention=True``). The self-attention and feed-forward are the course's
-    :class:`~course_utils.transformer.TransformerEncoderLayer` pieces, reused as they are."""
-
-    def __init__(self, encoder_layer: nn.Module, config):
-        super().__init__()
-        self.layer = encoder_layer
-        self.cross = BertCrossAttentionSublayer(config)
-
-    def forward(self, x, memory, causal_and_padding, memory_mask=None):
-        layer = self.layer
-        x = layer.norm1(x + layer._attend(x, causal_and_padding, None))
-        x = self.cross(x, memory, memory_mask)
-        return layer.norm2(x + layer.dropout2(layer.ff(x)))
-
-
-class BertDecoder(nn.Module):
-    """BERT as a decoder: the course's embeddings, causal BERT layers with cross-attention over a
-    memory, and the MLM head (tied to the word embeddings) predicting the next token.
-
-    ``forward(input_ids (B, L), encoder_hidden_states (B, N, hidden), attention_mask (B, L) 1/0,
-    encoder_attention_mask (B, N) 1/0)`` -> logits (B, L, vocab). Weights move from / to
-    ``transformers.BertLMHeadModel(config)`` with ``is_decoder=True, add_cross_attention=True``
-    (:meth:`from_hf`, :meth:`to_hf`)."""
-
-    def __init__(self, config):
-        super().__init__()
-        if not (getattr(config, "is_decoder", False) and getattr(config, "add_cross_attention", False)):
-            raise ValueError("BertDecoder needs a BertConfig with is_decoder=True and add_cross_attention=True.")
-        self.config = copy.deepcopy(config)
-        self.embeddings = course_bert.BertEmbeddings(config)
-        self.layers = nn.ModuleList(BertDecoderLayer(layer, config) for layer in course_bert.build_encoder(config).layers)
-        for block in self.layers:
-            block.layer.fused = False   # padded query rows stay finite through the course's own attention
-        self.cls = course_bert.BertOnlyMLMHead(config)
-        self.apply(functools.partial(course_bert._init_weights, std=config.initializer_range))
-        self.cls.predictions.decoder.weight = self.embeddings.word_embeddings.weight
-
-    def forward(self, input_ids, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None):
-        length = input_ids.shape[1]
-        if length > self.config.max_position_embeddings:
-            raise CaptionerInputError(f"{length} tokens do not fit the {self.config.max_position_embeddings} positions.")
-        mask = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()[None, None]
-        if attention_mask is not None:
-            mask = mask & attention_mask.bool()[:, None, None, :]
-        memory_mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()
-        x = self.embeddings(input_ids)
-        for block in self.layers:
-            x = block(x, encoder_hidden_states, mask, memory_mask)
-        return self.cls(x)
-
-    # --- weights in transformers' names
-    def hf_state_dict(self) -> dict:
-        out = {}
-        for name, tensor in self.state_dict().items():
-            if name.startswith("layers."):
-                index, rest = name[len("layers."):].split(".", 1)
-                module, param = rest.rsplit(".", 1)
-                if module.startswith("layer."):
-                    hf = course_bert._LAYER_TO_HF[module[len("layer."):]]
-                else:
-                    hf = _CROSS_TO_HF[module]
-                name = f"bert.encoder.layer.{index}.{hf}.{param}"
-            elif name.startswith("embeddings."):
-                name = "bert." + name
-            if name == "cls.predictions.decoder.weight" or name == "cls.predictions.decoder.bias":
-                continue   # tied: the word embeddings and cls.predictions.bias hold them
-            out[name] = tensor.detach()
-        return out
-
-    def load_hf_state_dict(self, state: dict) -> None:
-        own = self.hf_state_dict()
-        state = {k: v for k, v in state.items() if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-                 and not k.endswith(("position_ids", "token_type_ids"))}
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or wrong:
-            raise course_bert.CheckpointError(f"the weights do not fit this BertDecoder: missing {missing[:5]}, "
-                                              f"unexpected {unexpected[:5]}, other shapes {wrong[:5]}")
-        with torch.no_grad():
-            for k, v in own.items():
-                v.copy_(state[k])       # own[k] shares storage with the parameter
-
-    @classmethod
-    def from_hf(cls, hf_model) -> BertDecoder:
-        ours = cls(hf_model.config)
-        ours.load_hf_state_dict(hf_model.state_dict())
-        return ours.train(hf_model.training)
-
-    def to_hf(self):
-        import transformers
-
-        config = copy.deepcopy(self.config)
-        config._attn_implementation = "eager"
-        hf = transformers.BertLMHeadModel(config)
-        result = hf.load_state_dict(self.hf_state_dict(), strict=False)
-        leftover = [k for k in result.missing_keys if not k.startswith("cls.predictions.decoder")]
-        if leftover or result.unexpected_keys:
-            raise course_bert.CheckpointError(f"transformers' layout changed: {leftover[:5]} {result.unexpected_keys[:5]}")
-        return hf.train(self.training)
-
-
-# ============================================================================ the captioner
 
 class CaptionBlock(DecoderBlock):
     """Chapter 06's pre-LN decoder block with a cross-attention sub-layer added between its
@@ -441,11 +197,11 @@ class Captioner(nn.Module):
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if "config" not in meta:
-            raise course_bert.CheckpointError(f"{path} is not a captioner checkpoint (no config in its metadata).")
+            raise CheckpointError(f"{path} is not a captioner checkpoint (no config in its metadata).")
         config = CaptionerConfig(**json.loads(meta["config"]))
         if expected is not None and config != expected:
             diff = {k: (v, getattr(expected, k)) for k, v in asdict(config).items() if getattr(expected, k) != v}
-            raise course_bert.CheckpointError(f"{path} holds a captioner of another size (checkpoint vs expected: "
+            raise CheckpointError(f"{path} holds a captioner of another size (checkpoint vs expected: "
                                               f"{diff}); build the model from the checkpoint's config or retrain.")
         model = cls(config)
         model.load_state_dict(load_file(str(path)), strict=False)

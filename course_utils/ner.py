@@ -1,4 +1,4 @@
-"""Named-entity recognition with BERT: CoNLL files, BIO tags, sub-word labels, predictions.
+"""Named-entity recognition with BERT: CoNLL files, sub-word labels, the data sets, predictions.
 
 Chapter 04 teaches these pieces inline and imports them from here afterwards:
 
@@ -7,14 +7,16 @@ Chapter 04 teaches these pieces inline and imports them from here afterwards:
   between sentences, ``-DOCSTART-`` lines between documents. Columns are separated by ASCII
   spaces or tabs; any other whitespace in a line (a no-break space, U+2028, ...) is an error,
   since the reader cannot tell whether it separates columns or belongs to the token.
-  :func:`write_conll` writes only what :func:`read_conll` reads back unchanged.
-* **BIO tags**: ``B-TYPE`` begins an entity, ``I-TYPE`` continues it, ``O`` is outside.
-  :func:`bio_problems` finds entities that start with ``I-`` and :func:`repair_bio` mends them;
-  :func:`entity_spans` reads the entities out of a tag sequence, as seqeval does.
+  :func:`write_conll` writes only what :func:`read_conll` reads back unchanged. The tags must
+  be BIO (:mod:`course_utils.bio_tags`: valid tags, repairing entities that start with ``I-``,
+  entity spans, the tag set).
 * **Sub-words**: a word split into several WordPiece tokens keeps one label.
   :func:`align_labels` gives it to the first sub-token (the others get -100, ignored by the
-  loss) or to every sub-token; :func:`word_predictions` maps token predictions back to words.
-* **Inference**: :func:`predict_entities` finds entities in raw text, with character offsets.
+  loss) or to every sub-token; :func:`encode` and :func:`collate` make model batches;
+  :func:`word_predictions` maps token predictions back to words.
+* **Inference**: :func:`predict_tags` tags pre-split sentences; :func:`predict_entities` finds
+  entities in raw text, with character offsets. The model and its tokenizer come from a BERT
+  directory through :mod:`course_utils.ner_models`.
 * **Data**: :func:`load_ner_data` reads CoNLL files, CoNLL-2003 (online, on request) or the
   offline generated set of :mod:`course_utils.ner_data`.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 import tempfile
 import unicodedata
 import warnings
@@ -31,7 +32,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import checkpoints, ner_data
+from . import ner_data
+from .bio_tags import BioTagError, bio_problems, entity_spans, is_bio_tag, repair_bio
+from .ner_models import max_positions
 from .paths import DATA_DIR
 
 IGNORE_INDEX = -100  # the label of positions the loss skips (torch's cross_entropy default)
@@ -42,65 +45,6 @@ Sentence = tuple[list[str], list[str]]
 
 class ConllFormatError(ValueError):
     """A CoNLL file that cannot be read: names the file, the line and what was expected."""
-
-
-class BioTagError(ValueError):
-    """A tag that is not BIO (O, B-TYPE, I-TYPE), or an entity that starts with I- when asked to refuse."""
-
-
-# ---------------------------------------------------------------- BIO tags
-
-_BIO = re.compile(r"^(O|[BI]-\S+)$")
-
-
-def is_bio_tag(tag: str) -> bool:
-    """True for ``O``, ``B-TYPE`` and ``I-TYPE`` (TYPE any non-empty text without spaces)."""
-    return isinstance(tag, str) and bool(_BIO.fullmatch(tag))  # fullmatch: "$" would accept a final newline
-
-
-def bio_problems(tags: Sequence[str]) -> list[int]:
-    """Positions where an entity starts with ``I-`` (after ``O``, at the start, or after another type)."""
-    problems = []
-    previous = "O"
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
-            problems.append(i)
-        previous = tag
-    return problems
-
-
-def repair_bio(tags: Sequence[str]) -> list[str]:
-    """Turn every ``I-X`` that starts an entity into ``B-X`` (also converts IOB1 files to BIO)."""
-    fixed = list(tags)
-    for i in bio_problems(tags):
-        fixed[i] = "B-" + fixed[i][2:]
-    return fixed
-
-
-def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
-    """The entities of a tag sequence as (type, start, end), ``end`` exclusive.
-
-    Lenient like seqeval's default mode: an ``I-X`` after ``O`` or after another type starts
-    an entity, and a change of type ends one.
-    """
-    spans = []
-    kind, start = None, 0
-    for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, new_kind = (tag[0], tag[2:]) if tag != "O" else ("O", None)
-        if kind is not None and (prefix in ("O", "B") or new_kind != kind):
-            spans.append((kind, start, i))
-            kind = None
-        if prefix in ("B", "I") and kind is None:
-            kind, start = new_kind, i
-    return spans
-
-
-def label_list(*splits: Iterable[Sentence]) -> list[str]:
-    """The tag set read from the data: ``O`` first, then ``B-T, I-T`` for each entity type T, sorted."""
-    types = sorted({tag[2:] for split in splits for _, tags in split for tag in tags if tag != "O"})
-    if not types:
-        raise ValueError("the data has no entity at all (every tag is O): nothing to learn; check the tag column.")
-    return ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
 
 
 # ---------------------------------------------------------------- CoNLL files
@@ -348,90 +292,6 @@ def load_ner_data(train_file=None, dev_file=None, test_file=None, use_conll2003:
     return data, source
 
 
-# ---------------------------------------------------------------- models and tokenizers
-
-def check_bert_dir(directory: str | Path) -> Path:
-    """Check that ``directory`` holds a BERT in the transformers layout, with its tokenizer.
-
-    Raises with a message that names what is missing; returns the directory as a Path.
-    """
-    directory = Path(directory).expanduser()
-    if not directory.exists():
-        raise FileNotFoundError(f"pretrained_model {directory} does not exist: pass a directory saved by "
-                                "save_pretrained (config.json, model.safetensors, vocab.txt), or None for "
-                                "chapter 03's model.")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"pretrained_model {directory} is a file; pass the directory that holds it "
-                                "(config.json, model.safetensors and the tokenizer files).")
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{directory} has no config.json, so it is not a model saved in the transformers "
-                         "layout; pass a BERT directory (config.json, model.safetensors, vocab.txt).")
-    config = checkpoints.read_json(config_file)  # one line for invalid JSON, a list, non-UTF-8
-    if config.get("model_type") != "bert":
-        raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, not BERT (config.json "
-                         "model_type must be 'bert'): this chapter fine-tunes BERT checkpoints.")
-    if not any((directory / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise ValueError(f"{directory} has no model.safetensors: the course reads safetensors weights only "
-                         "(convert a pytorch_model.bin where you trust it with save_pretrained).")
-    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-        raise ValueError(f"{directory} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
-                         "with the model, model.save_pretrained(dir, tokenizer=tokenizer).")
-    # the files themselves: complete weights of the config's size, a readable tokenizer of the model's vocabulary
-    checkpoints.check_model_files(directory, config)
-    return directory
-
-
-def load_tokenizer(directory: str | Path):
-    """The fast tokenizer saved with a BERT directory (fast: it knows word ids and character offsets)."""
-    from transformers import AutoTokenizer
-
-    directory = check_bert_dir(directory)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    checkpoints.check_loaded_tokenizer(directory, tokenizer, checkpoints.read_json(directory / "config.json"))
-    if not tokenizer.is_fast:
-        raise ValueError(f"{directory}: only a slow tokenizer could be loaded; NER needs a fast one "
-                         "(tokenizer.json) for word ids and character offsets.")
-    return tokenizer
-
-
-def tokenizer_lowercases(tokenizer) -> bool:
-    """True when the tokenizer lowercases its input (an uncased model: capital letters are lost)."""
-    pieces = tokenizer.tokenize("Paris London Berlin A B C")
-    return not any(ch.isupper() for piece in pieces if piece != tokenizer.unk_token for ch in piece)
-
-
-def max_positions(model_or_config, tokenizer=None) -> int:
-    """The longest input (in tokens) a model takes: its position table, capped by the tokenizer's limit."""
-    limit = int(getattr(model_or_config, "config", model_or_config).max_position_embeddings)
-    if tokenizer is not None and 0 < getattr(tokenizer, "model_max_length", limit) < limit:
-        limit = int(tokenizer.model_max_length)
-    return limit
-
-
-def token_classifier(directory: str | Path, labels: Sequence[str], init: str = "pretrained", **config_overrides):
-    """A :class:`course_utils.bert.BertForTokenClassification` for ``labels`` from a BERT directory.
-
-    ``init="pretrained"`` loads the directory's weights (the classification head is new);
-    ``init="random"`` builds the same architecture from its config with fresh random weights.
-    """
-    from .bert import BertForTokenClassification
-
-    directory = check_bert_dir(directory)
-    labels = list(labels)
-    overrides = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                     label2id={label: i for i, label in enumerate(labels)}, **config_overrides)
-    if init == "pretrained":
-        with warnings.catch_warnings():  # "the classification head is newly initialised": that is the point
-            warnings.filterwarnings("ignore", message=".*(newly|not used|missing|unexpected).*")
-            return BertForTokenClassification.from_pretrained(directory, **overrides)
-    if init == "random":
-        from transformers import BertConfig
-
-        return BertForTokenClassification(BertConfig.from_pretrained(str(directory), **overrides))
-    raise ValueError(f"init must be 'pretrained' or 'random', got {init!r}")
-
-
 # ---------------------------------------------------------------- sub-word alignment
 
 def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label2id: dict[str, int],
@@ -627,35 +487,3 @@ def predict_entities(model, tokenizer, text: str, max_length: int | None = None)
         score = sum(w[3] for w in words[first:last]) / (last - first)
         entities.append({"type": kind, "text": text[start:end], "start": start, "end": end, "score": round(score, 4)})
     return entities
-
-
-# ---------------------------------------------------------------- evaluation helpers
-
-def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]):
-    """Entity-type confusion: (names, counts) with counts[g][p] for gold type g and predicted type p.
-
-    A gold entity and a predicted one match when they cover exactly the same words; the last
-    name, ``"none"``, collects the gold entities with no prediction of the same span (missed or
-    wrong boundaries, last column) and the predictions with no gold span (spurious, last row).
-    """
-    types = sorted({k for seq in list(gold) + list(pred) for k, _, _ in entity_spans(seq)})
-    names = types + ["none"]
-    index = {n: i for i, n in enumerate(names)}
-    counts = [[0] * len(names) for _ in names]
-    for g_tags, p_tags in zip(gold, pred):
-        g_spans = {(a, b): k for k, a, b in entity_spans(g_tags)}
-        p_spans = {(a, b): k for k, a, b in entity_spans(p_tags)}
-        for span, kind in g_spans.items():
-            counts[index[kind]][index[p_spans.get(span, "none")]] += 1
-        for span, kind in p_spans.items():
-            if span not in g_spans:
-                counts[index["none"]][index[kind]] += 1
-    return names, counts
-
-
-def format_entities(tokens: Sequence[str], tags: Sequence[str]) -> str:
-    """A sentence with its entities in brackets: ``[Maria Lopez]PER flew to [Lyon]LOC .``"""
-    words = list(tokens)
-    for kind, start, end in reversed(entity_spans(tags)):
-        words[start:end] = ["[" + " ".join(words[start:end]) + "]" + kind]
-    return " ".join(words)

@@ -18,11 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import glossary, multimodal, ner, pretraining, shapes
+from course_utils import glossary, multimodal, ner, ner_models, pretraining, shapes
 from course_utils.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 transformers = pytest.importorskip("transformers")
-from course_utils import bert  # noqa: E402  (needs transformers)
+from course_utils import bert, bert_inputs, bert_tasks, bert_weights  # noqa: E402  (needs transformers)
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "Maria", "Lopez", "flew", "to", "Lyon", "New", "York"]
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
@@ -58,7 +58,7 @@ def tokenizer():
 def bert_dir(tmp_path_factory, tokenizer):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_bert")
-    bert.BertForTokenClassification(tiny_config()).save_pretrained(folder, tokenizer=tokenizer)
+    bert_tasks.BertForTokenClassification(tiny_config()).save_pretrained(folder, tokenizer=tokenizer)
     return folder
 
 
@@ -171,15 +171,15 @@ def test_item4_a_foreign_tokenizer_is_refused_at_load(mismatched_dir, bert_dir):
     n_model = transformers.BertConfig.from_pretrained(str(bert_dir)).vocab_size
     assert n_tok != n_model
     pattern = rf"{n_tok} tokens.*vocab_size is {n_model}"
-    for load in (ner.check_bert_dir, ner.load_tokenizer, bert.load_tokenizer, pretraining.check_bert_dir,
-                 lambda d: ner.token_classifier(d, LABELS)):
+    for load in (ner_models.check_bert_dir, ner_models.load_tokenizer, bert.load_tokenizer, pretraining.check_bert_dir,
+                 lambda d: ner_models.token_classifier(d, LABELS)):
         with pytest.raises(ValueError, match=pattern) as err:
             load(mismatched_dir)
         one_line(err)
 
 
 def test_item4_predict_entities_refuses_a_foreign_tokenizer(bert_dir):
-    model = ner.token_classifier(bert_dir, LABELS)
+    model = ner_models.token_classifier(bert_dir, LABELS)
     other = make_tokenizer(VOCAB + ["Paris"])
     with pytest.raises(ValueError, match=rf"{len(other)} tokens.*vocab_size is {len(VOCAB)}") as err:
         ner.predict_entities(model, other, "Maria flew to Lyon")
@@ -212,7 +212,7 @@ def test_item4_same_size_but_other_special_ids_is_refused(tmp_path, bert_dir):
     swapped = ["[UNK]", "[PAD]"] + VOCAB[2:]  # same size, [PAD] is id 1 instead of the model's 0
     make_tokenizer(swapped).save_pretrained(str(folder))
     with pytest.raises(ValueError, match=r"pad.* 1 .*pad_token_id.* 0") as err:
-        ner.load_tokenizer(folder)
+        ner_models.load_tokenizer(folder)
     one_line(err)
 
 
@@ -257,7 +257,7 @@ def test_item6_pretraining_batch_without_a_masked_position():
 
 def test_item6_token_labels_all_ignored():
     torch.manual_seed(0)
-    model = bert.BertForTokenClassification(tiny_config())
+    model = bert_tasks.BertForTokenClassification(tiny_config())
     ids = torch.tensor([[2, 6, 7, 3]])
     labels = torch.full_like(ids, -100)
     with pytest.warns(UserWarning, match="every label is -100"):
@@ -321,8 +321,8 @@ def test_item8_corrupted_safetensors_is_named(tmp_path, bert_dir, kind):
     folder = copy_dir(bert_dir, tmp_path)
     good = (bert_dir / "model.safetensors").read_bytes()
     corrupt(folder, "model.safetensors", SAFETENSORS_CORRUPTIONS[kind](good))
-    for load in (ner.check_bert_dir, pretraining.check_bert_dir, bert.load_state_dict_file,
-                 bert.BertForTokenClassification.from_pretrained):
+    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, bert_weights.load_state_dict_file,
+                 bert_tasks.BertForTokenClassification.from_pretrained):
         with pytest.raises(bert.CheckpointError, match=r"model\.safetensors.*(save|download|copy)") as err:
             load(folder)
         one_line(err)
@@ -339,8 +339,8 @@ CONFIG_CORRUPTIONS = {
 def test_item8_bad_config_json_is_named(tmp_path, bert_dir, kind):
     content, message = CONFIG_CORRUPTIONS[kind]
     folder = corrupt(copy_dir(bert_dir, tmp_path), "config.json", content)
-    for load in (ner.check_bert_dir, pretraining.check_bert_dir, bert.BertModel.from_pretrained,
-                 bert.load_tokenizer, ner.load_tokenizer):
+    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, bert.BertModel.from_pretrained,
+                 bert.load_tokenizer, ner_models.load_tokenizer):
         with pytest.raises(ValueError, match=rf"config\.json.*{message}") as err:
             load(folder)
         one_line(err)
@@ -349,7 +349,7 @@ def test_item8_bad_config_json_is_named(tmp_path, bert_dir, kind):
 @pytest.mark.parametrize("content", [b'{"version": "1.0", "model": ', b'{"version": "1.0"}', b"[]"])
 def test_item8_broken_tokenizer_json_is_named(tmp_path, bert_dir, content):
     folder = corrupt(copy_dir(bert_dir, tmp_path), "tokenizer.json", content)
-    for load in (ner.check_bert_dir, pretraining.check_bert_dir, ner.load_tokenizer, bert.load_tokenizer):
+    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, ner_models.load_tokenizer, bert.load_tokenizer):
         with pytest.raises(ValueError, match=r"tokenizer\.json.*(save|re-save)") as err:
             load(folder)
         one_line(err)
@@ -360,7 +360,7 @@ def test_item8_checkpoint_of_another_size_is_named(tmp_path, bert_dir):
     config = json.loads((folder / "config.json").read_text())
     config["hidden_size"] = 16  # the weights were saved with 8
     (folder / "config.json").write_text(json.dumps(config))
-    for load in (ner.check_bert_dir, lambda d: bert.BertForTokenClassification.from_pretrained(d)):
+    for load in (ner_models.check_bert_dir, lambda d: bert_tasks.BertForTokenClassification.from_pretrained(d)):
         with pytest.raises(bert.CheckpointError, match=r"(8\).*16|16.*8\))") as err:
             load(folder)
         one_line(err)
@@ -383,17 +383,17 @@ def sharded(tmp_path, bert_dir, index):
 def test_item8_bad_sharded_index_is_named(tmp_path, bert_dir, index, message):
     folder = sharded(tmp_path, bert_dir, index)
     (tmp_path / "outside.safetensors").write_bytes((folder / "model-00001-of-00001.safetensors").read_bytes())
-    for load in (bert.load_state_dict_file, ner.check_bert_dir):
+    for load in (bert_weights.load_state_dict_file, ner_models.check_bert_dir):
         with pytest.raises(bert.CheckpointError, match=rf"model\.safetensors\.index\.json.*{message}") as err:
             load(folder)
         one_line(err)
 
 
 def test_item8_good_sharded_index_still_loads(tmp_path, bert_dir):  # guard
-    keys = list(bert.load_state_dict_file(bert_dir))
+    keys = list(bert_weights.load_state_dict_file(bert_dir))
     folder = sharded(tmp_path, bert_dir, {"weight_map": {k: "model-00001-of-00001.safetensors" for k in keys}})
-    assert ner.check_bert_dir(folder) == folder
-    assert sorted(bert.load_state_dict_file(folder)) == sorted(keys)
+    assert ner_models.check_bert_dir(folder) == folder
+    assert sorted(bert_weights.load_state_dict_file(folder)) == sorted(keys)
 
 
 # ---------------------------------------------------------------- item 9: dtype and length at the entrance
@@ -402,10 +402,10 @@ def test_item8_good_sharded_index_still_loads(tmp_path, bert_dir):  # guard
 def test_item9_bert_takes_long_or_int_ids_only(dtype):
     model = bert.BertModel(tiny_config())
     ids = torch.tensor([[2, 6, 7, 3]], dtype=dtype)
-    with pytest.raises(bert.BertInputError, match=rf"input_ids must be torch.long.*{dtype}") as err:
+    with pytest.raises(bert_inputs.BertInputError, match=rf"input_ids must be torch.long.*{dtype}") as err:
         model(ids)
     one_line(err)
-    with pytest.raises(bert.BertInputError, match=rf"token_type_ids must be torch.long.*{dtype}"):
+    with pytest.raises(bert_inputs.BertInputError, match=rf"token_type_ids must be torch.long.*{dtype}"):
         model(ids.long(), token_type_ids=torch.zeros(1, 4, dtype=dtype))
     assert model(ids.int()).last_hidden_state.shape == (1, 4, 8)  # int32 works, as in nn.Embedding
 
@@ -473,7 +473,7 @@ def test_item10_collate_of_nothing():
 
 
 def test_item10_predict_entities_max_length(bert_dir, tokenizer):
-    model = ner.token_classifier(bert_dir, LABELS)
+    model = ner_models.token_classifier(bert_dir, LABELS)
     positions = transformers.BertConfig.from_pretrained(str(bert_dir)).max_position_embeddings
     for bad in (-5, 0, positions + 1):
         with pytest.raises(ValueError, match=rf"max_length={bad}.*between 2 and {positions}") as err:

@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from course_utils import bert  # noqa: E402
+from course_utils import bert, bert_inputs, bert_tasks  # noqa: E402
 
 ATOL = 1e-5
 ACTIVATIONS = ["gelu", "relu", "gelu_pytorch_tanh", "gelu"]
@@ -201,9 +201,9 @@ def test_masked_lm_equals_transformers(seed, direction):
     config = random_config(seed)
     if direction == "hf_to_own":
         theirs = perturb(transformers.BertForMaskedLM(config), seed)
-        ours = bert.BertForMaskedLM.from_hf(theirs)
+        ours = bert_tasks.BertForMaskedLM.from_hf(theirs)
     else:
-        ours = perturb(bert.BertForMaskedLM(config), seed)
+        ours = perturb(bert_tasks.BertForMaskedLM(config), seed)
         theirs = ours.to_hf(attn_implementation="eager")
     assert ours.bert.pooler is None
     ids, mask, types = batch_for(config, seed)
@@ -224,9 +224,9 @@ def test_token_classification_equals_transformers(seed, direction):
     config = random_config(seed)
     if direction == "hf_to_own":
         theirs = perturb(transformers.BertForTokenClassification(config), seed)
-        ours = bert.BertForTokenClassification.from_hf(theirs)
+        ours = bert_tasks.BertForTokenClassification.from_hf(theirs)
     else:
-        ours = perturb(bert.BertForTokenClassification(config), seed)
+        ours = perturb(bert_tasks.BertForTokenClassification(config), seed)
         theirs = ours.to_hf(attn_implementation="eager")
     ids, mask, types = batch_for(config, seed)
     g = torch.Generator().manual_seed(seed)
@@ -247,9 +247,9 @@ def test_sequence_classification_equals_transformers(seed, direction):
     config = random_config(seed)
     if direction == "hf_to_own":
         theirs = perturb(transformers.BertForSequenceClassification(config), seed)
-        ours = bert.BertForSequenceClassification.from_hf(theirs)
+        ours = bert_tasks.BertForSequenceClassification.from_hf(theirs)
     else:
-        ours = perturb(bert.BertForSequenceClassification(config), seed)
+        ours = perturb(bert_tasks.BertForSequenceClassification(config), seed)
         theirs = ours.to_hf(attn_implementation="eager")
     ids, mask, types = batch_for(config, seed)
     labels = torch.tensor([0, config.num_labels - 1, 1])
@@ -265,7 +265,7 @@ def test_sequence_classification_equals_transformers(seed, direction):
 def test_untied_output_matrix():
     config = random_config(1, tie_word_embeddings=False)
     theirs = perturb(transformers.BertForMaskedLM(config), 1)
-    ours = bert.BertForMaskedLM.from_hf(theirs)
+    ours = bert_tasks.BertForMaskedLM.from_hf(theirs)
     assert ours.cls.predictions.decoder.weight is not ours.bert.embeddings.word_embeddings.weight
     assert "cls.predictions.decoder.weight" in ours.hf_state_dict()
     ids, mask, types = batch_for(config, 1)
@@ -278,7 +278,7 @@ def test_untied_output_matrix():
 def test_sequence_classification_other_losses(problem):
     config = random_config(2, num_labels=1 if problem == "regression" else 3)
     theirs = perturb(transformers.BertForSequenceClassification(config), 2)
-    ours = bert.BertForSequenceClassification.from_hf(theirs)
+    ours = bert_tasks.BertForSequenceClassification.from_hf(theirs)
     ids, mask, types = batch_for(config, 2)
     labels = torch.randn(3) if problem == "regression" else torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 1, 0]])
     close(ours(ids, mask, types, labels=labels).loss, theirs(ids, attention_mask=mask, token_type_ids=types,
@@ -289,7 +289,7 @@ def test_plain_bert_model_into_a_head_model():
     config = random_config(3)
     body = perturb(transformers.BertModel(config), 3)
     with pytest.warns(UserWarning, match="newly initialised.*classifier"):
-        ours = bert.BertForTokenClassification.from_hf(body)
+        ours = bert_tasks.BertForTokenClassification.from_hf(body)
     ids, mask, types = batch_for(config, 3)
     with torch.no_grad():
         close(ours.bert(ids, mask, types).last_hidden_state,
@@ -305,8 +305,8 @@ def test_plain_bert_model_into_a_head_model():
 
 def test_state_dict_keys_are_transformers_keys():
     config = random_config(1)
-    for ours_cls in (bert.BertModel, bert.BertForPreTraining, bert.BertForMaskedLM,
-                     bert.BertForTokenClassification, bert.BertForSequenceClassification):
+    for ours_cls in (bert.BertModel, bert.BertForPreTraining, bert_tasks.BertForMaskedLM,
+                     bert_tasks.BertForTokenClassification, bert_tasks.BertForSequenceClassification):
         theirs = getattr(transformers, ours_cls.hf_class_name)(config)
         ours = ours_cls(config)
         tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
@@ -394,7 +394,7 @@ def test_minilm_into_token_classification(minilm):
     path, tokenizer = minilm
     labels = ["O", "B-PER", "I-PER"]
     with pytest.warns(UserWarning, match="classifier"):
-        ours = bert.BertForTokenClassification.from_pretrained(
+        ours = bert_tasks.BertForTokenClassification.from_pretrained(
             path, num_labels=3, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     theirs = transformers.BertModel.from_pretrained(str(path)).eval()
     enc = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
@@ -412,7 +412,7 @@ def tiny_config_for(tokenizer, **extra):
 
 def test_save_pretrained_masked_lm_reads_in_transformers(minilm, tmp_path):
     _, tokenizer = minilm
-    ours = perturb(bert.BertForMaskedLM(tiny_config_for(tokenizer)), 11)
+    ours = perturb(bert_tasks.BertForMaskedLM(tiny_config_for(tokenizer)), 11)
     directory = ours.save_pretrained(tmp_path / "mlm", tokenizer=tokenizer)
     config = json.loads((directory / "config.json").read_text())
     assert config["architectures"] == ["BertForMaskedLM"] and config["model_type"] == "bert"
@@ -431,7 +431,7 @@ def test_save_pretrained_masked_lm_reads_in_transformers(minilm, tmp_path):
     where = int((enc["input_ids"][0] == tokenizer.mask_token_id).nonzero())
     assert [p["token"] for p in predictions] == ours_logits[0, where].topk(3).indices.tolist()
 
-    again = bert.BertForMaskedLM.from_pretrained(directory)
+    again = bert_tasks.BertForMaskedLM.from_pretrained(directory)
     for (name, p), (_, q) in zip(ours.state_dict().items(), again.state_dict().items()):
         assert torch.equal(p, q), name
     assert again.cls.predictions.decoder.weight is again.bert.embeddings.word_embeddings.weight
@@ -461,7 +461,7 @@ def test_token_classification_directory_works_in_the_pipeline(minilm, tmp_path):
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     config = tiny_config_for(tokenizer, num_labels=5, id2label=dict(enumerate(labels)),
                              label2id={label: i for i, label in enumerate(labels)})
-    ours = perturb(bert.BertForTokenClassification(config), 5)
+    ours = perturb(bert_tasks.BertForTokenClassification(config), 5)
     directory = ours.save_pretrained(tmp_path / "ner", tokenizer=tokenizer)
     text = "Angela Merkel visited Paris and Berlin last week"
     enc = tokenizer(text, return_tensors="pt")
@@ -542,32 +542,32 @@ def test_directory_errors(tmp_path):
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):
     config = random_config(2)
-    ours = bert.BertForMaskedLM(config)
+    ours = bert_tasks.BertForMaskedLM(config)
     directory = ours.save_pretrained(tmp_path / "m")
     state = load_file(directory / "model.safetensors")
     del state["bert.encoder.layer.0.attention.self.query.weight"]
     save_file(state, str(directory / "model.safetensors"))
     with pytest.raises(bert.CheckpointError, match=r"missing keys: encoder\.layer\.0\.attention\.self\.query\.weight"):
-        bert.BertForMaskedLM.from_pretrained(directory)
+        bert_tasks.BertForMaskedLM.from_pretrained(directory)
     good = ours.hf_state_dict()
     with pytest.raises(bert.CheckpointError, match=r"unexpected keys: classifier\.weight"):
-        bert.BertForMaskedLM(config).load_hf_state_dict({**good, "classifier.weight": torch.zeros(2, 2)})
+        bert_tasks.BertForMaskedLM(config).load_hf_state_dict({**good, "classifier.weight": torch.zeros(2, 2)})
     with pytest.raises(bert.CheckpointError, match=r"missing keys: cls\.predictions\.bias.*strict=False"):
-        bert.BertForMaskedLM(config).load_hf_state_dict({k: v for k, v in good.items() if k != "cls.predictions.bias"})
+        bert_tasks.BertForMaskedLM(config).load_hf_state_dict({k: v for k, v in good.items() if k != "cls.predictions.bias"})
     with pytest.raises(bert.CheckpointError, match=r"unexpected keys: encoder\.layer\.9\.output\.dense\.weight"):
-        bert.BertForMaskedLM(config).load_hf_state_dict({**good, "encoder.layer.9.output.dense.weight": torch.zeros(1)})
+        bert_tasks.BertForMaskedLM(config).load_hf_state_dict({**good, "encoder.layer.9.output.dense.weight": torch.zeros(1)})
 
 
 def test_classifier_shape_mismatch_is_named(tmp_path):
     config = random_config(0, num_labels=5)
-    bert.BertForTokenClassification(config).save_pretrained(tmp_path / "ner")
+    bert_tasks.BertForTokenClassification(config).save_pretrained(tmp_path / "ner")
     with pytest.raises(bert.CheckpointError, match=r"classifier\.weight: checkpoint \(5, \d+\), model \(3, \d+\)"):
-        bert.BertForTokenClassification.from_pretrained(tmp_path / "ner", num_labels=3)
+        bert_tasks.BertForTokenClassification.from_pretrained(tmp_path / "ner", num_labels=3)
 
 
 def test_tokenizer_vocabulary_must_match(minilm, tmp_path):
     _, tokenizer = minilm
-    model = bert.BertForMaskedLM(random_config(0))
+    model = bert_tasks.BertForMaskedLM(random_config(0))
     message = rf"the tokenizer has 30522 tokens but the model's vocab_size is {model.config.vocab_size}"
     with pytest.raises(bert.CheckpointError, match=message):
         bert.check_tokenizer_matches(model, tokenizer)
@@ -582,32 +582,32 @@ def test_bad_inputs_are_explained():
     ids, mask, types = batch_for(config, 1)
     limit = config.max_position_embeddings
     too_long = torch.zeros(1, limit + 1, dtype=torch.long)
-    with pytest.raises(bert.BertInputError, match=rf"{limit + 1} tokens.*truncation=True, max_length={limit}"):
+    with pytest.raises(bert_inputs.BertInputError, match=rf"{limit + 1} tokens.*truncation=True, max_length={limit}"):
         model(too_long)
-    with pytest.raises(bert.BertInputError, match=rf"input id {config.vocab_size} is outside the vocabulary"):
+    with pytest.raises(bert_inputs.BertInputError, match=rf"input id {config.vocab_size} is outside the vocabulary"):
         model(ids.masked_fill(ids == ids[0, 0], config.vocab_size))
-    with pytest.raises(bert.BertInputError, match=r"input id -1 is outside the vocabulary"):
+    with pytest.raises(bert_inputs.BertInputError, match=r"input id -1 is outside the vocabulary"):
         model(ids.masked_fill(ids == ids[0, 0], -1))
-    with pytest.raises(bert.BertInputError, match=r"unsqueeze\(0\)"):
+    with pytest.raises(bert_inputs.BertInputError, match=r"unsqueeze\(0\)"):
         model(ids[0])
-    with pytest.raises(bert.BertInputError, match="integer ids"):
+    with pytest.raises(bert_inputs.BertInputError, match="integer ids"):
         model(ids.float())
-    with pytest.raises(bert.BertInputError, match="attention_mask has shape"):
+    with pytest.raises(bert_inputs.BertInputError, match="attention_mask has shape"):
         model(ids, attention_mask=mask[:, :-1])
-    with pytest.raises(bert.BertInputError, match="only 1 .* and 0"):
+    with pytest.raises(bert_inputs.BertInputError, match="only 1 .* and 0"):
         model(ids, attention_mask=mask * 2)
-    with pytest.raises(bert.BertInputError, match="only 1 .* and 0"):
+    with pytest.raises(bert_inputs.BertInputError, match="only 1 .* and 0"):
         model(ids, attention_mask=mask * 0.5)
     # 1/0 as integers, floats or booleans all mean the same
     with torch.no_grad():
         close(model(ids, attention_mask=mask.float()).prediction_logits, model(ids, attention_mask=mask.bool()).prediction_logits, atol=0.0)
-    with pytest.raises(bert.BertInputError, match=rf"token_type_ids must be in 0..{config.type_vocab_size - 1}"):
+    with pytest.raises(bert_inputs.BertInputError, match=rf"token_type_ids must be in 0..{config.type_vocab_size - 1}"):
         model(ids, token_type_ids=types + config.type_vocab_size)
-    with pytest.raises(bert.BertInputError, match="masked_only=True .* pass labels"):
+    with pytest.raises(bert_inputs.BertInputError, match="masked_only=True .* pass labels"):
         model(ids, masked_only=True)
-    with pytest.raises(bert.BertInputError, match=rf"MLM label {config.vocab_size} is not a class id"):
+    with pytest.raises(bert_inputs.BertInputError, match=rf"MLM label {config.vocab_size} is not a class id"):
         model(ids, labels=torch.full_like(ids, config.vocab_size))
-    with pytest.raises(bert.BertInputError, match="next-sentence label 2"):
+    with pytest.raises(bert_inputs.BertInputError, match="next-sentence label 2"):
         model(ids, next_sentence_label=torch.tensor([0, 2, 1]))
 
 
@@ -619,7 +619,7 @@ def test_bad_configs_are_explained():
     with pytest.raises(TypeError, match="expected a transformers.BertConfig"):
         bert.BertModel(transformers.GPT2Config())
     with pytest.raises(TypeError, match=r"expects transformers\.BertForMaskedLM .* got BertForTokenClassification"):
-        bert.BertForMaskedLM.from_hf(transformers.BertForTokenClassification(random_config(0)))
+        bert_tasks.BertForMaskedLM.from_hf(transformers.BertForTokenClassification(random_config(0)))
 
 
 def test_minilm_path_explains_a_missing_package(monkeypatch):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
+from course_utils import bert_decoder, cross_attention
 from course_utils import captioning as K
 from course_utils import captions as C
 from course_utils import shapes
@@ -26,7 +27,7 @@ def test_decoder_layer_equals_torch(norm_first, activation):
     torch.manual_seed(0)
     ref = nn.TransformerDecoderLayer(16, 4, 40, dropout=0.0, activation=activation, batch_first=True,
                                      norm_first=norm_first).eval()
-    ours = K.CrossAttentionDecoderLayer.from_torch(ref).eval()
+    ours = cross_attention.CrossAttentionDecoderLayer.from_torch(ref).eval()
     x, memory = torch.randn(3, 7, 16), torch.randn(3, 5, 16)
     memory_real = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
     tgt_real = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 6 + [0]], dtype=torch.bool)
@@ -44,7 +45,7 @@ def test_decoder_layer_equals_torch(norm_first, activation):
 
 def test_decoder_layer_is_causal_and_keeps_cross_attention():
     torch.manual_seed(1)
-    layer = K.CrossAttentionDecoderLayer(16, 2, 32).eval()
+    layer = cross_attention.CrossAttentionDecoderLayer(16, 2, 32).eval()
     x, memory = torch.randn(1, 6, 16), torch.randn(1, 4, 16)
     out = layer(x, memory, tgt_mask=causal_mask(6))
     x2 = x.clone()
@@ -60,7 +61,7 @@ def test_decoder_layer_is_causal_and_keeps_cross_attention():
 
 def test_cross_attention_with_precomputed_keys_equals_forward():
     torch.manual_seed(2)
-    attn = K.CrossAttention(16, 4).eval()
+    attn = cross_attention.CrossAttention(16, 4).eval()
     q, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
     real = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
     expected, w = attn(q, memory, memory, key_padding_mask=real)
@@ -103,7 +104,7 @@ def test_bert_decoder_equals_transformers_both_ways(kw):
         for name, p in hf.named_parameters():
             if "LayerNorm" in name or name.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
-    ours = K.BertDecoder.from_hf(hf).eval()
+    ours = bert_decoder.BertDecoder.from_hf(hf).eval()
     ids, mask, memory, memory_mask = _bert_inputs(kw["hidden_size"])
     expected = hf(input_ids=ids, attention_mask=mask, encoder_hidden_states=memory,
                   encoder_attention_mask=memory_mask).logits
@@ -111,7 +112,7 @@ def test_bert_decoder_equals_transformers_both_ways(kw):
     assert (expected - got).abs().max().item() < TOL
     # and back: our weights into a fresh transformers model
     torch.manual_seed(5)
-    fresh = K.BertDecoder(_bert_config(**kw)).eval()
+    fresh = bert_decoder.BertDecoder(_bert_config(**kw)).eval()
     back = fresh.to_hf().eval()
     assert isinstance(back, transformers.BertLMHeadModel)
     expected = back(input_ids=ids, attention_mask=mask, encoder_hidden_states=memory,
@@ -122,7 +123,7 @@ def test_bert_decoder_equals_transformers_both_ways(kw):
 
 def test_bert_decoder_refuses_an_encoder_config():
     with pytest.raises(ValueError, match="is_decoder=True"):
-        K.BertDecoder(transformers.BertConfig(hidden_size=16, num_attention_heads=2, intermediate_size=8,
+        bert_decoder.BertDecoder(transformers.BertConfig(hidden_size=16, num_attention_heads=2, intermediate_size=8,
                                               num_hidden_layers=1))
 
 
@@ -223,21 +224,21 @@ def test_save_and_load(tmp_path):
 def test_bad_input_is_named(tmp_path):
     model = _captioner(max_positions=10)
     images = shapes.generate(2, seed=0).images
-    with pytest.raises(K.CaptionerInputError, match="dtype"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="dtype"):
         K.check_uint8_images(images.float() / 255)
     with pytest.raises(ValueError, match=r"\(batch, 3, 75, 75\)"):
         K.check_uint8_images(images[:, :, :64, :64])
-    with pytest.raises(K.CaptionerInputError, match="batch axis"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="batch axis"):
         K.check_uint8_images(images[0])
-    with pytest.raises(K.CaptionerInputError, match="built for"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="built for"):
         model.encode(torch.randn(2, 6, 10))
-    with pytest.raises(K.CaptionerInputError, match="float"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="float"):
         model.encode(torch.zeros(2, 25, 10, dtype=torch.long))
-    with pytest.raises(K.CaptionerInputError, match="tokenizer"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="tokenizer"):
         model(torch.full((1, 3), len(TOK)), memory=model.encode(torch.randn(1, 25, 10)))
-    with pytest.raises(K.CaptionerInputError, match="position table"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="position table"):
         model(torch.zeros(1, 11, dtype=torch.long), memory=model.encode(torch.randn(1, 25, 10)))
-    with pytest.raises(K.CaptionerInputError, match="multiple"):
+    with pytest.raises(cross_attention.CaptionerInputError, match="multiple"):
         model.bind(torch.randn(2, 25, 10))(torch.zeros(3, 1, dtype=torch.long))
     # a checkpoint of another size
     path = model.save(tmp_path / "small.safetensors")

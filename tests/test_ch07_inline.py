@@ -5,7 +5,7 @@ import torch
 from notebook_code import inline_namespace
 from torch import nn
 
-from course_utils import captioning as K
+from course_utils import cross_attention
 from course_utils.attention import causal_mask
 
 
@@ -22,7 +22,7 @@ def test_inline_defines_the_taught_layer(inline):
 def test_inline_layer_equals_package_and_torch(inline, norm_first):
     torch.manual_seed(3)
     reference = nn.TransformerDecoderLayer(24, 3, 48, dropout=0.0, batch_first=True, norm_first=norm_first).eval()
-    package = K.CrossAttentionDecoderLayer.from_torch(reference).eval()
+    package = cross_attention.CrossAttentionDecoderLayer.from_torch(reference).eval()
     ours = inline["DecoderLayerWithCrossAttention"](24, 3, 48, norm_first=norm_first).eval()
     missing, unexpected = ours.load_state_dict(package.state_dict(), strict=False)
     assert not missing and not unexpected

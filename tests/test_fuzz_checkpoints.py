@@ -5,8 +5,8 @@ Corruptions tried on a tiny saved BERT: ``model.safetensors`` truncated anywhere
 flipped anywhere (header or data), replaced by random bytes, with bytes appended, or with its
 header length rewritten; ``config.json`` truncated, byte-flipped, wrapped in a list, re-encoded
 as Latin-1 or UTF-16; ``tokenizer.json`` truncated or byte-flipped; a sharded index with its
-weight_map damaged or pointing outside the directory. Each goes through ``ner.check_bert_dir``,
-``pretraining.check_bert_dir``, ``bert.load_state_dict_file`` and ``from_pretrained``.
+weight_map damaged or pointing outside the directory. Each goes through ``ner_models.check_bert_dir``,
+``pretraining.check_bert_dir``, ``bert_weights.load_state_dict_file`` and ``from_pretrained``.
 
 The references: the safetensors library reading the same (damaged) file, and the original file's
 tensor names and shapes. A flipped byte inside tensor *data* leaves a valid file with other numbers
@@ -22,10 +22,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from course_utils import checkpoints, ner, pretraining
+from course_utils import checkpoints, ner_models, pretraining
 
 transformers = pytest.importorskip("transformers")
-from course_utils import bert  # noqa: E402  (needs transformers)
+from course_utils import bert, bert_weights  # noqa: E402  (needs transformers)
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -51,9 +51,9 @@ def saved(tmp_path_factory):
 
 def loaders(folder):
     return {
-        "ner.check_bert_dir": lambda: ner.check_bert_dir(folder),
+        "ner_models.check_bert_dir": lambda: ner_models.check_bert_dir(folder),
         "pretraining.check_bert_dir": lambda: pretraining.check_bert_dir(folder),
-        "load_state_dict_file": lambda: bert.load_state_dict_file(folder),
+        "load_state_dict_file": lambda: bert_weights.load_state_dict_file(folder),
         "from_pretrained": lambda: bert.BertModel.from_pretrained(folder),
     }
 
@@ -163,7 +163,7 @@ def test_damaged_tokenizer_json(saved, tmp_path_factory, how):
     folder = damaged_copy(saved, tmp_path_factory)
     path = folder / "tokenizer.json"
     path.write_bytes(corrupt_json(path.read_bytes(), how))
-    for load in (lambda: ner.check_bert_dir(folder), lambda: ner.load_tokenizer(folder),
+    for load in (lambda: ner_models.check_bert_dir(folder), lambda: ner_models.load_tokenizer(folder),
                  lambda: bert.load_tokenizer(folder)):
         try:
             tokenizer = load()
@@ -192,7 +192,7 @@ def test_damaged_shard_index(saved, tmp_path_factory, weight_map, drop):
     index = {} if drop else {"metadata": {}, "weight_map": weight_map}
     (folder / checkpoints.WEIGHTS_INDEX).write_text(json.dumps(index))
     try:
-        state = bert.load_state_dict_file(folder)
+        state = bert_weights.load_state_dict_file(folder)
     except (ValueError, TypeError) as err:
         message = str(err)
         assert "\n" not in message and checkpoints.WEIGHTS_INDEX in message, message

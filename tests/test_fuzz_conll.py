@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
-from course_utils import ner
+from course_utils import bio_tags, ner
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -162,7 +162,7 @@ def test_reader_on_every_variant_gives_the_sentences_or_a_clear_error(folder, ca
     path = fresh(folder) / "x.conll"
     path.write_bytes(data)
     if expected is None:
-        with pytest.raises((ner.ConllFormatError, ner.BioTagError)) as err:
+        with pytest.raises((ner.ConllFormatError, bio_tags.BioTagError)) as err:
             read_quietly(path)
         assert str(path) in one_line(err.value)
         return
@@ -182,11 +182,11 @@ def test_reader_on_a_damaged_file_never_crashes_nor_reads_a_damaged_token(folder
     path.write_bytes(data[:at] + damage + data[at:])
     try:
         got = read_quietly(path)
-    except (ner.ConllFormatError, ner.BioTagError) as err:
+    except (ner.ConllFormatError, bio_tags.BioTagError) as err:
         assert str(path) in one_line(err)
         return
     for tokens, tags in got:  # what comes back is well formed and survives another round trip
-        assert tokens and len(tokens) == len(tags) and all(ner.is_bio_tag(t) for t in tags)
+        assert tokens and len(tokens) == len(tags) and all(bio_tags.is_bio_tag(t) for t in tags)
         assert not any(c.isspace() or c == "\ufeff" for token in tokens for c in token)
     again = ner.write_conll(got, path.with_name("again.conll"))
     assert read_quietly(again, bio="keep") == got

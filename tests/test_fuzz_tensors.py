@@ -131,6 +131,7 @@ def test_sdpa_on_empty_axes(batch, l_q, l_k, d_k, d_v):
 
 transformers = pytest.importorskip("transformers")
 from course_utils import bert  # noqa: E402  (needs transformers)
+from course_utils.bert_inputs import BertInputError  # noqa: E402
 
 VOCAB, POSITIONS, TYPES = 30, 12, 2
 
@@ -175,7 +176,7 @@ def test_bert_input_is_refused_in_one_line_or_equals_transformers(bert_pair, cas
     with torch.no_grad():
         got = outcome(lambda: ours(ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
     if got[0] == "error":
-        assert issubclass(got[1], bert.BertInputError), got
+        assert issubclass(got[1], BertInputError), got
         return
     # only well-formed input gets through
     assert ids.dtype in (torch.long, torch.int32) and ids.numel() > 0 and ids.shape[1] <= POSITIONS

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils import multimodal, ner, pretraining, toy_tasks, training
+from course_utils import bio_tags, multimodal, ner, pretraining, toy_tasks, training
 
 transformers = pytest.importorskip("transformers")
 seqeval_labeling = pytest.importorskip("seqeval.metrics.sequence_labeling")
@@ -250,7 +250,7 @@ SENTENCES = [
 def test_ner_collate_equals_data_collator_for_token_classification(minilm_tokenizer):
     from transformers import DataCollatorForTokenClassification
 
-    labels = ner.label_list(SENTENCES)
+    labels = bio_tags.label_list(SENTENCES)
     label2id = {tag: i for i, tag in enumerate(labels)}
     for label_all in (False, True):
         features = ner.encode(minilm_tokenizer, SENTENCES, label2id, max_length=32, label_all_subtokens=label_all)
@@ -276,7 +276,7 @@ BIO = st.lists(st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC
 def test_entity_spans_equal_seqeval(tags):
     """seqeval's get_entities gives (type, start, end inclusive); ours end exclusive, same entities."""
     theirs = [(kind, start, end + 1) for kind, start, end in seqeval_labeling.get_entities(list(tags))]
-    assert ner.entity_spans(tags) == theirs
+    assert bio_tags.entity_spans(tags) == theirs
 
 
 @settings(max_examples=80, deadline=None, derandomize=True)
@@ -291,7 +291,7 @@ def test_type_confusion_equals_a_count_over_seqeval_entities(pairs):
         gold.append(list(tags))
         pred.append([rng.choice(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC-X"]) if rng.random() < 0.4 else t
                      for t in tags])
-    names, counts = ner.type_confusion(gold, pred)
+    names, counts = bio_tags.type_confusion(gold, pred)
     # the reference: seqeval's entities, paired by span, counted by scikit-learn
     y_true, y_pred = [], []
     for g, p in zip(gold, pred):

@@ -17,7 +17,7 @@ from torch import nn
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
-from course_utils.bert import BertForTokenClassification  # noqa: E402
+from course_utils.bert_tasks import BertForTokenClassification  # noqa: E402
 from course_utils.lora import (LoRAError, LoRALinear, add_lora, has_lora, load_lora, lora_state_dict,  # noqa: E402
                                merge_lora, save_lora, trainable_parameters)
 

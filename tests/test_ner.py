@@ -16,7 +16,7 @@ from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 
-from course_utils import ner, ner_data
+from course_utils import bio_tags, ner, ner_data, ner_models
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,7 +46,7 @@ LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
 
 def tiny_model(tokenizer, seed=0, max_positions=32):
-    from course_utils.bert import BertForTokenClassification
+    from course_utils.bert_tasks import BertForTokenClassification
 
     torch.manual_seed(seed)
     config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
@@ -110,7 +110,7 @@ def test_missing_file_and_directory(tmp_path):
 
 @pytest.mark.parametrize("tag", ["PER", "B_PER", "b-per", "S-PER", "B-", "X"])
 def test_tag_outside_bio_is_refused(tmp_path, tag):
-    with pytest.raises(ner.BioTagError, match=rf"line 2: tag '{tag}' is not a BIO tag"):
+    with pytest.raises(bio_tags.BioTagError, match=rf"line 2: tag '{tag}' is not a BIO tag"):
         ner.read_conll(write(tmp_path, f"Maria O\nLopez {tag}\n"))
 
 
@@ -121,7 +121,7 @@ def test_i_after_o_is_repaired_reported_or_refused(tmp_path):
     assert repaired[0][1] == ["O", "B-PER", "I-PER", "O", "B-LOC"]
     with pytest.warns(UserWarning, match="kept as they are"):
         assert ner.read_conll(path, bio="keep")[0][1] == ["O", "I-PER", "I-PER", "O", "I-LOC"]
-    with pytest.raises(ner.BioTagError, match=r"2 entities start with I- instead of B- \(first at line 2"):
+    with pytest.raises(bio_tags.BioTagError, match=r"2 entities start with I- instead of B- \(first at line 2"):
         ner.read_conll(path, bio="error")
 
 
@@ -136,7 +136,7 @@ def test_write_conll_refuses_what_it_cannot_write(tmp_path):
         ner.write_conll([(["New York"], ["B-LOC"])], tmp_path / "x.conll")
     with pytest.raises(ValueError, match="2 tokens but 1 tags"):
         ner.write_conll([(["a", "b"], ["O"])], tmp_path / "x.conll")
-    with pytest.raises(ner.BioTagError, match="'LOC' is not O, B-TYPE or I-TYPE"):
+    with pytest.raises(bio_tags.BioTagError, match="'LOC' is not O, B-TYPE or I-TYPE"):
         ner.write_conll([(["Lyon"], ["LOC"])], tmp_path / "x.conll")
 
 
@@ -149,24 +149,24 @@ tag_sequences = st.lists(st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "I-LOC
 @settings(max_examples=300, deadline=None)
 def test_entity_spans_agree_with_seqeval(tags):
     expected = [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
-    assert ner.entity_spans(tags) == expected
+    assert bio_tags.entity_spans(tags) == expected
 
 
 @given(tag_sequences)
 @settings(max_examples=300, deadline=None)
 def test_repair_bio_gives_valid_bio_with_the_same_entities(tags):
-    fixed = ner.repair_bio(tags)
-    assert ner.bio_problems(fixed) == []
+    fixed = bio_tags.repair_bio(tags)
+    assert bio_tags.bio_problems(fixed) == []
     # seqeval's strict IOB2 mode only accepts proper BIO; after repair it finds what the lenient mode found
     strict = sorted((e.tag, e.start, e.end) for e in Entities([fixed], IOB2).entities[0])
-    assert strict == sorted(ner.entity_spans(tags))
+    assert strict == sorted(bio_tags.entity_spans(tags))
 
 
 def test_label_list_comes_from_the_data():
     data = [(["a", "b"], ["B-ZZZ", "O"]), (["c"], ["I-AAA"])]
-    assert ner.label_list(data) == ["O", "B-AAA", "I-AAA", "B-ZZZ", "I-ZZZ"]
+    assert bio_tags.label_list(data) == ["O", "B-AAA", "I-AAA", "B-ZZZ", "I-ZZZ"]
     with pytest.raises(ValueError, match="no entity at all"):
-        ner.label_list([(["a"], ["O"])])
+        bio_tags.label_list([(["a"], ["O"])])
 
 
 # ---------------------------------------------------------------- sub-word alignment
@@ -191,7 +191,7 @@ def test_align_labels_on_a_tricky_word(tokenizer):
 @settings(max_examples=100, deadline=None)
 def test_alignment_round_trips_to_word_tags(tokenizer, pairs):
     words = [w for w, _ in pairs]
-    tags = ner.repair_bio([t for _, t in pairs])
+    tags = bio_tags.repair_bio([t for _, t in pairs])
     enc = tokenizer(words, is_split_into_words=True)
     word_ids = enc.word_ids()
     first = ner.align_labels(word_ids, tags, LABEL2ID)
@@ -203,7 +203,7 @@ def test_alignment_round_trips_to_word_tags(tokenizer, pairs):
         assert ner.word_predictions(word_ids, [max(i, 0) for i in labels], id2label, len(words)) == tags
     # labelling every sub-token keeps the same entities when read token by token
     token_tags = [id2label[i] for i in every if i != -100]
-    assert len(ner.entity_spans(token_tags)) == len(ner.entity_spans(tags))
+    assert len(bio_tags.entity_spans(token_tags)) == len(bio_tags.entity_spans(tags))
 
 
 def test_long_sentence_is_truncated_with_a_warning(tokenizer):
@@ -256,7 +256,7 @@ def test_predict_entities_offsets_are_the_words_of_the_text(tokenizer):
 def test_predict_entities_matches_transformers_pipeline(tokenizer, bert_dir):
     """Word-level grouping equals transformers' pipeline with aggregation_strategy='first'."""
     hf_model = transformers.AutoModelForTokenClassification.from_pretrained(str(bert_dir))
-    ours = ner.token_classifier(bert_dir, LABELS)
+    ours = ner_models.token_classifier(bert_dir, LABELS)
     pipe = transformers.pipeline("token-classification", model=hf_model, tokenizer=tokenizer,
                                  aggregation_strategy="first", device="cpu")
     for text in ["Maria Lopez flew to Lyon on Monday", "the New York in San Francisco said Arnold Schwarzenegger",
@@ -283,7 +283,7 @@ def test_predict_tags_and_seqeval(tokenizer):
 
 
 def test_saved_model_loads_in_transformers_with_the_same_logits(tokenizer, bert_dir):
-    ours = ner.token_classifier(bert_dir, LABELS)
+    ours = ner_models.token_classifier(bert_dir, LABELS)
     theirs = transformers.BertForTokenClassification.from_pretrained(str(bert_dir)).eval()
     batch = tokenizer(["Maria flew to Lyon", "Arnold Schwarzenegger"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -295,49 +295,49 @@ def test_saved_model_loads_in_transformers_with_the_same_logits(tokenizer, bert_
 
 
 def test_token_classifier_random_init_differs_from_pretrained(bert_dir):
-    pretrained = ner.token_classifier(bert_dir, LABELS)
-    random_init = ner.token_classifier(bert_dir, LABELS, init="random")
+    pretrained = ner_models.token_classifier(bert_dir, LABELS)
+    random_init = ner_models.token_classifier(bert_dir, LABELS, init="random")
     saved = transformers.BertForTokenClassification.from_pretrained(str(bert_dir))
     w = saved.bert.embeddings.word_embeddings.weight
     assert torch.equal(pretrained.bert.embeddings.word_embeddings.weight, w)
     assert not torch.equal(random_init.bert.embeddings.word_embeddings.weight, w)
     with pytest.raises(ValueError, match="init must be 'pretrained' or 'random'"):
-        ner.token_classifier(bert_dir, LABELS, init="minilm")
+        ner_models.token_classifier(bert_dir, LABELS, init="minilm")
 
 
 # ---------------------------------------------------------------- checkpoint directories
 
 def test_check_bert_dir_errors(tmp_path, bert_dir):
     with pytest.raises(FileNotFoundError, match="does not exist.*None for chapter 03's model"):
-        ner.check_bert_dir(tmp_path / "missing")
+        ner_models.check_bert_dir(tmp_path / "missing")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="is a file"):
-        ner.check_bert_dir(tmp_path / "file.txt")
+        ner_models.check_bert_dir(tmp_path / "file.txt")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="has no config.json"):
-        ner.check_bert_dir(empty)
+        ner_models.check_bert_dir(empty)
     gpt = tmp_path / "gpt"
     gpt.mkdir()
     (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="holds a 'gpt2' model, not BERT"):
-        ner.check_bert_dir(gpt)
+        ner_models.check_bert_dir(gpt)
     no_weights = tmp_path / "no_weights"
     no_weights.mkdir()
     (no_weights / "config.json").write_text((bert_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="has no model.safetensors"):
-        ner.check_bert_dir(no_weights)
+        ner_models.check_bert_dir(no_weights)
     (no_weights / "model.safetensors").write_bytes((bert_dir / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="has no tokenizer"):
-        ner.check_bert_dir(no_weights)
-    assert ner.check_bert_dir(bert_dir) == bert_dir
+        ner_models.check_bert_dir(no_weights)
+    assert ner_models.check_bert_dir(bert_dir) == bert_dir
 
 
 def test_tokenizer_casing_is_read_from_the_tokenizer(tokenizer):
     from course_utils.bert import minilm_path
 
-    assert ner.tokenizer_lowercases(tokenizer) is False
-    assert ner.tokenizer_lowercases(transformers.AutoTokenizer.from_pretrained(str(minilm_path()))) is True
+    assert ner_models.tokenizer_lowercases(tokenizer) is False
+    assert ner_models.tokenizer_lowercases(transformers.AutoTokenizer.from_pretrained(str(minilm_path()))) is True
 
 
 # ---------------------------------------------------------------- evaluation helpers
@@ -345,7 +345,7 @@ def test_tokenizer_casing_is_read_from_the_tokenizer(tokenizer):
 def test_type_confusion_counts_by_exact_span():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
     pred = [["B-LOC", "I-LOC", "O", "B-LOC"], ["B-ORG", "I-ORG", "B-PER"]]
-    names, counts = ner.type_confusion(gold, pred)
+    names, counts = bio_tags.type_confusion(gold, pred)
     assert names == ["LOC", "ORG", "PER", "none"]
     table = {(g, p): counts[names.index(g)][names.index(p)] for g in names for p in names}
     assert table[("PER", "LOC")] == 1 and table[("LOC", "LOC")] == 1
@@ -355,7 +355,7 @@ def test_type_confusion_counts_by_exact_span():
 
 
 def test_format_entities():
-    assert ner.format_entities(["Maria", "Lopez", "flew", "to", "Lyon"], ["B-PER", "I-PER", "O", "O", "B-LOC"]) \
+    assert bio_tags.format_entities(["Maria", "Lopez", "flew", "to", "Lyon"], ["B-PER", "I-PER", "O", "O", "B-LOC"]) \
         == "[Maria Lopez]PER flew to [Lyon]LOC"
 
 
@@ -367,7 +367,7 @@ def offline():
 
 
 def names_of(sentences):
-    return {" ".join(tokens[a:b]).lower() for tokens, tags in sentences for _, a, b in ner.entity_spans(tags)}
+    return {" ".join(tokens[a:b]).lower() for tokens, tags in sentences for _, a, b in bio_tags.entity_spans(tags)}
 
 
 def test_generator_is_deterministic_and_shipped_files_match():
@@ -422,14 +422,14 @@ def test_offline_data_is_valid_bio_with_every_type_and_plain_sentences(offline):
     for split, sentences in offline.items():
         assert len(sentences) == ner_data.DEFAULT_SIZES[split]
         for tokens, tags in sentences:
-            assert len(tokens) == len(tags) and all(ner.is_bio_tag(t) for t in tags)
-            assert ner.bio_problems(tags) == []
-        kinds = {k for _, tags in sentences for k, _, _ in ner.entity_spans(tags)}
+            assert len(tokens) == len(tags) and all(bio_tags.is_bio_tag(t) for t in tags)
+            assert bio_tags.bio_problems(tags) == []
+        kinds = {k for _, tags in sentences for k, _, _ in bio_tags.entity_spans(tags)}
         assert kinds == {"PER", "ORG", "LOC", "MISC"}
         assert sum(all(t == "O" for t in tags) for _, tags in sentences) > 0.05 * len(sentences)
         assert any(len(tokens) > 1 and all(t.isupper() for t in tokens if t.isalpha()) for tokens, _ in sentences)
-        multi = sum(b - a > 1 for _, tags in sentences for _, a, b in ner.entity_spans(tags))
-        assert multi > 0.2 * sum(len(ner.entity_spans(tags)) for _, tags in sentences)
+        multi = sum(b - a > 1 for _, tags in sentences for _, a, b in bio_tags.entity_spans(tags))
+        assert multi > 0.2 * sum(len(bio_tags.entity_spans(tags)) for _, tags in sentences)
 
 
 # A sentence's frame, derived without the generator: every entity span (read by seqeval) becomes
@@ -487,7 +487,7 @@ def test_ambiguous_names_are_people_and_places_in_the_test_split(offline):
     ambiguous = {a.lower() for a in ner_data.AMBIGUOUS}
     kinds = {}
     for tokens, tags in offline["test"]:
-        for kind, a, b in ner.entity_spans(tags):
+        for kind, a, b in bio_tags.entity_spans(tags):
             for w in tokens[a:b]:
                 if w.lower() in ambiguous:
                     kinds.setdefault(w.lower(), set()).add(kind)
@@ -527,16 +527,16 @@ def test_inline_defines_the_taught_pieces(inline):
 @given(tag_sequences)
 @settings(max_examples=200, deadline=None)
 def test_inline_bio_code_equals_package(inline, tags):
-    assert inline["bio_problems"](tags) == ner.bio_problems(tags)
-    assert inline["repair_bio"](tags) == ner.repair_bio(tags)
-    assert inline["entity_spans"](tags) == ner.entity_spans(tags)
+    assert inline["bio_problems"](tags) == bio_tags.bio_problems(tags)
+    assert inline["repair_bio"](tags) == bio_tags.repair_bio(tags)
+    assert inline["entity_spans"](tags) == bio_tags.entity_spans(tags)
 
 
 @given(st.lists(st.integers(1, 3), min_size=1, max_size=8), st.data(), st.booleans())
 @settings(max_examples=200, deadline=None)
 def test_inline_align_labels_equals_package(inline, pieces_per_word, draw, label_all):
     word_ids = [None] + [w for w, n in enumerate(pieces_per_word) for _ in range(n)] + [None, None]
-    tags = ner.repair_bio(draw.draw(st.lists(st.sampled_from(LABELS), min_size=len(pieces_per_word),
+    tags = bio_tags.repair_bio(draw.draw(st.lists(st.sampled_from(LABELS), min_size=len(pieces_per_word),
                                              max_size=len(pieces_per_word))))
     assert inline["align_labels"](word_ids, tags, LABEL2ID, label_all) == \
         ner.align_labels(word_ids, tags, LABEL2ID, label_all)

@@ -158,7 +158,7 @@ def _bio_spans_cases() -> list[tuple]:
     return [(tags,) for tags in fixed + [[rng.choice(pool) for _ in range(rng.randint(1, 9))] for _ in range(300)]]
 
 
-_NO_SEQEVAL = forbid("seqeval", "course_utils.ner.entity_spans", "__main__.entity_spans",
+_NO_SEQEVAL = forbid("seqeval", "course_utils.bio_tags.entity_spans", "__main__.entity_spans",
                      says="read the tags yourself: seqeval (get_entities, f1_score...) and the chapter's "
                           "entity_spans are not allowed here")
 
@@ -193,12 +193,12 @@ def entity_f1_score(gold, pred):
 
 
 def _f1_namespace() -> dict:
-    from course_utils.ner import entity_spans
+    from course_utils.bio_tags import entity_spans
     return {"entity_spans": entity_spans}
 
 
 def _entity_f1_reference(gold, pred):
-    from course_utils.ner import entity_spans
+    from course_utils.bio_tags import entity_spans
     g = {(i, *s) for i, tags in enumerate(gold) for s in entity_spans(tags)}     # every entity of the corpus
     p = {(i, *s) for i, tags in enumerate(pred) for s in entity_spans(tags)}
     correct = len(g & p)
@@ -235,7 +235,7 @@ def _entity_f1_cases() -> list[tuple]:
 
 
 def _entity_f1_mistakes():
-    from course_utils.ner import entity_spans
+    from course_utils.bio_tags import entity_spans
 
     def token_accuracy(gold, pred):
         pairs = [(a, b) for g, p in zip(gold, pred) for a, b in zip(g, p)]
@@ -363,7 +363,7 @@ def _no_decay_models():
     from torch import nn
     from transformers import BertConfig
 
-    from course_utils.bert import BertForTokenClassification
+    from course_utils.bert_tasks import BertForTokenClassification
 
     class Scaled(nn.Module):       # a LayerNorm without bias, a Linear without bias, a learned 1-d scale
         def __init__(self):
@@ -451,7 +451,7 @@ def _freeze_top_mistakes():
 
 @exercise(
     "04.freeze_top", "Debug: freeze all but the top k layers",
-    "freeze_top(model, k), for a course_utils.bert.BertForTokenClassification, should leave trainable only the "
+    "freeze_top(model, k), for a course_utils.bert_tasks.BertForTokenClassification, should leave trainable only the "
     "classifier head and the last k encoder layers (model.bert.encoder.layers); embeddings and lower layers are "
     "frozen; k = 0 means the head only (section 7's 'head only'). It works for k = 1, 2, 3 but not for every k. "
     "Find the case and fix it.",
@@ -460,7 +460,7 @@ def _freeze_top_mistakes():
 def check_freeze_top(fn) -> None:
     from transformers import BertConfig
 
-    from course_utils.bert import BertForTokenClassification
+    from course_utils.bert_tasks import BertForTokenClassification
 
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=20, num_labels=5)
