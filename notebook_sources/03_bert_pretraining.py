@@ -112,7 +112,7 @@ import torch
 import transformers
 from IPython.display import Markdown, display
 
-from course_utils import bert, config, exercises, glossary, pretraining, tokenization, training, viz
+from course_utils import bert, bert_layers, config, exercises, glossary, pretraining, tokenization, training, viz
 from course_utils.corpus import corpus_stats, load_corpus, split_documents
 
 chapter_start = time.perf_counter()
@@ -641,7 +641,7 @@ print(f"held-out: {min(heldout_size, len(heldout_examples))} pairs in {len(heldo
 # input and $y$ the NSP label. `course_utils.bert` holds our BERT; here are its key parts.
 
 # %%
-show_source(bert.BertEmbeddings.forward, bert.BertPreTrainingHeads)
+show_source(bert_layers.BertEmbeddings.forward, bert_layers.BertPreTrainingHeads)
 
 # %% [markdown]
 # The MLM head is the expensive part: a (hidden × vocabulary) product at every position. Only

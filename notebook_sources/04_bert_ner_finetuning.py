@@ -121,8 +121,8 @@ import transformers
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from seqeval.metrics.v1 import UndefinedMetricWarning
 
-from course_utils import (bert, config, exercises, glossary, intents, lora, ner, ner_data, paths, pretraining,
-                          training, viz)
+from course_utils import (bert, bert_tasks, bio_tags, config, exercises, glossary, intents, lora, ner, ner_data,
+                          ner_models, paths, pretraining, training, viz)
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -261,12 +261,12 @@ assert entity_spans(tricky) == [(k, a, b + 1) for k, a, b in get_entities(tricky
 data, source = ner.load_ner_data(train_file, dev_file, test_file, use_conll2003=use_conll2003, seed=seed)
 print("data:", source)
 for split, sentences in data.items():
-    n_entities = sum(len(ner.entity_spans(tags)) for _, tags in sentences)
+    n_entities = sum(len(bio_tags.entity_spans(tags)) for _, tags in sentences)
     print(f"  {split:10s} {len(sentences):5d} sentences {sum(len(t) for t, _ in sentences):6d} words {n_entities:5d} entities")
 
 # %%
 for i in [0, 1, 5, 7, 9, 14]:
-    print(ner.format_entities(*data["train"][i]))
+    print(bio_tags.format_entities(*data["train"][i]))
 
 # %% [markdown]
 # The claim about unseen names, checked: no entity string of the dev or test split occurs in
@@ -274,7 +274,7 @@ for i in [0, 1, 5, 7, 9, 14]:
 
 # %%
 def entity_names(sentences):
-    return {" ".join(tokens[a:b]).lower() for tokens, tags in sentences for _, a, b in ner.entity_spans(tags)}
+    return {" ".join(tokens[a:b]).lower() for tokens, tags in sentences for _, a, b in bio_tags.entity_spans(tags)}
 
 train_names = entity_names(data["train"])
 for split in ("dev", "test", "test_seen"):
@@ -296,7 +296,7 @@ DATE_WORDS = {w.lower() for w in ner_data.DAYS + ner_data.MONTHS}
 
 def frame(tokens, tags):
     """The sentence with entities -> <TYPE>, numbers and scores -> <num>, day and month names -> <date>."""
-    starts = {a: (kind, b) for kind, a, b in ner.entity_spans(tags)}
+    starts = {a: (kind, b) for kind, a, b in bio_tags.entity_spans(tags)}
     words, i = [], 0
     while i < len(tokens):
         if i in starts:
@@ -336,7 +336,7 @@ if source.startswith("offline"):
     disguised = [s for s in data["train"] if has_made_up(*s)]
     print(f"{len(disguised)} of {len(data['train'])} training sentences hold a made-up word, e.g.")
     for sentence in disguised[:3]:
-        print("  ", ner.format_entities(*sentence))
+        print("  ", bio_tags.format_entities(*sentence))
 
 # %% [markdown]
 # Some names are people *and* places: Florence, Austin, Victoria, Jordan... The generator uses
@@ -346,7 +346,7 @@ if source.startswith("offline"):
 def ambiguous_examples(sentences, want=("PER", "LOC")):
     found = {}
     for tokens, tags in sentences:
-        for kind, a, b in ner.entity_spans(tags):
+        for kind, a, b in bio_tags.entity_spans(tags):
             for w in tokens[a:b]:
                 if w in ner_data.AMBIGUOUS and kind in want:
                     found.setdefault(w, {}).setdefault(kind, (tokens, tags))
@@ -355,7 +355,7 @@ def ambiguous_examples(sentences, want=("PER", "LOC")):
 both_ways = ambiguous_examples(data["test"])
 name, examples = sorted(both_ways.items())[0] if both_ways else (None, {})
 for kind, sentence in examples.items():
-    print(f"{name} as {kind}: {ner.format_entities(*sentence)}")
+    print(f"{name} as {kind}: {bio_tags.format_entities(*sentence)}")
 
 # %% [markdown]
 # The labels: `O`, then `B-` and `I-` of every type found in any split. We keep a subset of the
@@ -364,7 +364,7 @@ for kind, sentence in examples.items():
 # %%
 test_name = ("test (unseen names)" if source.startswith("offline") else
              f"test ({Path(test_file).name})" if test_file else "test (CoNLL-2003)" if "CoNLL-2003" in source else "test")
-labels = ner.label_list(*data.values())
+labels = bio_tags.label_list(*data.values())
 label2id = {label: i for i, label in enumerate(labels)}
 id2label = dict(enumerate(labels))
 print(labels)
@@ -412,9 +412,9 @@ pretrained_here = pretrained_model is None and not pretraining.is_bert_dir(pretr
 bert_dir = pretraining.load_or_pretrain(hub_or_local(pretrained_model))
 run_info = Path(bert_dir) / "course_pretraining.json"   # written by chapter 03 (and by load_or_pretrain)
 weak_start = pretrained_here or (run_info.is_file() and json.loads(run_info.read_text()).get("mode") == "fast")
-tokenizer = ner.load_tokenizer(bert_dir)
+tokenizer = ner_models.load_tokenizer(bert_dir)
 model_name = "chapter 03 BERT" if bert_dir == pretraining.default_bert_dir() else bert_dir.name
-lowercases = ner.tokenizer_lowercases(tokenizer)
+lowercases = ner_models.tokenizer_lowercases(tokenizer)
 print(f"{bert_dir}: vocabulary {len(tokenizer)}, {'lower-cases its input (uncased)' if lowercases else 'keeps case (cased)'}")
 print(tokenizer.tokenize("Florence Lopez flew from Florence to BERLIN ."))
 if lowercases:
@@ -498,7 +498,7 @@ def demo_rank(sentence):
     """Prefer a sentence with an entity word split into pieces, then a multi-word entity, then a short one."""
     tokens, tags = sentence
     split_entity = any(t != "O" and len(tokenizer.tokenize(w)) > 1 for w, t in zip(tokens, tags))
-    multi_word = any(b - a > 1 for _, a, b in ner.entity_spans(tags))
+    multi_word = any(b - a > 1 for _, a, b in bio_tags.entity_spans(tags))
     return (not split_entity, not multi_word, abs(len(tokens) - 8))
 
 words, tags = min(train_sents[:500], key=demo_rank)
@@ -528,7 +528,7 @@ assert align_labels(enc.word_ids(), tags, label2id) == ner.align_labels(enc.word
 # `O`. `ner.collate` pads a batch, with -100 for the labels of padding.
 
 # %%
-max_length = ner.max_positions(transformers.AutoConfig.from_pretrained(str(bert_dir)), tokenizer)
+max_length = ner_models.max_positions(transformers.AutoConfig.from_pretrained(str(bert_dir)), tokenizer)
 train_features = ner.encode(tokenizer, train_sents, label2id, max_length, label_all_subtokens)
 lengths = [len(f["input_ids"]) for f in train_features]
 print(f"model positions: {max_length}; tokens per sentence: mean {np.mean(lengths):.1f}, max {max(lengths)}")
@@ -540,14 +540,14 @@ print({k: tuple(v.shape) for k, v in batch.items()})
 #
 # The head is as simple as heads get: dropout, then one linear layer from BERT's hidden vector
 # at each position to one score (logit) per label, the same layer at every position.
-# `ner.token_classifier` loads the pretrained body from the directory and adds a **new,
+# `ner_models.token_classifier` loads the pretrained body from the directory and adds a **new,
 # randomly initialised** head sized for our labels (`num_labels`, `id2label`, `label2id` go into
 # the config, so the saved model knows its tag names). The class is
-# `course_utils.bert.BertForTokenClassification`, our own BERT from chapter 03.
+# `course_utils.bert_tasks.BertForTokenClassification`, our own BERT from chapter 03.
 
 # %%
 torch.manual_seed(seed)
-model = ner.token_classifier(bert_dir, labels).to(cfg.device)
+model = ner_models.token_classifier(bert_dir, labels).to(cfg.device)
 body = sum(p.numel() for p in model.bert.parameters())
 head = sum(p.numel() for p in model.classifier.parameters())
 print(model.classifier, f"\nbody {body:,} parameters, head {head:,} = {model.config.hidden_size} x {len(labels)} + {len(labels)}")
@@ -638,7 +638,7 @@ def warn_if_long(model, batches, steps, desc):
 def fine_tune(model, tokenizer, train_sents, dev_sents, epochs, lr, desc="fine-tuning", label_all=None):
     """Train a token classifier; the best weights are restored. Returns a summary of the run."""
     label_all = label_all_subtokens if label_all is None else label_all
-    features = ner.encode(tokenizer, train_sents, model.config.label2id, ner.max_positions(model, tokenizer),
+    features = ner.encode(tokenizer, train_sents, model.config.label2id, ner_models.max_positions(model, tokenizer),
                           label_all)
     batches = DataLoader(features, batch_size=batch_size, shuffle=True,
                          generator=torch.Generator().manual_seed(seed),
@@ -724,7 +724,7 @@ all_o = [["O"] * len(tags) for tags in gold_test]
 
 def drop_last_word(tags):
     cut = list(tags)
-    for kind, a, b in ner.entity_spans(tags):
+    for kind, a, b in bio_tags.entity_spans(tags):
         if b - a > 1:
             cut[b - 1] = "O"
     return cut
@@ -740,12 +740,12 @@ if cut_short != gold_test:  # the data has multi-word entities
 # %% [markdown]
 # ### Which types are confused?
 #
-# `ner.type_confusion` pairs gold and predicted entities with exactly the same words; the last
+# `bio_tags.type_confusion` pairs gold and predicted entities with exactly the same words; the last
 # column counts gold entities with no prediction of the same span (missed, or wrong boundaries),
 # the last row predictions with no gold span (spurious).
 
 # %%
-names, counts = ner.type_confusion(gold_test, pred_test)
+names, counts = bio_tags.type_confusion(gold_test, pred_test)
 counts = np.array(counts)
 fig, ax = plt.subplots(figsize=(4.2, 3.6))
 ax.imshow(np.log1p(counts), cmap="Blues")
@@ -758,7 +758,7 @@ ax.set_ylabel("gold")
 ax.set_title(f"entity types, {test_name}")
 plt.tight_layout()
 plt.show()
-assert counts[:-1].sum() == sum(len(ner.entity_spans(t)) for t in gold_test)
+assert counts[:-1].sum() == sum(len(bio_tags.entity_spans(t)) for t in gold_test)
 
 # %% [markdown]
 # ### Error analysis
@@ -766,12 +766,13 @@ assert counts[:-1].sum() == sum(len(ner.entity_spans(t)) for t in gold_test)
 # Numbers say how often; examples say why. The test sentences the model gets wrong, gold first:
 
 # %%
-wrong = [i for i, (g, p) in enumerate(zip(gold_test, pred_test)) if ner.entity_spans(g) != ner.entity_spans(p)]
+wrong = [i for i, (g, p) in enumerate(zip(gold_test, pred_test))
+         if bio_tags.entity_spans(g) != bio_tags.entity_spans(p)]
 print(f"{len(wrong)} of {len(test_sents)} test sentences have at least one error\n")
 for i in wrong[:8]:
     tokens = test_sents[i][0]
-    print("gold:", ner.format_entities(tokens, gold_test[i]))
-    print("pred:", ner.format_entities(tokens, pred_test[i]), "\n")
+    print("gold:", bio_tags.format_entities(tokens, gold_test[i]))
+    print("pred:", bio_tags.format_entities(tokens, pred_test[i]), "\n")
 
 # %% [markdown]
 # The split with new sentence frames: which kind of error grows there, entities missed or
@@ -780,7 +781,7 @@ for i in wrong[:8]:
 # %%
 def error_counts(gold, pred):
     """(gold entities missed, predicted entities that are not gold), exact spans and types."""
-    pairs = [(set(ner.entity_spans(g)), set(ner.entity_spans(p))) for g, p in zip(gold, pred)]
+    pairs = [(set(bio_tags.entity_spans(g)), set(bio_tags.entity_spans(p))) for g, p in zip(gold, pred)]
     return sum(len(g - p) for g, p in pairs), sum(len(p - g) for g, p in pairs)
 
 
@@ -789,13 +790,14 @@ if new_sents:
     pred_new = ner.predict_tags(model, tokenizer, new_sents)
     for split, gold, pred in ((test_name, gold_test, pred_test), (new_name, gold_new, pred_new)):
         missed, spurious = error_counts(gold, pred)
-        n_gold = sum(len(ner.entity_spans(g)) for g in gold)
+        n_gold = sum(len(bio_tags.entity_spans(g)) for g in gold)
         print(f"{split:36s} {n_gold:5d} gold entities: {missed:4d} missed, {spurious:4d} spurious")
-    wrong_new = [i for i, (g, p) in enumerate(zip(gold_new, pred_new)) if ner.entity_spans(g) != ner.entity_spans(p)]
+    wrong_new = [i for i, (g, p) in enumerate(zip(gold_new, pred_new))
+                 if bio_tags.entity_spans(g) != bio_tags.entity_spans(p)]
     print()
     for i in wrong_new[:5]:
-        print("gold:", ner.format_entities(new_sents[i][0], gold_new[i]))
-        print("pred:", ner.format_entities(new_sents[i][0], pred_new[i]), "\n")
+        print("gold:", bio_tags.format_entities(new_sents[i][0], gold_new[i]))
+        print("pred:", bio_tags.format_entities(new_sents[i][0], pred_new[i]), "\n")
 
 # %% [markdown]
 # A suspicion to test. In this data every word outside a name comes from the templates: a small,
@@ -859,7 +861,7 @@ freezing = {}
 if compare_freezing:
     for strategy in ("head only", "top layer", "everything"):
         torch.manual_seed(seed)
-        m = ner.token_classifier(bert_dir, labels).to(cfg.device)
+        m = ner_models.token_classifier(bert_dir, labels).to(cfg.device)
         trainable = freeze(m, strategy)
         r = fine_tune(m, tokenizer, compare_train, dev_sents, compare_epochs, bert_lr, desc=strategy)
         tests = test_f1s(m, tokenizer)
@@ -937,7 +939,7 @@ tiny = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=
                                intermediate_size=64, num_labels=3, hidden_dropout_prob=0.0,
                                attention_probs_dropout_prob=0.0)
 theirs = transformers.BertForTokenClassification(tiny)
-ours = bert.BertForTokenClassification.from_hf(theirs)              # the same weights, our classes
+ours = bert_tasks.BertForTokenClassification.from_hf(theirs)              # the same weights, our classes
 with warnings.catch_warnings():  # a deprecation inside peft's call to transformers, not ours
     warnings.simplefilter("ignore", FutureWarning)
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
@@ -978,7 +980,7 @@ assert lora.trainable_parameters(ours).trainable == theirs.get_nb_trainable_para
 lora_runs = {}
 if compare_lora:
     torch.manual_seed(seed)
-    lora_model = ner.token_classifier(bert_dir, labels).to(cfg.device)
+    lora_model = ner_models.token_classifier(bert_dir, labels).to(cfg.device)
     lora.add_lora(lora_model, r=lora_rank, alpha=lora_alpha, target=["q_proj", "v_proj"], modules_to_save="classifier")
     counts = lora.trainable_parameters(lora_model)
     print(counts)
@@ -1086,8 +1088,8 @@ if compare_starts:
                      lr or default_lr(bert.minilm_path())))
     for name, directory, init, sents, n_epochs, arm_lr in arms:
         torch.manual_seed(seed)
-        arm_tokenizer = ner.load_tokenizer(directory)
-        m = ner.token_classifier(directory, labels, init=init).to(cfg.device)
+        arm_tokenizer = ner_models.load_tokenizer(directory)
+        m = ner_models.token_classifier(directory, labels, init=init).to(cfg.device)
         r = fine_tune(m, arm_tokenizer, sents, dev_sents, n_epochs, arm_lr, desc=name)
         tests = {name: f1_score([t for _, t in sentences], ner.predict_tags(m, arm_tokenizer, sentences))
                  for name, sentences in test_splits.items()}  # each model with its own tokenizer
@@ -1180,7 +1182,7 @@ if {"B-LOC", "B-PER"} <= set(labels):  # only a tag set with these types can get
 
 # %%
 hf_model = transformers.BertForTokenClassification.from_pretrained(str(output_dir)).eval()
-own_model = bert.BertForTokenClassification.from_pretrained(output_dir).eval()
+own_model = bert_tasks.BertForTokenClassification.from_pretrained(output_dir).eval()
 enc = tokenizer(texts, padding=True, return_tensors="pt")
 with torch.no_grad():
     difference = (hf_model(**enc).logits - own_model(**enc).logits)[enc["attention_mask"].bool()].abs().max()
@@ -1220,7 +1222,7 @@ for strategy in ("first", "simple"):
 # %%
 if second_alignment:
     torch.manual_seed(seed)
-    other = ner.token_classifier(bert_dir, labels).to(cfg.device)
+    other = ner_models.token_classifier(bert_dir, labels).to(cfg.device)
     other_run = fine_tune(other, tokenizer, compare_train, dev_sents, compare_epochs, bert_lr,
                           desc="other alignment", label_all=not label_all_subtokens)
     other_dir = output_dir.with_name(output_dir.name + ("_first_subtoken" if label_all_subtokens else "_all_subtokens"))
@@ -1239,7 +1241,7 @@ if second_alignment:
 # fine-tune is a few lines of transformers, and now every line of them has a meaning you know:
 #
 # * `transformers.BertForTokenClassification` loads chapter 03's directory (it is in the
-#   transformers layout) and adds a new head, as `ner.token_classifier` did;
+#   transformers layout) and adds a new head, as `ner_models.token_classifier` did;
 # * `DataCollatorForTokenClassification` pads each batch, the labels with -100, as `ner.collate`;
 # * `Trainer` runs the loop: AdamW with no weight decay on biases and LayerNorm, a linear
 #   warm-up and decay, gradient clipping at 1.0, an evaluation after each epoch, the best
@@ -1350,7 +1352,7 @@ show_error(lambda: ner.read_conll(scratch / "not_bio.conll"))
 show_error(lambda: pretraining.load_or_pretrain(scratch / "no_such_model"))
 (scratch / "gpt2").mkdir(exist_ok=True)
 (scratch / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
-show_error(lambda: ner.token_classifier(scratch / "gpt2", labels))
+show_error(lambda: ner_models.token_classifier(scratch / "gpt2", labels))
 
 # %% [markdown]
 # A sentence longer than the model's positions is truncated with a warning, not a crash:
@@ -1402,7 +1404,7 @@ def predict_intents(model, texts, chunk=128):
 
 
 torch.manual_seed(seed)
-classifier = bert.BertForSequenceClassification.from_pretrained(
+classifier = bert_tasks.BertForSequenceClassification.from_pretrained(
     bert_dir, num_labels=len(intent_names), id2label=dict(enumerate(intent_names)),
     label2id={n: i for i, n in enumerate(intent_names)}).to(cfg.device)
 batches = DataLoader(intent_train, batch_size=batch_size, shuffle=True, collate_fn=intent_collate,

@@ -97,6 +97,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from course_utils import bert_decoder, cross_attention
 from course_utils import captioning as K
 from course_utils import captioning_viz as viz
 from course_utils import captions as C
@@ -255,7 +256,7 @@ memory_real = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0]], dtype=to
 layer_errors = {}
 for norm_first in (False, True):
     reference = nn.TransformerDecoderLayer(32, 4, 64, dropout=0.0, batch_first=True, norm_first=norm_first).eval()
-    package_layer = K.CrossAttentionDecoderLayer.from_torch(reference).eval()
+    package_layer = cross_attention.CrossAttentionDecoderLayer.from_torch(reference).eval()
     inline_layer = DecoderLayerWithCrossAttention(32, 4, 64, norm_first=norm_first).eval()
     inline_layer.load_state_dict(package_layer.state_dict(), strict=False)
     expected = reference(x, memory, tgt_mask=~causal_mask(7), memory_key_padding_mask=~memory_real)
@@ -273,7 +274,7 @@ assert max(layer_errors.values()) < 1e-5
 # makes the self-attention causal, and `add_cross_attention=True` inserts a cross-attention
 # sub-layer (post-LN, like the rest of BERT) between the self-attention and the feed-forward
 # network of every layer. `BertLMHeadModel` then predicts the next token with the MLM head.
-# `captioning.BertDecoder` does the same from chapter 03's pieces: its embeddings, its encoder
+# `bert_decoder.BertDecoder` does the same from chapter 03's pieces: its embeddings, its encoder
 # layers (self-attention and feed-forward reused as they are) and its MLM head, with the
 # cross-attention sub-layer added. Weights move both ways; on tiny random configurations:
 
@@ -292,11 +293,11 @@ for hidden, layers, heads in ((16, 2, 4), (24, 1, 3)):
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, 7:] = 0
     image_states, image_mask = torch.randn(2, 5, hidden), torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
-    ours = K.BertDecoder.from_hf(hf_decoder).eval()                       # transformers -> ours
+    ours = bert_decoder.BertDecoder.from_hf(hf_decoder).eval()            # transformers -> ours
     expected = hf_decoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image_states,
                           encoder_attention_mask=image_mask).logits
     bert_errors[(hidden, "from_hf")] = (ours(ids, image_states, mask, image_mask) - expected).abs().max().item()
-    fresh = K.BertDecoder(config_bert).eval()                             # ours -> transformers
+    fresh = bert_decoder.BertDecoder(config_bert).eval()                  # ours -> transformers
     back = fresh.to_hf().eval()
     expected = back(input_ids=ids, attention_mask=mask, encoder_hidden_states=image_states,
                     encoder_attention_mask=image_mask).logits
