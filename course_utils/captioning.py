@@ -312,7 +312,7 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
     gradients, so the loss of the captions trains the CNN too (its parameters join the optimizer)."""
     if cnn is not None:
         check_uint8_images(features)
-        from .multimodal import describe_patches
+        from .patch_cnn import describe_patches
 
         cnn.requires_grad_(True)
 
@@ -358,7 +358,7 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
 
 def check_uint8_images(images) -> None:
     """Raise one clear line unless ``images`` are (B, 3, 75, 75) uint8 pictures as shapes.generate makes them."""
-    from .multimodal import check_images
+    from .patch_cnn import check_images
 
     if isinstance(images, torch.Tensor) and images.dim() == 3:
         raise CaptionerInputError(f"one image of shape {tuple(images.shape)}: add a batch axis, images[None].")
@@ -371,7 +371,7 @@ def check_uint8_images(images) -> None:
 @torch.no_grad()
 def features_of(cnn, images: torch.Tensor, what: str = "description") -> torch.Tensor:
     """All 25 patches of each image through the frozen patch CNN of chapter 05 (reading order)."""
-    from .multimodal import GRID, cache_patches
+    from .patch_cnn import GRID, cache_patches
 
     check_uint8_images(images)
     return cache_patches(cnn, images, keep=GRID * GRID, what=what).vectors

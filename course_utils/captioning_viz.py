@@ -18,7 +18,7 @@ import torch
 
 from . import captions as C
 from . import shapes
-from .multimodal import CELL, GRID
+from .patch_cnn import CELL, GRID
 
 
 @dataclass

@@ -19,7 +19,7 @@ Three models, each on the image elements of chapter 05 (object descriptions or c
   trains it, :func:`matching_accuracy` scores held-out images (chance: 50%).
 
 Both fusions follow :class:`course_utils.multimodal.Fusion`, so :class:`~course_utils.multimodal.VQAModel`
-and :func:`~course_utils.multimodal.train_vqa` train them unchanged. Zero-shot retrieval with a
+and :func:`~course_utils.vqa_training.train_vqa` train them unchanged. Zero-shot retrieval with a
 CLIP-style embedding is in :mod:`course_utils.vl_retrieval`.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from . import multimodal as mm
+from . import contrastive
 from . import shapes, training
 from .attention import MultiHeadAttention
 from .bert import BertModel
@@ -239,7 +240,7 @@ def make_fusion(name: str, d_image: int, n_elements: int, d_question: int, **kwa
 
 # ============================================================================ scene descriptions as ids
 
-VOCAB = {w: i for i, w in enumerate(mm.scene_vocabulary())}      # the words of SortOfClevr.scene_text
+VOCAB = {w: i for i, w in enumerate(contrastive.scene_vocabulary())}      # the words of SortOfClevr.scene_text
 COLOR_IDS = torch.tensor([VOCAB[c] for c in shapes.COLORS])
 SHAPE_IDS = torch.tensor([VOCAB[s] for s in shapes.SHAPES])
 VERTICAL_IDS = torch.tensor([VOCAB[w] for w in shapes.VERTICAL])
@@ -263,7 +264,7 @@ def object_words(colour: torch.Tensor, shape: torch.Tensor, region: torch.Tensor
 
 def decode(ids: torch.Tensor) -> str:
     """One row of word ids back to text (padding dropped): the inverse of ``tokenize_scenes``."""
-    words = mm.scene_vocabulary()
+    words = contrastive.scene_vocabulary()
     return " ".join(words[i] for i in ids.tolist() if i).replace(" .", ".")
 
 

@@ -1,6 +1,6 @@
 """Zero-shot queries with a CLIP-style embedding (chapter 05): type a description, get the images.
 
-The image and text embedders of :class:`course_utils.multimodal.ContrastiveModel` are trained on
+The image and text embedders of :class:`course_utils.contrastive.ContrastiveModel` are trained on
 **partial captions**: each names one to three objects of its image, in the words of a scene
 description ("red circle top left. blue square middle centre."). Twelve (colour, shape, region)
 combinations, :data:`HELD_OUT`, never occur in a training caption (:func:`caption_batch` skips
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import multimodal as mm
+from . import contrastive
 from . import shapes, training
 from .vl_models import N_REGIONS, VOCAB, _check_training, decode, object_words, regions
 
@@ -89,7 +90,7 @@ def multi_positive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.T
                         match: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE where image i and text j are a positive pair whenever ``match[i, j]``:
     each image's target is spread evenly over its matching texts, and each text's over its
-    matching images. With ``match`` the identity it is CLIP's loss (:func:`mm.contrastive_loss`)."""
+    matching images. With ``match`` the identity it is CLIP's loss (:func:`contrastive.contrastive_loss`)."""
     b = image_embeddings.shape[0]
     if text_embeddings.shape != image_embeddings.shape or match.shape != (b, b):
         raise ValueError(f"image {tuple(image_embeddings.shape)} and text {tuple(text_embeddings.shape)} embeddings "
@@ -105,7 +106,7 @@ def multi_positive_loss(image_embeddings: torch.Tensor, text_embeddings: torch.T
             + F.cross_entropy(logits.T, target.T / target.T.sum(1, keepdim=True))) / 2
 
 
-def train_zero_shot(model: mm.ContrastiveModel, elements: torch.Tensor, data: shapes.SortOfClevr, steps: int,
+def train_zero_shot(model: contrastive.ContrastiveModel, elements: torch.Tensor, data: shapes.SortOfClevr, steps: int,
                     batch_size: int = 128, lr: float = 2e-3, max_objects: int = 3, seed: int = 0,
                     progress: bool = True) -> dict:
     """Random batches of (image, fresh partial caption), AdamW in the course's one loop
@@ -121,7 +122,7 @@ def train_zero_shot(model: mm.ContrastiveModel, elements: torch.Tensor, data: sh
             ids, caption_codes = caption_batch(data, rows, g, max_objects)
             yield rows, ids, match_matrix(codes[rows], caption_codes)
 
-    def loss_of(model: mm.ContrastiveModel, batch) -> torch.Tensor:
+    def loss_of(model: contrastive.ContrastiveModel, batch) -> torch.Tensor:
         rows, ids, match = batch
         return multi_positive_loss(model.image(elements[rows]), model.text(ids), model.temperature, match)
 
@@ -151,20 +152,20 @@ def retrieval_scores(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -
 
 
 @torch.no_grad()
-def query_similarity(model: mm.ContrastiveModel, elements: torch.Tensor, texts: list) -> torch.Tensor:
+def query_similarity(model: contrastive.ContrastiveModel, elements: torch.Tensor, texts: list) -> torch.Tensor:
     """(len(texts), N images) cosine similarities of typed queries (scene-description words) with images."""
     model.eval()
-    return model.text(mm.tokenize_scenes(texts)) @ model.image(elements).T
+    return model.text(contrastive.tokenize_scenes(texts)) @ model.image(elements).T
 
 
-def search(model: mm.ContrastiveModel, elements: torch.Tensor, text: str, k: int = 8) -> torch.Tensor:
+def search(model: contrastive.ContrastiveModel, elements: torch.Tensor, text: str, k: int = 8) -> torch.Tensor:
     """The k images most similar to one typed description, best first."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"type one description as a string, e.g. 'red circle top left.', got {text!r}")
     return query_similarity(model, elements, [text])[0].topk(min(k, elements.shape[0])).indices
 
 
-def zero_shot_report(model: mm.ContrastiveModel, elements: torch.Tensor, data: shapes.SortOfClevr,
+def zero_shot_report(model: contrastive.ContrastiveModel, elements: torch.Tensor, data: shapes.SortOfClevr,
                      k: int = 10) -> dict:
     """Precision@k and recall@k over one-object queries, split into the :data:`HELD_OUT`
     combinations (never a training caption) and the seen ones, with the chance levels.

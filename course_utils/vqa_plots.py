@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from . import shapes
-from .multimodal import CELL, EMPTY, GRID, PATCH_CLASSES, CachedPatches, CrossAttentionFusion, VQAModel
+from .multimodal import CrossAttentionFusion, VQAModel
+from .patch_cnn import CELL, EMPTY, GRID, PATCH_CLASSES, CachedPatches
 
 def _image_hwc(image: torch.Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).cpu().numpy()

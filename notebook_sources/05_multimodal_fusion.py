@@ -105,7 +105,7 @@ seed = 0                     # one number seeds Python, NumPy and torch
 pretrained_model = None      # any BERT directory (transformers layout); None: chapter 03's, pretrained now if missing
 n_images = None              # Sort-of-CLEVR images to train on (20 questions each); None: by mode
 n_validation = None          # validation images (20 questions each), a separately seeded set; None: by mode
-steps = None                 # step budget per run: None (mm.step_budgets' defaults), an int for all, or a dict
+steps = None                 # step budget per run: None (vqa_training.step_budgets' defaults), an int for all, or a dict
 batch_size = 64              # questions per step
 lr = 1e-3                    # peak learning rate of every fusion model
 cnn_steps = None             # pretraining steps of the patch CNN; None: by mode
@@ -127,6 +127,9 @@ import transformers
 
 from course_utils import config, exercises, glossary, shapes
 from course_utils import multimodal as mm
+from course_utils import vqa_plots, vqa_training
+from course_utils import patch_cnn
+from course_utils import contrastive
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -489,7 +492,7 @@ assert torch.allclose(fast_pairs, naive, atol=1e-4)
 
 # %%
 for name in mm.FUSIONS:
-    fusion = mm.make_fusion(name, d_image=mm.D_DESCRIPTION, n_elements=shapes.N_OBJECTS, d_question=D_QUESTION)
+    fusion = mm.make_fusion(name, d_image=patch_cnn.D_DESCRIPTION, n_elements=shapes.N_OBJECTS, d_question=D_QUESTION)
     print(f"{name:17s} {mm.count_parameters(fusion):>9,} parameters")
 
 # %% [markdown]
@@ -501,11 +504,11 @@ for name in mm.FUSIONS:
 
 # %%
 torch.manual_seed(0)
-elements = torch.randn(3, shapes.N_OBJECTS, mm.D_DESCRIPTION)                  # 3 images of 6 random elements
+elements = torch.randn(3, shapes.N_OBJECTS, patch_cnn.D_DESCRIPTION)                  # 3 images of 6 random elements
 question_enc = mm.VectorQuestionEncoder(D_QUESTION)(shapes.ALL_QUESTION_VECTORS[:3])
 shuffled = elements[:, torch.randperm(shapes.N_OBJECTS)]                        # the same elements, another order
-summed = mm.make_fusion("sum", mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
-relation = mm.make_fusion("relation_network", mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
+summed = mm.make_fusion("sum", patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
+relation = mm.make_fusion("relation_network", patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
 with torch.no_grad():
     twin_gap = (summed.as_concat()(elements, question_enc) - summed(elements, question_enc)).abs().max()
     rn_gap = (relation(shuffled, question_enc) - relation(elements, question_enc)).abs().max()
@@ -520,7 +523,7 @@ assert twin_gap < 1e-5 and rn_gap < 1e-4 and mlp_gap > 1e-3
 # passes between elements before the pooling.
 
 # %%
-film = mm.make_fusion("film", mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
+film = mm.make_fusion("film", patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
 
 
 def film_elements(model, elements, question):
@@ -559,15 +562,15 @@ assert film_gap < 1e-5 and others_change == 0
 # `steps={"objects": {"concat": 40000}}`. This table is what the runs below and in section 6 use:
 
 # %%
-STEPS = mm.step_budgets(steps)
+STEPS = vqa_training.step_budgets(steps)
 budget_table = pd.DataFrame({source: STEPS[source] for source in ("objects", "patches")})
 budget_table.loc["cross_attention, BERT question", "objects"] = STEPS["bert"]
 budget_table.loc["cross_attention, all 25 hidden-channel patches", "patches"] = STEPS["channels"]
 budget_table.fillna(0).astype(int).replace(0, "")
 
 # %%
-train_sets = {"objects": mm.QuestionSet.from_data(train_data, objects_train)}
-validation_sets = {"objects": mm.QuestionSet.from_data(validation_data, objects_validation)}
+train_sets = {"objects": vqa_training.QuestionSet.from_data(train_data, objects_train)}
+validation_sets = {"objects": vqa_training.QuestionSet.from_data(validation_data, objects_validation)}
 results = {}
 
 
@@ -583,7 +586,7 @@ def train_one(source, fusion, encoder, make=None):
         n_steps = STEPS["channels"]
     else:
         n_steps = STEPS[source][fusion]
-    history = mm.train_vqa(model, train_sets[source], validation_sets[source], steps=n_steps,
+    history = vqa_training.train_vqa(model, train_sets[source], validation_sets[source], steps=n_steps,
                            batch_size=batch_size, lr=lr, name=f"{fusion} · {source} · {encoder}", seed=seed,
                            keep_best=True)
     results[(source, fusion, encoder)] = {"model": model, "history": history}
@@ -642,12 +645,12 @@ plt.show()
 # patch — into a vector of 32 channels.
 
 # %%
-cnn = mm.PatchCNN(channels=32)
+cnn = patch_cnn.PatchCNN(channels=32)
 with torch.no_grad():
     hidden = cnn.patches(data.images[:2])
 print("hidden patch vectors:", tuple(hidden.shape), " CNN parameters:", mm.count_parameters(cnn))
 print("coordinates of the first 6 patches (x, y):\n", hidden[0, :6, -2:])
-assert torch.allclose(hidden[1, :, -2:], mm.grid_coordinates())
+assert torch.allclose(hidden[1, :, -2:], patch_cnn.grid_coordinates())
 
 # %% [markdown]
 # **Pretraining with dense supervision.** A randomly initialised CNN sees nothing useful, and
@@ -660,11 +663,11 @@ assert torch.allclose(hidden[1, :, -2:], mm.grid_coordinates())
 # one nearer the patch centre.
 
 # %%
-targets = mm.grid_targets(train_data[:1])
+targets = patch_cnn.grid_targets(train_data[:1])
 holds = targets["holds"][0].view(5, 5)
 print("what each patch of image 0 holds (0-5 = red ... gray, 6 = nothing):\n", holds)
 red = int((targets["holds"][0] == 0).nonzero())
-cells = (train_data.centers // mm.CELL).flip(-1) @ torch.tensor([mm.GRID, 1])   # (N, 6) patch of each centre
+cells = (train_data.centers // patch_cnn.CELL).flip(-1) @ torch.tensor([patch_cnn.GRID, 1])   # (N, 6) patch of each centre
 crowded = torch.tensor([len(set(row)) < shapes.N_OBJECTS for row in cells.tolist()])
 print(f"training images where two object centres share a patch: {crowded.float().mean():.1%}")
 print(f"red is centred at {train_data.centers[0, 0].tolist()}, in patch {red}, "
@@ -672,10 +675,10 @@ print(f"red is centred at {train_data.centers[0, 0].tolist()}, in patch {red}, "
 
 # %%
 start = time.perf_counter()
-cnn_losses = mm.pretrain_patch_cnn(cnn, train_data, steps=cnn_steps, batch_size=32, lr=3e-3, seed=seed)
+cnn_losses = patch_cnn.pretrain_patch_cnn(cnn, train_data, steps=cnn_steps, batch_size=32, lr=3e-3, seed=seed)
 cnn_seconds = time.perf_counter() - start
 with torch.no_grad():
-    seen = mm.dense_metrics(cnn(validation_data.images), mm.grid_targets(validation_data))
+    seen = patch_cnn.dense_metrics(cnn(validation_data.images), patch_cnn.grid_targets(validation_data))
 print(f"pretrained in {cnn_seconds:.0f} s; on validation images: " + ", ".join(f"{k} {v:.3f}" for k, v in seen.items()))
 if not cfg.fast:                                   # "a fraction of a pixel" (section 8)
     assert seen["position_error_px"] < 1.0
@@ -693,7 +696,7 @@ plt.show()
 
 # %%
 with torch.no_grad():
-    fig = mm.show_dense_predictions(test_data.images[:4], cnn(test_data.images[:4]))
+    fig = vqa_plots.show_dense_predictions(test_data.images[:4], cnn(test_data.images[:4]))
 plt.show()
 
 # %% [markdown]
@@ -731,19 +734,19 @@ plt.show()
 start = time.perf_counter()
 cnn.requires_grad_(False)
 KEEP = 6                                                        # as many as there can be objects
-grid_train = mm.cache_patches(cnn, train_data.images)           # all 25 descriptions, (N, 25, 10)
-grid_validation = mm.cache_patches(cnn, validation_data.images)
-grid_test = mm.cache_patches(cnn, test_data.images)
+grid_train = patch_cnn.cache_patches(cnn, train_data.images)           # all 25 descriptions, (N, 25, 10)
+grid_validation = patch_cnn.cache_patches(cnn, validation_data.images)
+grid_test = patch_cnn.cache_patches(cnn, test_data.images)
 patches_train, patches_validation, patches_test = (g.keep(KEEP) for g in (grid_train, grid_validation, grid_test))
-channels_train = mm.cache_patches(cnn, train_data.images, what="channels")   # all 25, for the comparison
-channels_validation = mm.cache_patches(cnn, validation_data.images, what="channels")
-channels_test = mm.cache_patches(cnn, test_data.images, what="channels")
+channels_train = patch_cnn.cache_patches(cnn, train_data.images, what="channels")   # all 25, for the comparison
+channels_validation = patch_cnn.cache_patches(cnn, validation_data.images, what="channels")
+channels_test = patch_cnn.cache_patches(cnn, test_data.images, what="channels")
 print(f"cached in {time.perf_counter() - start:.1f} s: descriptions {tuple(patches_train.vectors.shape)}, "
       f"hidden channels {tuple(channels_train.vectors.shape)}")
 print("image 0 keeps patches", patches_test.index[0].tolist(), "; the first one says:\n", patches_test.vectors[0, 0])
-first_object = int(mm.grid_targets(test_data[:1])["holds"][0, patches_test.index[0, 0]])
+first_object = int(patch_cnn.grid_targets(test_data[:1])["holds"][0, patches_test.index[0, 0]])
 print("the scene's description of the object in it:\n", test_data[:1].object_descriptions(shuffle=False)[0, first_object])
-occupied = mm.grid_targets(test_data)["holds"] != mm.EMPTY              # (N, 25) truly occupied patches
+occupied = patch_cnn.grid_targets(test_data)["holds"] != patch_cnn.EMPTY              # (N, 25) truly occupied patches
 kept = torch.zeros_like(occupied).scatter(1, patches_test.index, True)
 share = (occupied & kept).sum() / occupied.sum()
 print(f"occupied patches among the kept ones: {share:.1%}")
@@ -754,11 +757,11 @@ assert share > 0.9
 # section 5), and the road not taken: cross-attention on all 25 patches of hidden channels.
 
 # %%
-train_sets.update({"patches": mm.QuestionSet.from_data(train_data, patches_train.vectors),
-                   "all 25 patches, hidden channels": mm.QuestionSet.from_data(train_data, channels_train.vectors)})
+train_sets.update({"patches": vqa_training.QuestionSet.from_data(train_data, patches_train.vectors),
+                   "all 25 patches, hidden channels": vqa_training.QuestionSet.from_data(train_data, channels_train.vectors)})
 validation_sets.update({
-    "patches": mm.QuestionSet.from_data(validation_data, patches_validation.vectors),
-    "all 25 patches, hidden channels": mm.QuestionSet.from_data(validation_data, channels_validation.vectors)})
+    "patches": vqa_training.QuestionSet.from_data(validation_data, patches_validation.vectors),
+    "all 25 patches, hidden channels": vqa_training.QuestionSet.from_data(validation_data, channels_validation.vectors)})
 total = time.perf_counter()
 for fusion in mm.FUSIONS:
     train_one("patches", fusion, "vector")
@@ -840,8 +843,8 @@ assert gap < 1e-5 and torch.allclose(ours_pooled, theirs.pooler_output, atol=1e-
 
 # %%
 torch.manual_seed(seed)
-single_fusion = vl.make_fusion("single_stream", mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
-elements = torch.randn(3, shapes.N_OBJECTS, mm.D_DESCRIPTION)
+single_fusion = vl.make_fusion("single_stream", patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION).eval()
+elements = torch.randn(3, shapes.N_OBJECTS, patch_cnn.D_DESCRIPTION)
 question_enc = mm.VectorQuestionEncoder(D_QUESTION)(shapes.ALL_QUESTION_VECTORS[:3])
 with torch.no_grad():
     order_gap = (single_fusion(elements[:, torch.randperm(shapes.N_OBJECTS)], question_enc)
@@ -903,9 +906,9 @@ assert torch.allclose(a_reads_b, a_reads_b_swapped, atol=1e-6)
 # Their sizes, next to the relation network's (all built for the 6 object descriptions):
 
 # %%
-new_fusions = {name: vl.make_fusion(name, mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION) for name in vl.FUSIONS}
+new_fusions = {name: vl.make_fusion(name, patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION) for name in vl.FUSIONS}
 for name, fusion in {**new_fusions, "relation_network": mm.make_fusion(
-        "relation_network", mm.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION)}.items():
+        "relation_network", patch_cnn.D_DESCRIPTION, shapes.N_OBJECTS, D_QUESTION)}.items():
     print(f"{name:17s} {mm.count_parameters(fusion):>9,} parameters")
 
 # %% [markdown]
@@ -970,13 +973,13 @@ else:
 # "budget" the most the run could take.
 
 # %%
-test_sets = {"objects": mm.QuestionSet.from_data(test_data, objects_test),
-             "patches": mm.QuestionSet.from_data(test_data, patches_test.vectors),
-             "all 25 patches, hidden channels": mm.QuestionSet.from_data(test_data, channels_test.vectors)}
+test_sets = {"objects": vqa_training.QuestionSet.from_data(test_data, objects_test),
+             "patches": vqa_training.QuestionSet.from_data(test_data, patches_test.vectors),
+             "all 25 patches, hidden channels": vqa_training.QuestionSet.from_data(test_data, channels_test.vectors)}
 test_predictions = {}
 for run, r in results.items():                                     # the one pass over the test questions
-    test_predictions[run] = mm.predict(r["model"], test_sets[run[0]])
-    r["accuracy"] = mm.accuracy_by_subtype(test_predictions[run], test_sets[run[0]])
+    test_predictions[run] = vqa_training.predict(r["model"], test_sets[run[0]])
+    r["accuracy"] = vqa_training.accuracy_by_subtype(test_predictions[run], test_sets[run[0]])
 print(f"{len(results)} runs scored on {len(test_sets['objects']):,} test questions each")
 
 # %%
@@ -1102,11 +1105,11 @@ if not cfg.fast:                                                   # the claims 
 
 # %%
 xattn = results[("patches", "cross_attention", "vector")]["model"]
-fig = mm.attention_figure(xattn, test_data, patches_test, image=0, question=10)
+fig = vqa_plots.attention_figure(xattn, test_data, patches_test, image=0, question=10)
 fig
 
 # %%
-mm.attention_widget(xattn, test_data, patches_test)
+vqa_plots.attention_widget(xattn, test_data, patches_test)
 
 # %% [markdown]
 # ## 10. Where the methods go wrong
@@ -1141,7 +1144,7 @@ print("mistakes per subtype:")
 print(pd.DataFrame(by_subtype).T)
 if not cfg.fast:                                   # the first point below
     assert max(by_subtype["concat"], key=by_subtype["concat"].get) in ("closest", "furthest")
-fig = mm.show_questions(test_data, mlp_wrong + rn_wrong, predictions)
+fig = vqa_plots.show_questions(test_data, mlp_wrong + rn_wrong, predictions)
 plt.show()
 
 # %% [markdown]
@@ -1213,15 +1216,15 @@ print(f"matched: {contrastive_loss(e, e, 0.05):.4f}   shuffled: {contrastive_los
 assert contrastive_loss(e, e, 0.05) < contrastive_loss(e, e[[1, 2, 0]], 0.05)
 
 # %%
-scene_ids_train = mm.tokenize_scenes([train_data.scene_text(i) for i in range(n_images)])
-scene_ids_test = mm.tokenize_scenes([test_data.scene_text(i) for i in range(n_test)])
+scene_ids_train = contrastive.tokenize_scenes([train_data.scene_text(i) for i in range(n_images)])
+scene_ids_test = contrastive.tokenize_scenes([test_data.scene_text(i) for i in range(n_test)])
 torch.manual_seed(seed)
-clip = mm.ContrastiveModel(d_image=mm.D_DESCRIPTION, n_elements=25)
+clip = contrastive.ContrastiveModel(d_image=patch_cnn.D_DESCRIPTION, n_elements=25)
 start = time.perf_counter()
-clip_losses = mm.train_contrastive(clip, grid_train.vectors, scene_ids_train, steps=contrastive_steps)
-similarity = mm.similarity_matrix(clip, grid_test.vectors, scene_ids_test)
-recall = {f"image→text R@{k}": mm.recall_at_k(similarity, k) for k in (1, 5)}
-recall.update({f"text→image R@{k}": mm.recall_at_k(similarity.T, k) for k in (1, 5)})
+clip_losses = contrastive.train_contrastive(clip, grid_train.vectors, scene_ids_train, steps=contrastive_steps)
+similarity = contrastive.similarity_matrix(clip, grid_test.vectors, scene_ids_test)
+recall = {f"image→text R@{k}": contrastive.recall_at_k(similarity, k) for k in (1, 5)}
+recall.update({f"text→image R@{k}": contrastive.recall_at_k(similarity.T, k) for k in (1, 5)})
 print(f"trained in {time.perf_counter() - start:.0f} s; temperature {clip.temperature.item():.3f}; "
       f"retrieval among {n_test} test images (chance R@1 = {1 / n_test:.1%}):")
 print("  ".join(f"{k} {v:.1%}" for k, v in recall.items()))
@@ -1278,7 +1281,7 @@ assert example_true.tolist() == [True, False, False, False, False]
 # %%
 itm_steps = itm_steps or config.pick(fast=40, full=800)
 torch.manual_seed(seed)
-matcher = vl.ImageTextMatcher(mm.D_DESCRIPTION)
+matcher = vl.ImageTextMatcher(patch_cnn.D_DESCRIPTION)
 itm_history = vl.train_matching(matcher, patches_train.vectors, train_data, steps=itm_steps, objects=3,
                                 batch_size=32, seed=seed)
 itm_accuracy = vl.matching_accuracy(matcher, patches_test.vectors, test_data, objects=3, seed=seed)
@@ -1341,7 +1344,7 @@ if not cfg.fast:
 print("held-out queries:", ", ".join(vr.query_text(*t) for t in vr.HELD_OUT[:4]), "...")
 zero_shot_steps = zero_shot_steps or config.pick(fast=40, full=600)
 torch.manual_seed(seed)
-zero_shot = mm.ContrastiveModel(d_image=mm.D_DESCRIPTION, n_elements=25)
+zero_shot = contrastive.ContrastiveModel(d_image=patch_cnn.D_DESCRIPTION, n_elements=25)
 zs_history = vr.train_zero_shot(zero_shot, grid_train.vectors, train_data, steps=zero_shot_steps, seed=seed)
 print(f"{zs_history['parameters']:,} parameters, {zero_shot_steps} steps in {zs_history['seconds']:.0f} s")
 
@@ -1400,18 +1403,18 @@ print(f"{int(fits.sum())} of the 8 hold a {query[:-1]!r}")
 if end_to_end or cfg.fast:
     e2e_steps = end_to_end_steps or config.pick(fast=5, full=2000, gpu=40_000)
     torch.manual_seed(seed)
-    e2e_cnn = mm.PatchCNN(channels=32)
+    e2e_cnn = patch_cnn.PatchCNN(channels=32)
     e2e = mm.VQAModel(mm.VectorQuestionEncoder(D_QUESTION),
                       mm.make_fusion("relation_network", e2e_cnn.d_out, 25, D_QUESTION),
                       image_encoder=e2e_cnn).to(cfg.device)
-    pixels_train = mm.QuestionSet.from_data(train_data, train_data.images)
-    pixels_validation = mm.QuestionSet.from_data(validation_data, validation_data.images)
-    pixels_test = mm.QuestionSet.from_data(test_data[:50], test_data.images[:50])   # 1,000 questions
-    e2e_history = mm.train_vqa(
+    pixels_train = vqa_training.QuestionSet.from_data(train_data, train_data.images)
+    pixels_validation = vqa_training.QuestionSet.from_data(validation_data, validation_data.images)
+    pixels_test = vqa_training.QuestionSet.from_data(test_data[:50], test_data.images[:50])   # 1,000 questions
+    e2e_history = vqa_training.train_vqa(
         e2e, pixels_train, pixels_validation, steps=e2e_steps, batch_size=config.pick(fast=32, full=64, gpu=640),
         lr=config.pick(fast=1e-3, full=1e-3, gpu=2.5e-4), questions_per_image=16,
         eval_every=max(1, e2e_steps // 5), eval_questions=500, name="end to end from pixels", seed=seed, keep_best=True)
-    e2e_accuracy = mm.evaluate_vqa(e2e, pixels_test, batch_size=100)
+    e2e_accuracy = vqa_training.evaluate_vqa(e2e, pixels_test, batch_size=100)
     print(f"end to end, kept step {e2e_history.best_step} of {e2e_steps}, trained in {e2e_history.train_seconds:.0f} s: relational "
           f"{e2e_accuracy['relational']:.1%}, non-relational {e2e_accuracy['non-relational']:.1%} "
           f"(on {len(pixels_test)} test questions)")

@@ -102,7 +102,7 @@ from course_utils import captioning as K
 from course_utils import captioning_viz as viz
 from course_utils import captions as C
 from course_utils import config, exercises, glossary, shapes
-from course_utils import multimodal as mm
+from course_utils import patch_cnn
 from course_utils.generation import generate
 
 cfg = config.setup(fast=fast, seed=seed)
@@ -319,11 +319,11 @@ assert max(bert_errors.values()) < 1e-5
 
 # %%
 start = time.perf_counter()
-cnn = mm.PatchCNN(channels=32)
-cnn_losses = mm.pretrain_patch_cnn(cnn, train_data, steps=cnn_steps, batch_size=32, lr=3e-3, seed=seed)
+cnn = patch_cnn.PatchCNN(channels=32)
+cnn_losses = patch_cnn.pretrain_patch_cnn(cnn, train_data, steps=cnn_steps, batch_size=32, lr=3e-3, seed=seed)
 cnn.requires_grad_(False)
 with torch.no_grad():
-    seen = mm.dense_metrics(cnn(test_data.images), mm.grid_targets(test_data))
+    seen = patch_cnn.dense_metrics(cnn(test_data.images), patch_cnn.grid_targets(test_data))
 features_train = K.features_of(cnn, train_data.images)
 features_test = K.features_of(cnn, test_data.images)
 cnn_seconds = time.perf_counter() - start
@@ -664,7 +664,7 @@ display(fig)
 assert trace.attention.shape == (len(trace.words), num_layers, 25)
 assert torch.allclose(trace.attention.sum(-1), torch.ones(len(trace.words), num_layers), atol=1e-5)
 
-holds = mm.grid_targets(test_data)["holds"]                             # (n_test, 25) colour centred in each patch
+holds = patch_cnn.grid_targets(test_data)["holds"]                             # (n_test, 25) colour centred in each patch
 hits = {layer: 0 for layer in range(num_layers)}
 n_words = 0
 for i in range(min(n_test, 100)):

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import glossary, multimodal, ner, ner_models, pretraining, shapes
+from course_utils import contrastive, glossary, multimodal, ner, ner_models, patch_cnn, pretraining, shapes
 from course_utils.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 transformers = pytest.importorskip("transformers")
@@ -271,7 +271,7 @@ def test_item6_token_labels_all_ignored():
 
 def test_item6_text_embedder_refuses_a_text_of_padding_only():
     torch.manual_seed(0)
-    embedder = multimodal.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=8)
+    embedder = contrastive.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=8)
     ids = torch.tensor([[3, 4, 5], [0, 0, 0]])
     with pytest.raises(ValueError, match=r"row 1 .*only padding") as err:
         embedder(ids)
@@ -282,7 +282,7 @@ def test_item6_text_embedder_refuses_a_text_of_padding_only():
 def test_item6_contrastive_temperature_must_be_positive(temperature):
     x = F.normalize(torch.randn(4, 8), dim=-1)
     with pytest.raises(ValueError, match="temperature must be a positive") as err:
-        multimodal.contrastive_loss(x, x, temperature)
+        contrastive.contrastive_loss(x, x, temperature)
     one_line(err)
 
 
@@ -412,23 +412,23 @@ def test_item9_bert_takes_long_or_int_ids_only(dtype):
 
 @pytest.mark.parametrize("dtype, message", [(torch.float64, "float64.*float32"), (torch.int64, "int64.*uint8")])
 def test_item9_patch_cnn_checks_the_image_dtype(dtype, message):
-    cnn = multimodal.PatchCNN(channels=4)
+    cnn = patch_cnn.PatchCNN(channels=4)
     images = shapes.generate(2).images
-    images = multimodal.to_float(images).to(dtype) if dtype.is_floating_point else images.to(dtype)
+    images = patch_cnn.to_float(images).to(dtype) if dtype.is_floating_point else images.to(dtype)
     with pytest.raises((TypeError, ValueError), match=message) as err:
         cnn(images)
     one_line(err)
 
 
 def test_item9_patch_cnn_refuses_float_pixels_in_0_255():
-    cnn = multimodal.PatchCNN(channels=4)
+    cnn = patch_cnn.PatchCNN(channels=4)
     with pytest.raises(ValueError, match=r"0\.\.255") as err:
         cnn(shapes.generate(2).images.float())
     one_line(err)
 
 
 def test_item9_text_embedder_checks_length_and_ids():
-    embedder = multimodal.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=64)
+    embedder = contrastive.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=64)
     with pytest.raises(ValueError, match=r"70 words but the embedder has 64 positions") as err:
         embedder(torch.ones(2, 70, dtype=torch.long))
     one_line(err)
@@ -497,7 +497,7 @@ def test_item10_glossary_lookup_of_a_non_string():
 
 def test_item10_tokenize_scenes_of_nothing():
     with pytest.raises(ValueError, match="no scene descriptions") as err:
-        multimodal.tokenize_scenes([])
+        contrastive.tokenize_scenes([])
     one_line(err)
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import multimodal as mm
+from course_utils import contrastive
+from course_utils import patch_cnn
 from course_utils import shapes, training
 from course_utils import vl_models as vl
 from course_utils import vl_retrieval as vr
@@ -97,7 +99,7 @@ def test_train_vqa_end_to_end_is_the_plain_loop_bit_for_bit(data):
     """From pixels through a patch CNN (batch norm's running statistics too), several questions per image."""
     train = vt.QuestionSet.from_data(data, data.images)
     model, reference = twins(lambda: mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 10, 25, 16),
-                                                 image_encoder=mm.PatchCNN(channels=8)))
+                                                 image_encoder=patch_cnn.PatchCNN(channels=8)))
     settings = dict(steps=4, batch_size=8, lr=1e-3, eval_every=2, eval_questions=20, questions_per_image=4,
                     keep_best=True)
     result = vt.train_vqa(model, train, train, progress=False, **settings)
@@ -123,7 +125,7 @@ def test_train_vqa_history_is_the_training_history(data):
 # ---------------------------------------------------------------- the patch CNN
 
 def reference_pretrain_patch_cnn(cnn, data, steps, batch_size=32, lr=3e-3, seed=0):
-    targets = mm.grid_targets(data)
+    targets = patch_cnn.grid_targets(data)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     g = torch.Generator().manual_seed(seed)
@@ -131,7 +133,7 @@ def reference_pretrain_patch_cnn(cnn, data, steps, batch_size=32, lr=3e-3, seed=
     cnn.train()
     for _ in range(steps):
         idx = torch.randint(len(data), (batch_size,), generator=g)
-        loss = mm.dense_loss(cnn(data.images[idx]), {k: v[idx] for k, v in targets.items()})
+        loss = patch_cnn.dense_loss(cnn(data.images[idx]), {k: v[idx] for k, v in targets.items()})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -142,8 +144,8 @@ def reference_pretrain_patch_cnn(cnn, data, steps, batch_size=32, lr=3e-3, seed=
 
 
 def test_pretrain_patch_cnn_is_the_plain_loop_bit_for_bit(data):
-    cnn, reference = twins(lambda: mm.PatchCNN(channels=8))
-    losses = mm.pretrain_patch_cnn(cnn, data, steps=5, batch_size=4, lr=3e-3, progress=False, seed=2)
+    cnn, reference = twins(lambda: patch_cnn.PatchCNN(channels=8))
+    losses = patch_cnn.pretrain_patch_cnn(cnn, data, steps=5, batch_size=4, lr=3e-3, progress=False, seed=2)
     assert losses == reference_pretrain_patch_cnn(reference, data, steps=5, batch_size=4, lr=3e-3, seed=2)
     assert_same_weights(cnn, reference)                         # batch norm's running statistics too
     assert not cnn.training
@@ -169,9 +171,9 @@ def reference_train_contrastive(model, elements, ids, steps, batch_size=128, lr=
 
 def test_train_contrastive_is_the_plain_loop_bit_for_bit(data):
     elements = data.object_descriptions(shuffle=False)
-    ids = mm.tokenize_scenes([data.scene_text(i) for i in range(len(data))])
-    model, reference = twins(lambda: mm.ContrastiveModel(d_image=10, n_elements=6, d_embed=16))
-    losses = mm.train_contrastive(model, elements, ids, steps=4, batch_size=8, progress=False, seed=1)
+    ids = contrastive.tokenize_scenes([data.scene_text(i) for i in range(len(data))])
+    model, reference = twins(lambda: contrastive.ContrastiveModel(d_image=10, n_elements=6, d_embed=16))
+    losses = contrastive.train_contrastive(model, elements, ids, steps=4, batch_size=8, progress=False, seed=1)
     assert losses == reference_train_contrastive(reference, elements, ids, steps=4, batch_size=8, seed=1)
     assert_same_weights(model, reference)
 
@@ -234,7 +236,7 @@ def reference_train_zero_shot(model, elements, data, steps, batch_size=128, lr=2
 
 def test_train_zero_shot_is_the_plain_loop_bit_for_bit(data):
     elements = data.object_descriptions(shuffle=False)
-    model, reference = twins(lambda: mm.ContrastiveModel(d_image=10, n_elements=6, d_embed=16))
+    model, reference = twins(lambda: contrastive.ContrastiveModel(d_image=10, n_elements=6, d_embed=16))
     history = vr.train_zero_shot(model, elements, data, steps=4, batch_size=8, max_objects=2, seed=6, progress=False)
     expected = reference_train_zero_shot(reference, elements, data, steps=4, batch_size=8, max_objects=2, seed=6)
     assert history["losses"] == expected
@@ -243,9 +245,9 @@ def test_train_zero_shot_is_the_plain_loop_bit_for_bit(data):
 
 
 @pytest.mark.parametrize("train", [
-    lambda d: mm.pretrain_patch_cnn(mm.PatchCNN(channels=4), d, steps=0, progress=False),
-    lambda d: mm.train_contrastive(mm.ContrastiveModel(10, 6), d.object_descriptions(),
-                                   mm.tokenize_scenes([d.scene_text(0)] * len(d)), steps=-1, progress=False),
+    lambda d: patch_cnn.pretrain_patch_cnn(patch_cnn.PatchCNN(channels=4), d, steps=0, progress=False),
+    lambda d: contrastive.train_contrastive(contrastive.ContrastiveModel(10, 6), d.object_descriptions(),
+                                   contrastive.tokenize_scenes([d.scene_text(0)] * len(d)), steps=-1, progress=False),
 ])
 def test_no_steps_is_refused_in_one_line(data, train):
     with pytest.raises(ValueError, match="steps must be positive"):

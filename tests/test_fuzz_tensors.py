@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from course_utils import multimodal, pretraining
+from course_utils import contrastive, pretraining
 from course_utils.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
@@ -211,7 +211,7 @@ def test_masking_invariants(batch, length, p, seed):
 @pytest.fixture(scope="module")
 def embedder():
     torch.manual_seed(0)
-    return multimodal.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=16).eval()
+    return contrastive.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=16).eval()
 
 
 @given(batch=st.integers(1, 3), length=st.integers(1, 20), high=st.sampled_from([10, 10, 12]),
@@ -239,7 +239,7 @@ def test_text_embedder_refuses_in_one_line_or_gives_unit_vectors(embedder, batch
 def test_contrastive_loss_is_finite_or_refused(temperature, as_tensor, n):
     x = F.normalize(torch.randn(n, 4, generator=torch.Generator().manual_seed(n)), dim=-1)
     t = torch.tensor(temperature) if as_tensor else temperature
-    got = outcome(lambda: multimodal.contrastive_loss(x, x.flip(0), t))
+    got = outcome(lambda: contrastive.contrastive_loss(x, x.flip(0), t))
     if not (temperature > 0 and math.isfinite(temperature)):
         assert got[0] == "error" and "temperature" in got[2]
         return

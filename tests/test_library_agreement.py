@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils import bio_tags, multimodal, ner, pretraining, toy_tasks, training
+from course_utils import bio_tags, ner, pretraining, toy_tasks, training, vqa_training
 
 transformers = pytest.importorskip("transformers")
 seqeval_labeling = pytest.importorskip("seqeval.metrics.sequence_labeling")
@@ -76,7 +76,7 @@ def test_multimodal_schedule_is_transformers_wsd_one_step_ahead(steps):
     same three phases, except for the same one-step-ahead warm-up."""
     warm = max(1, int(0.05 * steps))
     decay_start = int(0.7 * steps)
-    rates = [PEAK * multimodal.lr_factor(s, steps) for s in range(steps)]
+    rates = [PEAK * vqa_training.lr_factor(s, steps) for s in range(steps)]
     library = learning_rates(lambda opt: get_wsd_schedule(
         opt, num_warmup_steps=warm, num_stable_steps=decay_start - warm, num_decay_steps=steps - decay_start,
         warmup_type="linear", decay_type="cosine", min_lr_ratio=0.0), steps + 1)

@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import multimodal as mm
+from course_utils import vqa_plots, vqa_training
+from course_utils import contrastive
+from course_utils import patch_cnn
 from course_utils import shapes
 
 
@@ -26,7 +29,7 @@ def encoding(batch, d, tokens=1, seed=0, pad_last=0):
 # ---------------------------------------------------------------- image side
 
 def test_patch_cnn_shapes_and_coordinates(data):
-    cnn = mm.PatchCNN(channels=8).eval()
+    cnn = patch_cnn.PatchCNN(channels=8).eval()
     patches = cnn.patches(data.images[:3])
     assert patches.shape == (3, 25, 10) and cnn.d_out == 10
     # the last two features are each patch's centre, row by row, scaled like the objects: [-1, 1]
@@ -34,7 +37,7 @@ def test_patch_cnn_shapes_and_coordinates(data):
     expected = torch.tensor([(centres[c], centres[r]) for r in range(5) for c in range(5)])
     assert torch.allclose(patches[0, :, 8:], expected)
     assert cnn(data.images[:3]).shape == (3, 25, 10)
-    assert cnn.describe(data.images[:3]).shape == (3, 25, mm.D_DESCRIPTION)
+    assert cnn.describe(data.images[:3]).shape == (3, 25, patch_cnn.D_DESCRIPTION)
     # uint8 images are scaled to floats the same way as explicit floats
     assert torch.allclose(cnn.patches(data.images[:2].float() / 255 - 0.5), patches[:2], atol=1e-6)
 
@@ -42,7 +45,7 @@ def test_patch_cnn_shapes_and_coordinates(data):
 def test_each_output_patch_sees_its_own_15_pixels(data):
     """Changing pixels far outside a patch leaves that patch's vector unchanged."""
     torch.manual_seed(0)
-    cnn = mm.PatchCNN(channels=4).eval()
+    cnn = patch_cnn.PatchCNN(channels=4).eval()
     image = data.images[:1].clone()
     before = cnn.patches(image)
     image[..., 45:, 45:] = 0                  # bottom-right corner only
@@ -52,7 +55,7 @@ def test_each_output_patch_sees_its_own_15_pixels(data):
 
 
 def test_grid_targets_put_each_object_in_its_patch(data):
-    t = mm.grid_targets(data)
+    t = patch_cnn.grid_targets(data)
     assert t["holds"].shape == (8, 25) and t["offset"].shape == (8, 25, 2)
     for i in range(8):
         claimed = {}
@@ -79,25 +82,25 @@ def _perfect_prediction(t):
 
 
 def test_dense_metrics_on_a_perfect_prediction(data):
-    t = mm.grid_targets(data)
+    t = patch_cnn.grid_targets(data)
     perfect = _perfect_prediction(t)
-    m = mm.dense_metrics(perfect, t)
+    m = patch_cnn.dense_metrics(perfect, t)
     assert m == {"cell_accuracy": 1.0, "object_accuracy": 1.0, "position_error_px": 0.0}
-    assert mm.dense_loss(perfect, t).item() < 1e-3
+    assert patch_cnn.dense_loss(perfect, t).item() < 1e-3
     wrong_shape = perfect.clone()
     wrong_shape[..., 7] *= -1
-    assert mm.dense_metrics(wrong_shape, t)["object_accuracy"] == 0.0
+    assert patch_cnn.dense_metrics(wrong_shape, t)["object_accuracy"] == 0.0
 
 
 def test_describe_patches(data):
     """A perfect head describes each occupied patch as its object's description says it."""
-    t = mm.grid_targets(data)
-    d = mm.describe_patches(_perfect_prediction(t))
-    assert d.shape == (8, 25, 10) == (8, 25, mm.D_DESCRIPTION)
+    t = patch_cnn.grid_targets(data)
+    d = patch_cnn.describe_patches(_perfect_prediction(t))
+    assert d.shape == (8, 25, 10) == (8, 25, patch_cnn.D_DESCRIPTION)
     torch.testing.assert_close(d[..., :7].sum(-1), torch.ones(8, 25))
     empty = t["holds"] == 6
     assert d[..., 7][empty].abs().max() < 1e-3                          # an empty patch says no shape ...
-    torch.testing.assert_close(d[..., 8:][empty], mm.grid_coordinates().expand(8, 25, 2)[empty],
+    torch.testing.assert_close(d[..., 8:][empty], patch_cnn.grid_coordinates().expand(8, 25, 2)[empty],
                                atol=1e-3, rtol=1e-3)                     # ... and sits at its centre
     objects = data.object_descriptions(shuffle=False)                    # (8, 6, 10): colour, shape, x, y
     for i in range(8):
@@ -110,14 +113,14 @@ def test_describe_patches(data):
 
 def test_cache_patches_keeps_the_most_object_like(data):
     torch.manual_seed(0)
-    cnn = mm.PatchCNN(channels=4).eval()
-    full = mm.cache_patches(cnn, data.images, keep=25, batch_size=3)
+    cnn = patch_cnn.PatchCNN(channels=4).eval()
+    full = patch_cnn.cache_patches(cnn, data.images, keep=25, batch_size=3)
     with torch.no_grad():
         described = cnn.describe(data.images)
         objectness = 1 - cnn(data.images)[..., :7].softmax(-1)[..., 6]
     torch.testing.assert_close(full.vectors, described)
     assert torch.equal(full.index, torch.arange(25).expand(8, 25))
-    top = mm.cache_patches(cnn, data.images, keep=8, batch_size=3)
+    top = patch_cnn.cache_patches(cnn, data.images, keep=8, batch_size=3)
     assert top.vectors.shape == (8, 8, 10)
     for i in range(8):
         assert set(top.index[i].tolist()) == set(objectness[i].topk(8).indices.tolist())
@@ -125,12 +128,12 @@ def test_cache_patches_keeps_the_most_object_like(data):
         torch.testing.assert_close(top.vectors[i], described[i, top.index[i]])
     grid = top.weights_on_grid(torch.ones(2, 8), torch.tensor([0, 3]))
     assert grid.shape == (2, 25) and grid.sum().item() == 16 and grid[1, top.index[3]].sum().item() == 8
-    channels = mm.cache_patches(cnn, data.images[:2], keep=6, what="channels")
+    channels = patch_cnn.cache_patches(cnn, data.images[:2], keep=6, what="channels")
     assert channels.vectors.shape == (2, 6, cnn.d_out)
     with pytest.raises(ValueError, match="keep must be between 1 and 25"):
-        mm.cache_patches(cnn, data.images, keep=0)
+        patch_cnn.cache_patches(cnn, data.images, keep=0)
     with pytest.raises(ValueError, match="what must be 'description' or 'channels'"):
-        mm.cache_patches(cnn, data.images, what="pixels")
+        patch_cnn.cache_patches(cnn, data.images, what="pixels")
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -141,7 +144,7 @@ def test_cache_patches_keeps_the_most_object_like(data):
 ])
 def test_bad_images_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
-        mm.PatchCNN(4).patches(bad)
+        patch_cnn.PatchCNN(4).patches(bad)
 
 
 # ---------------------------------------------------------------- fusions
@@ -326,7 +329,7 @@ def test_vector_encoder_and_model(data):
 
 def test_end_to_end_model_runs_the_cnn_once_per_image(data):
     torch.manual_seed(0)
-    cnn = mm.PatchCNN(8).eval()
+    cnn = patch_cnn.PatchCNN(8).eval()
     model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", cnn.d_out, 25, 16), image_encoder=cnn)
     per_image = model(data.images[:2], data.questions[:2, :3].flatten(0, 1), questions_per_image=3)
     repeated = model(data.images[:2].repeat_interleave(3, 0), data.questions[:2, :3].flatten(0, 1))
@@ -403,7 +406,7 @@ def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
     tuned.load_state_dict(frozen.state_dict())
     torch.testing.assert_close(tuned.eval()(None, texts).vector, frozen.eval()(None, texts).vector,
                                atol=1e-5, rtol=1e-5)
-    groups = mm._param_groups(mm.VQAModel(tuned, mm.make_fusion("sum", 10, 6, 8)), lr=1e-3)
+    groups = vqa_training._param_groups(mm.VQAModel(tuned, mm.make_fusion("sum", 10, 6, 8)), lr=1e-3)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="list of sentences"):
@@ -413,46 +416,46 @@ def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
 # ---------------------------------------------------------------- training and scoring
 
 def test_question_set_and_accuracy_by_subtype(data):
-    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    qs = vqa_training.QuestionSet.from_data(data, data.object_descriptions())
     assert len(qs) == 8 * 20
     assert qs.image_index[45].item() == 2 and qs.answers[45] == data.answers[2, 5]
     assert qs.texts(torch.tensor([45])) == [data.question_text[2][5]]
-    acc = mm.accuracy_by_subtype(qs.answers.clone(), qs)
+    acc = vqa_training.accuracy_by_subtype(qs.answers.clone(), qs)
     assert acc["overall"] == 1.0
     always_yes = torch.zeros_like(qs.answers)
-    acc = mm.accuracy_by_subtype(always_yes, qs)
+    acc = vqa_training.accuracy_by_subtype(always_yes, qs)
     left = qs.subtypes == 1
     assert acc["left"] == pytest.approx((qs.answers[left] == 0).float().mean().item())
     assert acc["relational"] == 0.0
     with pytest.raises(ValueError, match="elements are given for 3 images"):
-        mm.QuestionSet.from_data(data, data.object_descriptions()[:3])
+        vqa_training.QuestionSet.from_data(data, data.object_descriptions()[:3])
 
 
 @pytest.mark.parametrize("name", mm.FUSIONS)
 def test_training_fits_a_small_set(name):
     """The loop trains: every fusion fits the 80 questions of 4 images far above chance."""
     data = shapes.generate(4, seed=4)
-    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    qs = vqa_training.QuestionSet.from_data(data, data.object_descriptions())
     torch.manual_seed(0)
     model = mm.VQAModel(mm.VectorQuestionEncoder(32), mm.make_fusion(name, 10, 6, 32))
-    result = mm.train_vqa(model, qs, qs, steps=150, batch_size=80, lr=3e-3, progress=False)
+    result = vqa_training.train_vqa(model, qs, qs, steps=150, batch_size=80, lr=3e-3, progress=False)
     assert result.losses[0] > 2.0 and result.losses[-1] < 0.5          # from ln(10) = 2.3 to a fit
-    assert mm.evaluate_vqa(model, qs)["overall"] > 0.75                 # majority answers: about 0.4
+    assert vqa_training.evaluate_vqa(model, qs)["overall"] > 0.75                 # majority answers: about 0.4
     assert len(result.steps) == 10 and result.parameters == mm.count_parameters(model)
 
 
 def _cross_attention_on_patches(data):
     torch.manual_seed(0)
-    cnn = mm.PatchCNN(channels=8).eval()
-    patches = mm.cache_patches(cnn, data.images).keep(6)
-    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("cross_attention", mm.D_DESCRIPTION, 6, 16,
+    cnn = patch_cnn.PatchCNN(channels=8).eval()
+    patches = patch_cnn.cache_patches(cnn, data.images).keep(6)
+    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("cross_attention", patch_cnn.D_DESCRIPTION, 6, 16,
                                                                      d_model=16, num_heads=2)).eval()
     return model, patches
 
 
 def test_attention_maps_are_distributions_over_the_kept_patches(data):
     model, patches = _cross_attention_on_patches(data)
-    logits, maps = mm.attention_maps(model, patches.vectors[:3], data.questions[:3, 10])
+    logits, maps = vqa_plots.attention_maps(model, patches.vectors[:3], data.questions[:3, 10])
     torch.testing.assert_close(logits, model(patches.vectors[:3], data.questions[:3, 10]))
     assert len(maps) == 2 and model.fusion.last_attention is None            # not kept after the call
     for w in maps:
@@ -466,14 +469,14 @@ def test_attention_maps_are_distributions_over_the_kept_patches(data):
             others[patches.index[i]] = False
             assert (on_grid[i, others] == 0).all()
     with pytest.raises(TypeError, match="CrossAttentionFusion"):
-        mm.attention_maps(mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 12, 6, 16)),
+        vqa_plots.attention_maps(mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 12, 6, 16)),
                           patches.vectors[:1], data.questions[:1, 0])
 
 
 def test_attention_widget_redraws_for_a_new_image_and_question(data):
     pytest.importorskip("ipywidgets")
     model, patches = _cross_attention_on_patches(data)
-    box = mm.attention_widget(model, data, patches)
+    box = vqa_plots.attention_widget(model, data, patches)
     first = bytes(box.picture.value)
     assert first.startswith(b"\x89PNG") and box.question.value == 10
     assert box.question.options[10][0].endswith(data.question_text[0][10])
@@ -495,39 +498,39 @@ def test_contrastive_loss_by_hand():
     sims = [[sum(img[i, k].item() * txt[j, k].item() for k in range(5)) / t for j in range(4)] for i in range(4)]
     image_to_text = sum(-sims[i][i] + math.log(sum(math.exp(s) for s in sims[i])) for i in range(4)) / 4
     text_to_image = sum(-sims[j][j] + math.log(sum(math.exp(sims[i][j]) for i in range(4))) for j in range(4)) / 4
-    ours = mm.contrastive_loss(img, txt, t).item()
+    ours = contrastive.contrastive_loss(img, txt, t).item()
     assert ours == pytest.approx((image_to_text + text_to_image) / 2, rel=1e-5)
     logits = img @ txt.T / t
     labels = torch.arange(4)
     reference = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
     assert ours == pytest.approx(reference.item(), rel=1e-6)
     # matched pairs at a low temperature: almost no loss
-    assert mm.contrastive_loss(img, img, 0.01).item() < 1e-3
+    assert contrastive.contrastive_loss(img, img, 0.01).item() < 1e-3
     with pytest.raises(ValueError, match="one text per image"):
-        mm.contrastive_loss(img, txt[:3], t)
+        contrastive.contrastive_loss(img, txt[:3], t)
 
 
 def test_recall_at_k():
     sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.2, 0.1], [0.0, 0.5, 0.4]])
     # row 0: right partner first; row 1: second; row 2: second
-    assert mm.recall_at_k(sim, 1) == pytest.approx(1 / 3)
-    assert mm.recall_at_k(sim, 2) == pytest.approx(1.0)
+    assert contrastive.recall_at_k(sim, 1) == pytest.approx(1 / 3)
+    assert contrastive.recall_at_k(sim, 2) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="square"):
-        mm.recall_at_k(sim[:2], 1)
+        contrastive.recall_at_k(sim[:2], 1)
 
 
 def test_scene_tokens_and_contrastive_model(data):
     texts = [data.scene_text(i) for i in range(4)]
-    ids = mm.tokenize_scenes(texts)
-    vocab = mm.scene_vocabulary()
+    ids = contrastive.tokenize_scenes(texts)
+    vocab = contrastive.scene_vocabulary()
     assert ids.shape == (4, 30) and " ".join(vocab[i] for i in ids[0]).replace(" .", ".") == texts[0]
-    model = mm.ContrastiveModel(d_image=10, n_elements=25, d_embed=8)
+    model = contrastive.ContrastiveModel(d_image=10, n_elements=25, d_embed=8)
     loss = model(torch.randn(4, 25, 10), ids)
     assert loss.item() > 0 and model.temperature.item() == pytest.approx(0.07)
-    sim = mm.similarity_matrix(model, torch.randn(4, 25, 10), ids)
+    sim = contrastive.similarity_matrix(model, torch.randn(4, 25, 10), ids)
     assert sim.shape == (4, 4) and sim.abs().max() <= 1 + 1e-5
     with pytest.raises(ValueError, match="not in the scene vocabulary"):
-        mm.tokenize_scenes(["purple square top left."])
+        contrastive.tokenize_scenes(["purple square top left."])
 
 
 def _accuracy_by_hand(model, qs, rows):
@@ -541,13 +544,13 @@ def test_train_vqa_curve_is_on_validation_and_keep_best_returns_the_best_point()
     """The curve is measured on the validation questions given; keep_best returns the model of the
     evaluation point with the highest validation accuracy (the earliest on a tie), not the last one."""
     train_data, val_data = shapes.generate(6, seed=11), shapes.generate(5, seed=12)
-    train = mm.QuestionSet.from_data(train_data, train_data.object_descriptions())
-    validation = mm.QuestionSet.from_data(val_data, val_data.object_descriptions())
+    train = vqa_training.QuestionSet.from_data(train_data, train_data.object_descriptions())
+    validation = vqa_training.QuestionSet.from_data(val_data, val_data.object_descriptions())
     probe = torch.arange(60)                                   # eval_questions=60: the first 60 questions
     for keep_best in (False, True):
         torch.manual_seed(0)
         model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16))
-        result = mm.train_vqa(model, train, validation, steps=60, batch_size=32, lr=1e-2, eval_every=6,
+        result = vqa_training.train_vqa(model, train, validation, steps=60, batch_size=32, lr=1e-2, eval_every=6,
                               eval_questions=60, progress=False, keep_best=keep_best)
         overall = [a["overall"] for a in result.accuracy]
         assert len(overall) == 10 and result.steps == list(range(6, 61, 6))
@@ -563,24 +566,24 @@ def test_train_vqa_curve_is_on_validation_and_keep_best_returns_the_best_point()
 def test_train_vqa_keep_best_restores_an_earlier_state():
     """When the best validation point is not the last step, keep_best gives back exactly that state."""
     data, val_data = shapes.generate(4, seed=4), shapes.generate(3, seed=5)
-    train = mm.QuestionSet.from_data(data, data.object_descriptions())
-    validation = mm.QuestionSet.from_data(val_data, val_data.object_descriptions())
+    train = vqa_training.QuestionSet.from_data(data, data.object_descriptions())
+    validation = vqa_training.QuestionSet.from_data(val_data, val_data.object_descriptions())
     torch.manual_seed(0)
     model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16))
     snapshots = {}
-    original = mm.evaluate_vqa.__globals__["evaluate_vqa"]
+    original = vqa_training.evaluate_vqa.__globals__["evaluate_vqa"]
 
     def recording(m, qs, batch_size=500):
         snapshots[len(snapshots) + 1] = {k: v.clone() for k, v in m.state_dict().items()}
         return original(m, qs, batch_size)
 
-    mm.evaluate_vqa.__globals__["evaluate_vqa"] = recording
+    vqa_training.evaluate_vqa.__globals__["evaluate_vqa"] = recording
     try:
         # lr 0.3 overfits 80 questions and wanders: validation accuracy does not peak at the end
-        result = mm.train_vqa(model, train, validation, steps=40, batch_size=80, lr=0.3, eval_every=4,
+        result = vqa_training.train_vqa(model, train, validation, steps=40, batch_size=80, lr=0.3, eval_every=4,
                               progress=False, keep_best=True)
     finally:
-        mm.evaluate_vqa.__globals__["evaluate_vqa"] = original
+        vqa_training.evaluate_vqa.__globals__["evaluate_vqa"] = original
     assert result.best_step < 40                                # so the state returned is an earlier one
     best = result.steps.index(result.best_step) + 1
     for key, value in model.state_dict().items():
@@ -590,10 +593,10 @@ def test_train_vqa_keep_best_restores_an_earlier_state():
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True])
 def test_train_vqa_refuses_bad_steps(steps):
     data = shapes.generate(2, seed=1)
-    qs = mm.QuestionSet.from_data(data, data.object_descriptions())
+    qs = vqa_training.QuestionSet.from_data(data, data.object_descriptions())
     model = mm.VQAModel(mm.VectorQuestionEncoder(8), mm.make_fusion("concat", 10, 6, 8))
     with pytest.raises(ValueError, match="steps must be a positive int"):
-        mm.train_vqa(model, qs, qs, steps=steps, progress=False)
+        vqa_training.train_vqa(model, qs, qs, steps=steps, progress=False)
 
 
 def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
@@ -607,7 +610,7 @@ def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
     weights = torch.zeros(25)
     weights[[0, 7, 24]] = torch.tensor([0.2, 0.5, 0.3])
     fig, ax = plt.subplots()
-    mapping = mm.plot_attention_on_image(ax, data.images[0], weights, vmax=1.0)
+    mapping = vqa_plots.plot_attention_on_image(ax, data.images[0], weights, vmax=1.0)
     outlines = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(outlines) == 3 and len(ax.images) == 1
     assert (ax.images[0].get_array() == data.images[0].permute(1, 2, 0).numpy()).all()
@@ -616,7 +619,7 @@ def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
     corners = sorted(p.get_xy() for p in outlines)
     assert corners[0] == (0.5, 0.5)                           # patch 0: the top-left 15x15 pixels, inset by one
     with pytest.raises(ValueError, match="one value per patch"):
-        mm.plot_attention_on_image(ax, data.images[0], torch.ones(6))
+        vqa_plots.plot_attention_on_image(ax, data.images[0], torch.ones(6))
     plt.close(fig)
 
 
@@ -626,21 +629,21 @@ def test_step_budgets_by_mode_and_override(fast):
 
     config.setup(fast=fast, seed=0, device="cpu")
     try:
-        budgets = mm.step_budgets()
+        budgets = vqa_training.step_budgets()
         assert set(budgets) == {"objects", "patches", "bert", "channels"}
         assert set(budgets["objects"]) == set(mm.FUSIONS) == set(budgets["patches"])
         assert budgets["objects"]["concat"] == (150 if fast else 20000)
-        merged = mm.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": 3})
+        merged = vqa_training.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": 3})
         assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9 and merged["bert"] == 3
         assert merged["objects"]["film"] == budgets["objects"]["film"] and merged["patches"] == budgets["patches"]
-        assert mm.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]    # defaults untouched
-        everything = mm.step_budgets(5)
+        assert vqa_training.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]    # defaults untouched
+        everything = vqa_training.step_budgets(5)
         assert set(everything["patches"].values()) == {5} and everything["channels"] == 5
         with pytest.raises(TypeError, match="papermill"):
-            mm.step_budgets("100")
+            vqa_training.step_budgets("100")
         with pytest.raises(ValueError, match="unknown key 'object'"):
-            mm.step_budgets({"object": {"concat": 1}})
+            vqa_training.step_budgets({"object": {"concat": 1}})
         with pytest.raises(TypeError, match=r"steps\['bert'\] must be an int"):
-            mm.step_budgets({"bert": {"x": 1}})
+            vqa_training.step_budgets({"bert": {"x": 1}})
     finally:
         config.setup(fast=True, seed=0)

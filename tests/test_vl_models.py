@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import multimodal as mm
+from course_utils import vqa_training
+from course_utils import contrastive
 from course_utils import shapes
 from course_utils import vl_models as vl
 from course_utils import vl_retrieval as vr
@@ -148,14 +150,14 @@ def test_co_attention_fusion_blind_to_element_order_and_padding():
 @pytest.mark.parametrize("name", vl.FUSIONS)
 def test_fusions_train_in_vqa_model_deterministically(data, name):
     objects = data.object_descriptions(seed=0)
-    questions = mm.QuestionSet.from_data(data, objects)
+    questions = vqa_training.QuestionSet.from_data(data, objects)
 
     def run():
         torch.manual_seed(0)
         model = mm.VQAModel(mm.VectorQuestionEncoder(16), vl.make_fusion(name, 10, 6, 16, **{
             "single_stream": {"hidden": 32}, "co_attention": {"d_model": 32}}[name]))
-        history = mm.train_vqa(model, questions, questions, steps=3, batch_size=8, progress=False)
-        return history.losses, mm.predict(model, questions)
+        history = vqa_training.train_vqa(model, questions, questions, steps=3, batch_size=8, progress=False)
+        return history.losses, vqa_training.predict(model, questions)
 
     (losses, predictions), (again, predictions_again) = run(), run()
     assert losses == again and torch.equal(predictions, predictions_again)
@@ -170,7 +172,7 @@ def test_regions_and_object_words_say_what_scene_text_says(data):
         k = torch.arange(shapes.N_OBJECTS)
         ids = vl.object_words(k, data.shapes[i], region[i]).flatten()
         assert vl.decode(ids) == data.scene_text(i)               # the generator's own description
-        assert torch.equal(mm.tokenize_scenes([data.scene_text(i)])[0], ids)
+        assert torch.equal(contrastive.tokenize_scenes([data.scene_text(i)])[0], ids)
 
 
 @pytest.mark.parametrize("objects", [3, 6])
@@ -204,7 +206,7 @@ def test_matching_pairs_are_what_they_claim(data, objects):
             assert w[1] == by_colour[w[0]][1] and w[2:] != by_colour[w[0]][2:]
         if kind in (1, 2, 3):
             assert not claimed
-        assert torch.equal(mm.tokenize_scenes([text])[0], text_ids)
+        assert torch.equal(contrastive.tokenize_scenes([text])[0], text_ids)
 
 
 def test_matcher_outputs_and_training_are_deterministic(data):
@@ -303,7 +305,7 @@ def test_zero_shot_training_is_deterministic_and_reports_both_splits(data):
 
     def run():
         torch.manual_seed(0)
-        model = mm.ContrastiveModel(d_image=10, n_elements=6)
+        model = contrastive.ContrastiveModel(d_image=10, n_elements=6)
         history = vr.train_zero_shot(model, elements, data, steps=3, batch_size=16, progress=False)
         return history["losses"], vr.zero_shot_report(model, elements, data, k=5)
 
@@ -334,8 +336,8 @@ def one_line(excinfo):
     lambda: vr.caption_batch(shapes.generate(3), torch.arange(3), torch.Generator(), max_objects=0),
     lambda: vr.retrieval_scores(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool), k=0),
     lambda: vr.multi_positive_loss(torch.randn(2, 4), torch.randn(2, 4), 0.1, torch.zeros(2, 2, dtype=torch.bool)),
-    lambda: vr.search(mm.ContrastiveModel(10, 6), torch.randn(3, 6, 10), "a red circle on the left"),
-    lambda: vr.search(mm.ContrastiveModel(10, 6), torch.randn(3, 6, 10), ""),
+    lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), "a red circle on the left"),
+    lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), ""),
 ])
 def test_bad_input_is_one_line_value_error(call):
     with pytest.raises(ValueError) as excinfo:
