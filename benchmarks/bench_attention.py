@@ -5,10 +5,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attention.py --grid     # every size
 
 Compares
-* ``course_utils.attention.scaled_dot_product_attention`` (which also returns the weights) with
+* ``course_utils.layers.attention.scaled_dot_product_attention`` (which also returns the weights) with
   ``torch.nn.functional.scaled_dot_product_attention`` forced to its math backend (the same
   algorithm in C++; the target is own/math <= 1.3) and with torch's default backend;
-* ``course_utils.attention.MultiHeadAttention`` (weights path and ``need_weights=False``) with
+* ``course_utils.layers.attention.MultiHeadAttention`` (weights path and ``need_weights=False``) with
   ``torch.nn.MultiheadAttention`` (``need_weights=True`` per head, and ``False``);
 forward (under ``no_grad``, as in inference) and forward + backward. Prints a markdown table
 and writes it to benchmarks/results/attention.md.
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
-from course_utils.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
+from course_utils.layers.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
 from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attention.md"
@@ -178,7 +178,7 @@ def main(argv=None):
         "- the machine may be shared: absolute times can be inflated, ratios from one interleaved run stay fair",
         "",
         "## scaled_dot_product_attention",
-        "own = `course_utils.attention.scaled_dot_product_attention` (also returns the weights); "
+        "own = `course_utils.layers.attention.scaled_dot_product_attention` (also returns the weights); "
         "math = `F.scaled_dot_product_attention` under `sdpa_kernel(SDPBackend.MATH)`; default = torch's choice. "
         "mask: none, or a boolean padding mask (batch, 1, 1, L). forward runs under `no_grad`.",
         "",

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_bert.py            # default sizes, several minutes
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_bert.py --quick    # a smoke run
 
-Compares ``course_utils.bert.BertModel`` with ``transformers.BertModel`` holding the same
+Compares ``course_utils.text.bert.BertModel`` with ``transformers.BertModel`` holding the same
 config and weights, with transformers' default attention (sdpa) and with its eager attention;
 forward (eval, ``no_grad``: inference) and forward + backward (train mode, the config's
 dropout 0.1: a training step without the optimizer), on right-padded batches. A second table
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 
-from course_utils import bert  # noqa: E402
+from course_utils.text import bert  # noqa: E402
 from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bert.md"
@@ -147,7 +147,7 @@ def main(argv=None):
     pretraining_table = bench_pretraining(MODELS, shapes, repeats)
     verdict = "within" if worst <= TARGET else "NOT within"
     report = "\n".join([
-        "# BERT benchmark: course_utils.bert vs transformers",
+        "# BERT benchmark: course_utils.text.bert vs transformers",
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
         f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; times are medians per "

@@ -5,7 +5,7 @@ generate on the same weights, as ratios measured in one interleaved run.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_generation.py --quick    # a smoke run
 
 Greedy decoding of a fixed number of new tokens (no EOS, so every candidate does the same work)
-with ``course_utils.generation.generate`` on ``course_utils.decoder.GPTModel``: cached (the
+with ``course_utils.text.generation.generate`` on ``course_utils.text.decoder.GPTModel``: cached (the
 KV cache, one new token per step) and uncached (the whole sequence at every step), and
 ``transformers.GPT2LMHeadModel.generate`` (its default sdpa attention and DynamicCache) on the
 same weights; the three must return the same ids. Targets: the cache at least 3x faster than no
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 
-from course_utils.decoder import GPTModel, tiny_config  # noqa: E402
-from course_utils.generation import generate  # noqa: E402
+from course_utils.text.decoder import GPTModel, tiny_config  # noqa: E402
+from course_utils.text.generation import generate  # noqa: E402
 from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.md"
@@ -121,7 +121,7 @@ def main(argv=None):
     lines.append(f"Own cached / transformers' generate: {min(own_vs_hf):.2f}-{worst:.2f}, "
                  f"{'within' if worst <= HF_TARGET else 'NOT within'} the {HF_TARGET}x target.")
     report = "\n".join([
-        "# Generation benchmark: course_utils.generation vs transformers' generate",
+        "# Generation benchmark: course_utils.text.generation vs transformers' generate",
         "",
         *(f"- {k}: {v}" for k, v in info.items()),
         f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; tokens/s = batch × new "

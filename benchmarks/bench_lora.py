@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from course_utils import bio_tags, ner, ner_models  # noqa: E402
-from course_utils.bert import minilm_path  # noqa: E402
-from course_utils.lora import add_lora, trainable_parameters  # noqa: E402
+from course_utils.text import bio_tags, ner, ner_models  # noqa: E402
+from course_utils.text.bert import minilm_path  # noqa: E402
+from course_utils.text.lora import add_lora, trainable_parameters  # noqa: E402
 from timing import compare, machine_info, markdown_table, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lora.md"

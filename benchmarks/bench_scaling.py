@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py            # several minutes
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scaling.py --quick    # a smoke run
 
-1. chapter 03's pretraining step under torchrun (``course_utils.scripts.pretrain``, 2-layer
+1. chapter 03's pretraining step under torchrun (``course_utils.scale.scripts.pretrain``, 2-layer
    128-wide BERT, batch 32, length 64): samples per second with 1 process x 1 thread,
    2 processes x 1 thread (DDP, gloo) and 1 process x 2 threads;
 2. peak memory of attention (``scaling.MemoryTracker``) at growing lengths: chapter 01's
@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers
 from timing import compare, machine_info, markdown_table, write_report
 
-from course_utils import attention, bert, launch, scaling
-from course_utils.scripts import read_rank_results
+from course_utils.layers import attention
+from course_utils.text import bert
+from course_utils.scale import launch, scaling
+from course_utils.scale.scripts import read_rank_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaling.md"
 
@@ -49,7 +51,7 @@ def bench_throughput(steps: int, max_documents: int | None) -> tuple[str, dict]:
                                      ("1 process x 2 threads", 1, 2)]:
             out = work / name.replace(" ", "_")
             extra = ["--tokenizer", tokenizer] if tokenizer else []
-            launch.torchrun("course_utils.scripts.pretrain", ["--out", out, *common, *extra], nproc=procs,
+            launch.torchrun("course_utils.scale.scripts.pretrain", ["--out", out, *common, *extra], nproc=procs,
                             log_file=out / "log.txt", timeout=3600, threads_per_process=threads)
             tokenizer = tokenizer or out / "tokenizer"
             runs[name] = read_rank_results(out)[0]["samples_per_second"]

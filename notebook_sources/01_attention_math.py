@@ -83,7 +83,8 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from course_utils import config, exercises, glossary, viz
+from course_utils import config, exercises, glossary
+from course_utils.layers import viz
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg, "  torch", torch.__version__)
@@ -711,11 +712,11 @@ for name, mask in masks.items():
 
 # %% [markdown]
 # Identical up to float rounding. From now on the course imports this function from
-# `course_utils.attention` (same code, with checks on the shapes that name the problem); a test
+# `course_utils.layers.attention` (same code, with checks on the shapes that name the problem); a test
 # proves the two agree:
 
 # %%
-from course_utils import attention
+from course_utils.layers import attention
 
 assert torch.allclose(scaled_dot_product_attention(q, k, v, mask=masks["causal & padding"])[0],
                       attention.scaled_dot_product_attention(q, k, v, mask=masks["causal & padding"])[0], atol=1e-6)

@@ -62,7 +62,7 @@ elif importlib.util.find_spec("course_utils") is None:
 #
 # ## Prerequisites
 #
-# - Chapters: 01 (the attention function, masks, heads; this chapter imports it from `course_utils.attention`).
+# - Chapters: 01 (the attention function, masks, heads; this chapter imports it from `course_utils.layers.attention`).
 # - `runs/`: nothing; the toy encoders are trained here and not saved.
 #
 # ## Time
@@ -98,7 +98,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils import config, exercises, glossary, toy_tasks, viz
+from course_utils import config, exercises, glossary
+from course_utils.layers import toy_tasks, viz
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -168,7 +169,7 @@ assert torch.equal(vectors[0, 2], vectors[0, 3])          # same token, same vec
 import torch
 from torch import nn
 
-from course_utils.attention import scaled_dot_product_attention  # chapter 01
+from course_utils.layers.attention import scaled_dot_product_attention  # chapter 01
 
 
 class MultiHeadAttention(nn.Module):
@@ -478,7 +479,7 @@ plt.show()
 # needs, but it has a vector only for the `max_len` rows of its table, and a row that training
 # never reaches keeps its random start (section 11 measures what that means for longer
 # sequences); sinusoids are defined for any position. The package has both,
-# `SinusoidalPositionalEncoding` and `LearnedPositionalEmbedding` in `course_utils.transformer`;
+# `SinusoidalPositionalEncoding` and `LearnedPositionalEmbedding` in `course_utils.layers.transformer`;
 # each adds its table to a batch of embeddings. Section 9 trains with learned positions and
 # section 10 looks at what they became.
 #
@@ -488,7 +489,7 @@ plt.show()
 # first line below.)
 
 # %%
-from course_utils import transformer
+from course_utils.layers import transformer
 
 assert torch.equal(sinusoidal_positions(64, 64), transformer.sinusoidal_positions(64, 64))  # inline == package
 torch.manual_seed(2)
@@ -873,8 +874,8 @@ if not cfg.fast:                                   # the numbers the text below 
 # %% [markdown]
 # ## 8. The encoder stack, from the package
 #
-# From here on we use the package's copies, `course_utils.attention.MultiHeadAttention` and
-# `course_utils.transformer.TransformerEncoderLayer`: the same code, plus input checks, a fused
+# From here on we use the package's copies, `course_utils.layers.attention.MultiHeadAttention` and
+# `course_utils.layers.transformer.TransformerEncoderLayer`: the same code, plus input checks, a fused
 # kernel path and hooks that keep the attention weights for the viewer. With the same weights
 # they compute the same thing (`tests/test_ch02_inline.py` proves it for every mask and both
 # arrangements); the parameter names match, so a `state_dict` moves between them:
@@ -1328,13 +1329,13 @@ assert max(scores.values()) - min(scores.values()) < 1e-4                # only 
 assert abs(rope_score(q[0, 0, 0], k[0, 0, 0], 0, 3) - rope_score(q[0, 0, 0], k[0, 0, 0], 0, 4)) > 1e-3
 
 # %% [markdown]
-# `course_utils.positions` holds the same three functions (the test suite proves them equal to
+# `course_utils.layers.positions` holds the same three functions (the test suite proves them equal to
 # these and to `transformers`) and `RotaryMultiHeadAttention`, the course's attention with the
 # rotation applied to each head's queries and keys; `ToyEncoder(positions="rope")` puts it in
 # every layer and adds nothing to the embeddings. The same length test:
 
 # %%
-from course_utils import positions as rope_module
+from course_utils.layers import positions as rope_module
 
 assert torch.equal(rope_module.apply_rope(q, *rope_module.rope_cos_sin(torch.arange(10), 8)), apply_rope(q, cos, sin))
 train_on_short("rope")

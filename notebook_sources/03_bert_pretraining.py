@@ -112,8 +112,10 @@ import torch
 import transformers
 from IPython.display import Markdown, display
 
-from course_utils import bert, bert_layers, config, exercises, glossary, pretraining, tokenization, training, viz
-from course_utils.corpus import corpus_stats, load_corpus, split_documents
+from course_utils.text import bert, bert_layers, pretraining, tokenization
+from course_utils import config, exercises, glossary, training
+from course_utils.layers import viz
+from course_utils.text.corpus import corpus_stats, load_corpus, split_documents
 
 chapter_start = time.perf_counter()
 cfg = config.setup(fast=fast, seed=seed)
@@ -138,11 +140,11 @@ print(f"vocab {vocab_size}, hidden {hidden_size}, layers {num_layers}, heads {nu
 #
 # Pretraining needs plain text, lots of it. We stay offline: Python itself ships English
 # prose, the language reference behind `help("for")` (`pydoc_data.topics`) and the docstrings
-# of the standard library. `course_utils.corpus` cleaned it into prose (code listings, reST
+# of the standard library. `course_utils.text.corpus` cleaned it into prose (code listings, reST
 # markup and doctest lines removed), split it into **documents** (one topic, or one module or
 # class with its functions) and **sentences**, and stored the result in
 # `data/pydocs_corpus.txt.gz`, so every learner trains on the same text whatever their Python
-# version. (`python -m course_utils.corpus` rebuilds it from your Python.)
+# version. (`python -m course_utils.text.corpus` rebuilds it from your Python.)
 
 # %%
 documents = load_corpus(corpus)
@@ -353,7 +355,7 @@ assert pair["token_type_ids"] == [0] * (first_sep + 1) + [1] * (len(tokens) - fi
 # too long is trimmed: A loses tokens at its start, B at its end, so the junction between
 # them, which is what NSP judges, stays intact.
 #
-# The package holds the same code (`course_utils.pretraining`); a test proves they agree.
+# The package holds the same code (`course_utils.text.pretraining`); a test proves they agree.
 
 # %% tags=["inline"]
 import random
@@ -638,7 +640,7 @@ print(f"held-out: {min(heldout_size, len(heldout_examples))} pairs in {len(heldo
 #   L_\text{NSP} = -\log p(y \mid \tilde{x}),$$
 #
 # where $M$ is the set of target positions, $x_i$ the original token, $\tilde x$ the masked
-# input and $y$ the NSP label. `course_utils.bert` holds our BERT; here are its key parts.
+# input and $y$ the NSP label. `course_utils.text.bert` holds our BERT; here are its key parts.
 
 # %%
 show_source(bert_layers.BertEmbeddings.forward, bert_layers.BertPreTrainingHeads)

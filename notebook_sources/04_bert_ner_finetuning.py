@@ -23,7 +23,7 @@
 # 11. the same fine-tune with **`transformers.Trainer`**, the tool of everyday work;
 # 12. (optional) bad input, and 13. (optional) a second task: **sentence classification** from [CLS].
 #
-# Cells tagged `inline` teach code the package `course_utils.ner` also holds; a test proves the
+# Cells tagged `inline` teach code the package `course_utils.text.ner` also holds; a test proves the
 # two agree, and after each we use the package's copy.
 
 # %%
@@ -121,8 +121,9 @@ import transformers
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from seqeval.metrics.v1 import UndefinedMetricWarning
 
-from course_utils import (bert, bert_tasks, bio_tags, config, exercises, glossary, intents, lora, ner, ner_data,
-                          ner_models, paths, pretraining, training, viz)
+from course_utils.text import bert, bert_tasks, bio_tags, intents, lora, ner, ner_data, ner_models, pretraining
+from course_utils import config, exercises, glossary, paths, training
+from course_utils.layers import viz
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -234,7 +235,7 @@ assert entity_spans(tricky) == [(k, a, b + 1) for k, a, b in get_entities(tricky
 # ## 2. The data
 #
 # By default the chapter uses an **offline data set** made by a seeded generator
-# (`course_utils.ner_data`), shipped as CoNLL files in `data/ner/`. Sentences read like news
+# (`course_utils.text.ner_data`), shipped as CoNLL files in `data/ner/`. Sentences read like news
 # wire (reports, quotes, result lists, upper-case headlines, datelines, sentences with no
 # entity), entities are often several words long, and every name pool (first names, surnames,
 # cities, countries, organisation names, ...) is split three ways: **the names in the dev and
@@ -543,7 +544,7 @@ print({k: tuple(v.shape) for k, v in batch.items()})
 # `ner_models.token_classifier` loads the pretrained body from the directory and adds a **new,
 # randomly initialised** head sized for our labels (`num_labels`, `id2label`, `label2id` go into
 # the config, so the saved model knows its tag names). The class is
-# `course_utils.bert_tasks.BertForTokenClassification`, our own BERT from chapter 03.
+# `course_utils.text.bert_tasks.BertForTokenClassification`, our own BERT from chapter 03.
 
 # %%
 torch.manual_seed(seed)
@@ -910,7 +911,7 @@ if freezing:
 # size much. After training, $\frac{\alpha}{r} BA$ is added into $W$ once (**merged**): the
 # model is the original architecture again and inference costs nothing extra.
 #
-# `course_utils.lora` holds it: `LoRALinear` wraps an `nn.Linear`; `add_lora` puts one on
+# `course_utils.text.lora` holds it: `LoRALinear` wraps an `nn.Linear`; `add_lora` puts one on
 # each projection named in `target` and freezes everything else except `modules_to_save` (our
 # new head, which must learn from scratch); `merge_lora` folds the updates in. The forward pass
 # of one layer:
@@ -1371,7 +1372,7 @@ assert caught and "truncated" in str(caught[0].message)
 #
 # Not every task labels tokens. **Intent detection** gives one label to a whole message: is the
 # customer asking where an order is, wanting a refund, locked out of an account? The offline data
-# (`course_utils.intents`) has eight intents; a quarter of each intent's phrasings appear only in
+# (`course_utils.text.intents`) has eight intents; a quarter of each intent's phrasings appear only in
 # the test split, so a good test score needs the meaning, not the wording.
 #
 # The model reads the whole message and classifies the vector at **[CLS]**, after the pooler

@@ -125,11 +125,12 @@ import pandas as pd
 import torch
 import transformers
 
-from course_utils import config, exercises, glossary, shapes
-from course_utils import multimodal as mm
-from course_utils import vqa_plots, vqa_training
-from course_utils import patch_cnn
-from course_utils import contrastive
+from course_utils import config, exercises, glossary
+from course_utils.vision import shapes
+from course_utils.vision import multimodal as mm
+from course_utils.vision import vqa_plots, vqa_training
+from course_utils.vision import patch_cnn
+from course_utils.vision import contrastive
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -342,7 +343,7 @@ assert torch.equal(objects_train[:, :, :6].sum(1), torch.ones(n_images, 6))   # 
 # as in a Transformer decoder) works too, but a step then costs about seven times as much.
 
 # %%
-from course_utils import bert, pretraining
+from course_utils.text import bert, pretraining
 
 bert_dir = pretraining.load_or_pretrain(pretrained_model, fast=cfg.fast)
 with warnings.catch_warnings():
@@ -558,7 +559,7 @@ assert film_gap < 1e-5 and others_change == 0
 # **Step budgets.** How many steps each run *may* take is a compute budget, not a tuned number: a
 # relation-network step costs several early-fusion steps, and the whole full mode should fit in about
 # a quarter of an hour. The budgets live in the package (`mm.step_budgets`, in
-# `course_utils/vqa_training.py`); the `steps` parameter overrides them, e.g.
+# `course_utils/vision/vqa_training.py`); the `steps` parameter overrides them, e.g.
 # `steps={"objects": {"concat": 40000}}`. This table is what the runs below and in section 6 use:
 
 # %%
@@ -792,13 +793,13 @@ plt.show()
 # same validation-chosen step, same test table), and prove their parts equal to references.
 
 # %%
-from course_utils import vl_models as vl
-from course_utils import vl_retrieval as vr
+from course_utils.vision import vl_models as vl
+from course_utils.vision import vl_retrieval as vr
 
 # %% [markdown]
 # ### Single stream: one BERT over [CLS; question; image]
 #
-# `vl.SingleStreamEncoder` is chapter 03's BERT (`course_utils.bert.BertModel`: its position and
+# `vl.SingleStreamEncoder` is chapter 03's BERT (`course_utils.text.bert.BertModel`: its position and
 # segment embeddings, LayerNorm, post-LN encoder layers and pooler) fed *embeddings* instead of
 # word ids. The sequence is built like BERT's sentence pair, with the image as the second
 # "sentence":

@@ -91,10 +91,12 @@ import torch.nn.functional as F
 import transformers
 from IPython.display import display
 
-from course_utils import attention, config, decoder, exercises, generation, generation_viz, glossary, training, viz
-from course_utils.corpus import corpus_stats, load_pydocs, split_documents
-from course_utils.decoder import GPTModel, tiny_config
-from course_utils.generation import generate
+from course_utils.layers import attention, viz
+from course_utils import config, exercises, glossary, training
+from course_utils.text import decoder, generation, generation_viz
+from course_utils.text.corpus import corpus_stats, load_pydocs, split_documents
+from course_utils.text.decoder import GPTModel, tiny_config
+from course_utils.text.generation import generate
 from course_utils.paths import runs_dir
 
 cfg = config.setup(fast=fast, seed=seed)
@@ -148,7 +150,7 @@ plt.show()
 # %% [markdown]
 # ## 2. Causal self-attention in a model
 #
-# Our GPT (`course_utils.decoder.GPTModel`) is GPT-2's architecture, assembled from the
+# Our GPT (`course_utils.text.decoder.GPTModel`) is GPT-2's architecture, assembled from the
 # course's own pieces:
 #
 # * **embeddings**: a token embedding plus a *learned* position embedding (chapter 02),
@@ -294,7 +296,7 @@ print(tokenizer.encode(sample).tokens[:14])
 # a WordPiece trained on the same text?
 
 # %%
-from course_utils import tokenization
+from course_utils.text import tokenization
 
 round_trip_bpe = sum(tokenizer.decode(tokenizer.encode(d.text).ids) == d.text for d in heldout_docs)
 wordpiece = tokenization.train_tokenizer((s for d in train_docs for s in d.sentences), vocab_size=vocab_size)
@@ -509,7 +511,7 @@ assert piped == ours_text
 #
 # Generation is a loop: run the model on the text so far, turn the last position's logits into
 # one new token, append it, repeat. **Greedy decoding** takes the most probable token every
-# time. `course_utils.generation.generate` does it for our models and for `transformers`'
+# time. `course_utils.text.generation.generate` does it for our models and for `transformers`'
 # alike; on the same weights it gives the same token ids as `transformers`' `generate`:
 
 # %%

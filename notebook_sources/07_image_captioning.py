@@ -97,13 +97,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from course_utils import bert_decoder, cross_attention
-from course_utils import captioning as K
-from course_utils import captioning_viz as viz
-from course_utils import captions as C
-from course_utils import config, exercises, glossary, shapes
-from course_utils import patch_cnn
-from course_utils.generation import generate
+from course_utils.vision import bert_decoder, cross_attention
+from course_utils.vision import captioning as K
+from course_utils.vision import captioning_viz as viz
+from course_utils.vision import captions as C
+from course_utils import config, exercises, glossary
+from course_utils.vision import shapes
+from course_utils.vision import patch_cnn
+from course_utils.text.generation import generate
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -211,8 +212,8 @@ assert (check.wrong_bindings, check.duplicates, check.absent_colours, check.corr
 import torch
 from torch import nn
 
-from course_utils.attention import MultiHeadAttention
-from course_utils.transformer import FeedForward
+from course_utils.layers.attention import MultiHeadAttention
+from course_utils.layers.transformer import FeedForward
 
 
 class DecoderLayerWithCrossAttention(nn.Module):
@@ -248,7 +249,7 @@ class DecoderLayerWithCrossAttention(nn.Module):
 # opposite of ours (True = ignore), hence the `~`.
 
 # %%
-from course_utils.attention import causal_mask
+from course_utils.layers.attention import causal_mask
 
 torch.manual_seed(seed)
 x, memory = torch.randn(3, 7, 32), torch.randn(3, 6, 32)

@@ -84,9 +84,12 @@ import transformers
 from IPython.display import Markdown, display
 from safetensors.torch import load_file
 
-from course_utils import attention, bert, config, exercises, glossary, launch, scaling
+from course_utils.layers import attention
+from course_utils.text import bert
+from course_utils import config, exercises, glossary
+from course_utils.scale import launch, scaling
 from course_utils.paths import runs_dir
-from course_utils.scripts import ddp_check, read_rank_results
+from course_utils.scale.scripts import ddp_check, read_rank_results
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -527,7 +530,7 @@ assert sdpa_error < 1e-5
 # the files the ranks wrote. Each rank starts like this:
 
 # %%
-from course_utils import scripts  # noqa: E402
+from course_utils.scale import scripts  # noqa: E402
 print(inspect.getsource(scripts.init_distributed))
 
 # %% [markdown]
@@ -535,7 +538,7 @@ print(inspect.getsource(scripts.init_distributed))
 # waits 30 minutes (10 for nccl) for a partner that crashed. On 2 cores, each process gets one
 # thread: two processes with two threads each would fight over the cores.
 #
-# The script `course_utils.scripts.ddp_check` runs five experiments in one launch (one launch:
+# The script `course_utils.scale.scripts.ddp_check` runs five experiments in one launch (one launch:
 # starting processes that import torch takes seconds). The first: each rank takes rows
 # `rank::world` of every global batch. The token-count rule of section 1 again: the loss is this
 # rank's sum over the token count of *all* ranks, times the world size, because DDP averages
@@ -545,9 +548,9 @@ print(inspect.getsource(scripts.init_distributed))
 print(inspect.getsource(ddp_check.train_ddp))
 
 # %% [markdown]
-# The launch: `course_utils.launch.torchrun` runs
+# The launch: `course_utils.scale.launch.torchrun` runs
 # `python -m torch.distributed.run --nnodes=1 --nproc-per-node=2 --master-addr=127.0.0.1
-# --master-port=<free port> -m course_utils.scripts.ddp_check ...`. (`127.0.0.1` rather than
+# --master-port=<free port> -m course_utils.scale.scripts.ddp_check ...`. (`127.0.0.1` rather than
 # `localhost`, which some machines resolve to an address the ranks cannot reach; a failed run
 # raises one line naming the log.) The launcher's own output varies from run to run, so nbval
 # ignores this cell's text; the checks below read the files.
@@ -556,7 +559,7 @@ print(inspect.getsource(ddp_check.train_ddp))
 # NBVAL_IGNORE_OUTPUT
 ddp_dir = run_dir / "ddp_check"
 shutil.rmtree(ddp_dir, ignore_errors=True)
-seconds = launch.torchrun("course_utils.scripts.ddp_check", ["--out", ddp_dir], nproc=nproc,
+seconds = launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", ddp_dir], nproc=nproc,
                           log_file=ddp_dir / "torchrun.log", timeout=launch_timeout)
 ranks = read_rank_results(ddp_dir)
 print(f"{len(ranks)} ranks, backend {ranks[0]['backend']}, finished in {seconds:.1f} s (log: {ddp_dir / 'torchrun.log'})")
@@ -688,7 +691,7 @@ else:
 #
 # ## 6. Chapter 03's pretraining on N processes
 #
-# `course_utils.scripts.pretrain` is chapter 03's pretraining (the same corpus, tokenizer,
+# `course_utils.scale.scripts.pretrain` is chapter 03's pretraining (the same corpus, tokenizer,
 # NSP pairs, MLM masking, model and `training.train` loop) under DDP, with what data parallelism
 # changes: rank 0 trains the tokenizer and the others load it (WordPiece training is not
 # bit-for-bit repeatable, two ranks would disagree on token ids); every rank draws the same
@@ -696,7 +699,7 @@ else:
 # tokens; logged losses are global means. The loss function:
 
 # %%
-from course_utils.scripts import pretrain as pretrain_script  # noqa: E402
+from course_utils.scale.scripts import pretrain as pretrain_script  # noqa: E402
 print(inspect.getsource(pretrain_script.make_step_fn))
 
 # %% [markdown]
@@ -723,7 +726,7 @@ for name, folder, procs, extra in [(f"{nproc} processes", "pretrain_many", nproc
                                    ("1 process", "pretrain_one", 1, ["--tokenizer", run_dir / "pretrain_many" / "tokenizer"])]:
     out = run_dir / folder
     shutil.rmtree(out, ignore_errors=True)
-    seconds = launch.torchrun("course_utils.scripts.pretrain", ["--out", out, *pretrain_args, *extra], nproc=procs,
+    seconds = launch.torchrun("course_utils.scale.scripts.pretrain", ["--out", out, *pretrain_args, *extra], nproc=procs,
                               log_file=out / "torchrun.log", timeout=launch_timeout)
     pretrain_runs[name] = read_rank_results(out)[0] | {"wall_seconds": seconds, "dir": out}
     print(f"{name}: {seconds:.1f} s in all, {pretrain_runs[name]['samples_per_second']:.0f} samples/s while training")
@@ -780,7 +783,7 @@ if cfg.device.type == "cpu" and nproc == 2:
 # (nccl, bf16 autocast, a larger model, WikiText):
 #
 # ```bash
-# torchrun --standalone --nproc-per-node=8 -m course_utils.scripts.pretrain --out runs/bert_gpu \
+# torchrun --standalone --nproc-per-node=8 -m course_utils.scale.scripts.pretrain --out runs/bert_gpu \
 #     --bf16 --corpus wikitext --hidden-size 256 --layers 4 --intermediate-size 1024 \
 #     --vocab-size 8000 --batch-size 256 --steps 20000
 # ```
@@ -791,7 +794,7 @@ if cfg.device.type == "cpu" and nproc == 2:
 #
 # ```bash
 # torchrun --nnodes=2 --nproc-per-node=8 --rdzv-id=bert1 --rdzv-backend=c10d \
-#     --rdzv-endpoint=NODE_A_ADDRESS:29400 -m course_utils.scripts.pretrain --out runs/bert_2x8 --bf16 ...
+#     --rdzv-endpoint=NODE_A_ADDRESS:29400 -m course_utils.scale.scripts.pretrain --out runs/bert_2x8 --bf16 ...
 # ```
 
 # %% [markdown]

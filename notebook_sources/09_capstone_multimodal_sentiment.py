@@ -88,9 +88,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from course_utils import bert, config, exercises, glossary
-from course_utils import sentiment as st
-from course_utils import sentiment_data as sd
+from course_utils.text import bert
+from course_utils import config, exercises, glossary
+from course_utils.vision import sentiment as st
+from course_utils.vision import sentiment_data as sd
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -217,7 +218,7 @@ assert floors["text"]["both needed"] == floors["image"]["both needed"] == 0.5
 #
 # ## 3. Six models
 #
-# All models share two encoders (`course_utils/sentiment.py`):
+# All models share two encoders (`course_utils/vision/sentiment.py`):
 #
 # * the **text**: chapter 03's `BertModel` (`d_model` wide, 2 layers) over the tokenizer above,
 #   trained with the classifier. The posts hold few distinct sentences, so each batch runs the BERT
@@ -364,7 +365,7 @@ from safetensors.torch import load_file
 save_dir = Path(tempfile.mkdtemp()) / "ch09_sentiment"
 st.save_model(models["cross + dropout"], save_dir)
 print(sorted(p.name for p in save_dir.iterdir()))
-check = (f"from safetensors.torch import save_file; from course_utils import sentiment as st, sentiment_data as sd\n"
+check = (f"from safetensors.torch import save_file; from course_utils.vision import sentiment as st, sentiment_data as sd\n"
          f"m = st.load_model({str(save_dir)!r}); p = sd.generate(50, seed=123)\n"
          f"save_file({{'p': m.probabilities(p.texts, p.images).detach()}}, {str(save_dir / 'fresh.safetensors')!r})")
 subprocess.run([sys.executable, "-c", check], check=True, timeout=600)

@@ -1,4 +1,4 @@
-"""course_utils.attention against torch: every expected number comes from
+"""course_utils.layers.attention against torch: every expected number comes from
 torch.nn.functional.scaled_dot_product_attention or torch.nn.MultiheadAttention.
 
 Property tests draw shapes (batch/head axes, L_q != L_k, d_k != d_v), dtypes and
@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from course_utils.attention import (
-    AttentionShapeError,
-    MultiHeadAttention,
-    causal_mask,
-    padding_mask,
-    scaled_dot_product_attention,
-)
+from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
 
 # derandomize: CI sees the same examples every run; 40 examples keep the file in seconds.
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,

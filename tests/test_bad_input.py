@@ -18,11 +18,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import contrastive, glossary, multimodal, ner, ner_models, patch_cnn, pretraining, shapes
-from course_utils.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
+from course_utils.vision import contrastive, multimodal, patch_cnn, shapes
+from course_utils import glossary
+from course_utils.text import ner, ner_models, pretraining
+from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 transformers = pytest.importorskip("transformers")
-from course_utils import bert, bert_inputs, bert_tasks, bert_weights  # noqa: E402  (needs transformers)
+from course_utils.text import bert, bert_inputs, bert_tasks, bert_weights  # noqa: E402  (needs transformers)
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "Maria", "Lopez", "flew", "to", "Lyon", "New", "York"]
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]

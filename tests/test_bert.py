@@ -1,4 +1,4 @@
-"""course_utils.bert against transformers' BERT: the numbers to match come from transformers.
+"""course_utils.text.bert against transformers' BERT: the numbers to match come from transformers.
 
 Weights move both ways (transformers -> ours with from_hf, ours -> transformers with to_hf)
 and every output, loss and gradient must agree; saved directories must load in
@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from course_utils import bert, bert_inputs, bert_tasks  # noqa: E402
+from course_utils.text import bert, bert_inputs, bert_tasks  # noqa: E402
 
 ATOL = 1e-5
 ACTIVATIONS = ["gelu", "relu", "gelu_pytorch_tanh", "gelu"]

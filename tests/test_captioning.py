@@ -8,13 +8,13 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from course_utils import bert_decoder, cross_attention
-from course_utils import captioning as K
-from course_utils import captions as C
-from course_utils import shapes
-from course_utils.attention import causal_mask
-from course_utils.bert import CheckpointError
-from course_utils.generation import generate
+from course_utils.vision import bert_decoder, cross_attention
+from course_utils.vision import captioning as K
+from course_utils.vision import captions as C
+from course_utils.vision import shapes
+from course_utils.layers.attention import causal_mask
+from course_utils.text.bert import CheckpointError
+from course_utils.text.generation import generate
 
 TOL = 1e-5
 
@@ -268,7 +268,7 @@ def test_left_padded_prompts_generate_what_each_prompt_gives_alone():
 
 
 def test_end_to_end_from_pixels_trains_the_cnn_through_the_captions():
-    from course_utils.patch_cnn import PatchCNN, describe_patches
+    from course_utils.vision.patch_cnn import PatchCNN, describe_patches
     data = shapes.generate(8, seed=0)
     ids, mask = TOK.batch([C.canonical_caption(C.scene_of(data, i)) for i in range(8)])
     model = _captioner(max_positions=ids.shape[1], image_matters=False)
@@ -294,7 +294,7 @@ def test_train_captioner_is_the_plain_loop_bit_for_bit(end_to_end):
     gradients clipped to norm 1 over everything that trains (the CNN too, end to end)."""
     import math
 
-    from course_utils.patch_cnn import PatchCNN, describe_patches
+    from course_utils.vision.patch_cnn import PatchCNN, describe_patches
     data = shapes.generate(12, seed=1)
     ids, mask = TOK.batch([C.canonical_caption(C.scene_of(data, i)) for i in range(12)])
     steps, batch, lr = 6, 4, 3e-3

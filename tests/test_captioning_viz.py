@@ -7,10 +7,10 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from course_utils import captioning as K
-from course_utils import captioning_viz as viz
-from course_utils import captions as C
-from course_utils import shapes
+from course_utils.vision import captioning as K
+from course_utils.vision import captioning_viz as viz
+from course_utils.vision import captions as C
+from course_utils.vision import shapes
 
 TOK = C.CaptionTokenizer()
 

@@ -8,8 +8,8 @@ import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils import captions as C
-from course_utils import shapes
+from course_utils.vision import captions as C
+from course_utils.vision import shapes
 
 # ---------------------------------------------------------------- an independent reading of the scene
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import attention
+from course_utils.layers import attention
 from notebook_code import inline_namespace
 
 

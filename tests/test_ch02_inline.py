@@ -10,7 +10,7 @@ import torch
 from notebook_code import inline_namespace
 from torch import nn
 
-from course_utils import attention, transformer
+from course_utils.layers import attention, transformer
 
 D_MODEL, HEADS, D_FF, LENGTH = 16, 4, 32, 6
 LENGTHS = torch.tensor([6, 4, 1])  # real tokens per sequence; the rest is padding
@@ -214,7 +214,7 @@ def test_inline_classes_get_from_torch_from_their_own_cells(inline):
 # ----------------------------------------------------------------------------- the position-blind optimum
 
 def test_inline_position_blind_guess_equals_package(inline):
-    from course_utils import toy_tasks
+    from course_utils.layers import toy_tasks
     inline_fn = inline["best_position_blind_guess"]
     inputs, _ = toy_tasks.make_sequences(300, 11, min_length=1, seed=6)
     assert torch.equal(inline_fn(inputs), toy_tasks.best_position_blind_guess(inputs))
@@ -230,7 +230,7 @@ def test_inline_rope_equals_package_and_transformers(inline, d_head, length):
         apply_rotary_pos_emb,
     )
 
-    from course_utils import positions
+    from course_utils.layers import positions
     torch.manual_seed(d_head)
     q, k = torch.randn(2, 3, length, d_head), torch.randn(2, 3, length, d_head)
     cos, sin = inline["rope_cos_sin"](torch.arange(length), d_head)

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import ner
+from course_utils.text import ner
 
 papermill = pytest.importorskip("papermill")
 

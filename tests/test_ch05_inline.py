@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from course_utils import multimodal as mm
-from course_utils import contrastive
+from course_utils.vision import multimodal as mm
+from course_utils.vision import contrastive
 from notebook_code import inline_namespace
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import multimodal as mm
-from course_utils import contrastive
-from course_utils import patch_cnn
-from course_utils import shapes, training
-from course_utils import vl_models as vl
-from course_utils import vl_retrieval as vr
-from course_utils import vqa_training as vt
+from course_utils.vision import multimodal as mm
+from course_utils.vision import contrastive
+from course_utils.vision import patch_cnn
+from course_utils.vision import shapes
+from course_utils import training
+from course_utils.vision import vl_models as vl
+from course_utils.vision import vl_retrieval as vr
+from course_utils.vision import vqa_training as vt
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import torch
 from notebook_code import inline_namespace
 from torch import nn
 
-from course_utils import cross_attention
-from course_utils.attention import causal_mask
+from course_utils.vision import cross_attention
+from course_utils.layers.attention import causal_mask
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from course_utils import corpus
-from course_utils.corpus import Document
+from course_utils.text import corpus
+from course_utils.text.corpus import Document
 
 MARKUP = re.compile(r"``|:[a-z]+:`|`|\.\. [a-z]+::|>>>|::=|\*\*")
 
@@ -112,7 +112,7 @@ def test_write_read_round_trip_is_byte_deterministic(tmp_path):
 
 
 def test_read_corpus_errors_say_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m course_utils.corpus"):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils.text.corpus"):
         corpus.read_corpus(tmp_path / "missing.txt.gz")
     bad = tmp_path / "bad.txt"
     bad.write_text("no header line\nsecond line\n")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from course_utils import launch, scaling
-from course_utils.scripts import ddp_check, read_rank_results
+from course_utils.scale import launch, scaling
+from course_utils.scale.scripts import ddp_check, read_rank_results
 
 LAUNCH_TIMEOUT = 240  # seconds; a normal run takes a fraction of it
 
@@ -19,7 +19,7 @@ LAUNCH_TIMEOUT = 240  # seconds; a normal run takes a fraction of it
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_check")
-    launch.torchrun("course_utils.scripts.ddp_check", ["--out", out, "--steps", "3"], nproc=2,
+    launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", out, "--steps", "3"], nproc=2,
                     log_file=out / "torchrun.log", timeout=LAUNCH_TIMEOUT)
     args = ddp_check.parse_args(["--out", str(out), "--steps", "3"])
     model = ddp_check.fresh_model(args)
@@ -73,12 +73,12 @@ def test_distributed_sampler_splits_and_set_epoch_reshuffles(ddp_run):
 
 def test_pretraining_on_two_processes_equals_one(tmp_path, monkeypatch):
     """The torchrun pretraining script on 2 ranks, then the same script in this process as 1 rank."""
-    from course_utils.scripts import pretrain
+    from course_utils.scale.scripts import pretrain
 
     common = ["--steps", "4", "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
               "--vocab-size", "600", "--max-documents", "60", "--heldout-examples", "32", "--timing-skip", "1"]
     two = tmp_path / "two"
-    launch.torchrun("course_utils.scripts.pretrain", ["--out", two, *common], nproc=2, log_file=two / "log.txt",
+    launch.torchrun("course_utils.scale.scripts.pretrain", ["--out", two, *common], nproc=2, log_file=two / "log.txt",
                     timeout=LAUNCH_TIMEOUT)
     one = tmp_path / "one"
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
@@ -96,5 +96,5 @@ def test_pretraining_on_two_processes_equals_one(tmp_path, monkeypatch):
     weights_two = load_file(two / "model" / "model.safetensors")
     weights_one = load_file(one / "model" / "model.safetensors")
     assert scaling.max_abs_diff(weights_two, weights_one) < 1e-5
-    from course_utils import pretraining
+    from course_utils.text import pretraining
     pretraining.check_bert_dir(two / "model")   # the transformers layout, loadable by chapter 04

@@ -1,4 +1,4 @@
-"""course_utils.decoder against transformers' GPT2LMHeadModel: the numbers to match come from transformers.
+"""course_utils.text.decoder against transformers' GPT2LMHeadModel: the numbers to match come from transformers.
 
 Weights move both ways (from_hf / to_hf, GPT-2's Conv1D layout transposed), logits and losses
 agree to 1e-5 with and without padding; causality holds bit for bit; the KV cache gives the
@@ -14,9 +14,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from course_utils.decoder import (  # noqa: E402
-    DecoderBlock, DecoderInputError, GPTModel, position_ids_from_mask, tiny_config,
-)
+from course_utils.text.decoder import DecoderBlock, DecoderInputError, GPTModel, position_ids_from_mask, tiny_config  # noqa: E402
 
 ATOL = 1e-5
 ACTIVATIONS = ["gelu_new", "gelu", "relu", "gelu_pytorch_tanh"]

@@ -190,7 +190,8 @@ def test_03_predictions_match_what_the_code_does():
     import torch
     import transformers
 
-    from course_utils import bert, pretraining, training
+    from course_utils.text import bert, pretraining
+    from course_utils import training
 
     torch.manual_seed(0)
     vocab = 30_522
@@ -236,7 +237,7 @@ def test_04_predictions_match_what_the_code_does():
     from seqeval.metrics import accuracy_score, f1_score
     from seqeval.metrics.sequence_labeling import get_entities
 
-    from course_utils import ner
+    from course_utils.text import ner
 
     tags = ["B-PER", "I-PER", "O", "O", "B-LOC"]                      # Arnold Schwarzenegger flew to Lyon
     label2id = {t: i for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])}
@@ -260,9 +261,9 @@ def test_05_predictions_match_what_the_code_does():
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from course_utils import multimodal as mm
-    from course_utils import contrastive
-    from course_utils import shapes
+    from course_utils.vision import multimodal as mm
+    from course_utils.vision import contrastive
+    from course_utils.vision import shapes
 
     data = shapes.generate(3000, seed=0)
     count = data.subtypes == shapes.SUBTYPES.index("count")

@@ -53,7 +53,7 @@ def counts_torch_layer(d, h, f):
 
 
 def counts_course_layer(d, h, f):
-    from course_utils.transformer import TransformerEncoderLayer
+    from course_utils.layers.transformer import TransformerEncoderLayer
     return sum(p.numel() for p in TransformerEncoderLayer(d, h, f).parameters())
 
 
@@ -193,7 +193,7 @@ def test_each_wrong_hypothesis_gets_its_explanation(letter, says):
 
 
 def test_the_fewer_parameters_claim_of_option_d_is_true():
-    from course_utils.transformer import TransformerEncoder
+    from course_utils.layers.transformer import TransformerEncoder
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -208,8 +208,8 @@ def test_placeholders_are_not_tried():
 
 
 def test_the_packages_own_answers_are_shortcuts_that_break_the_rules():
-    from course_utils import transformer
-    from course_utils.attention import MultiHeadAttention
+    from course_utils.layers import transformer
+    from course_utils.layers.attention import MultiHeadAttention
     table = transformer.sinusoidal_positions                     # an alias bound before the check
     passed, message = verdict("02.sinusoidal_positions", lambda n, d: table(n, d))
     assert not passed and "rule broken" in message

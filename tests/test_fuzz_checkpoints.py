@@ -22,10 +22,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from course_utils import checkpoints, ner_models, pretraining
+from course_utils import checkpoints
+from course_utils.text import ner_models, pretraining
 
 transformers = pytest.importorskip("transformers")
-from course_utils import bert, bert_weights  # noqa: E402  (needs transformers)
+from course_utils.text import bert, bert_weights  # noqa: E402  (needs transformers)
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

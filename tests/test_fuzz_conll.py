@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
-from course_utils import bio_tags, ner
+from course_utils.text import bio_tags, ner
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from course_utils import launch
-from course_utils.scripts import ddp_check, pretrain
+from course_utils.scale import launch
+from course_utils.scale.scripts import ddp_check, pretrain
 
 FUZZ = settings(derandomize=True, max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -40,13 +40,13 @@ def test_launcher_settings_are_checked_before_anything_starts(nproc, timeout, th
              and type(timeout) in (int, float) and 0 < timeout < math.inf
              and type(threads) is int and threads >= 1)
     if valid:
-        launch.torchrun("course_utils.scripts.ddp_check", ["--out", str(tmp_path)], nproc=nproc,
+        launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", str(tmp_path)], nproc=nproc,
                         timeout=timeout, threads_per_process=threads, log_file=tmp_path / "log")
         (command,) = FakePopen.commands
         assert f"--nproc-per-node={nproc}" in command and "--master-addr=127.0.0.1" in command
     else:
         with pytest.raises(ValueError) as err:
-            launch.torchrun("course_utils.scripts.ddp_check", [], nproc=nproc, timeout=timeout,
+            launch.torchrun("course_utils.scale.scripts.ddp_check", [], nproc=nproc, timeout=timeout,
                             threads_per_process=threads, log_file=tmp_path / "log")
         assert "\n" not in str(err.value) and FakePopen.commands == []
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from course_utils import contrastive, pretraining
-from course_utils.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
+from course_utils.vision import contrastive
+from course_utils.text import pretraining
+from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -130,8 +131,8 @@ def test_sdpa_on_empty_axes(batch, l_q, l_k, d_k, d_v):
 # ---------------------------------------------------------------- BERT's entrance
 
 transformers = pytest.importorskip("transformers")
-from course_utils import bert  # noqa: E402  (needs transformers)
-from course_utils.bert_inputs import BertInputError  # noqa: E402
+from course_utils.text import bert  # noqa: E402  (needs transformers)
+from course_utils.text.bert_inputs import BertInputError  # noqa: E402
 
 VOCAB, POSITIONS, TYPES = 30, 12, 2
 

@@ -1,4 +1,4 @@
-"""course_utils.generation against transformers' generate: the token ids to match come from transformers.
+"""course_utils.text.generation against transformers' generate: the token ids to match come from transformers.
 
 What the equality tests prove, with the transformers version printed by test_transformers_version
 (proven with 5.24.0): on the same weights, our greedy decoding and our beam search return the
@@ -23,10 +23,8 @@ import torch.nn.functional as F
 transformers = pytest.importorskip("transformers")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from course_utils.decoder import GPTModel, tiny_config  # noqa: E402
-from course_utils.generation import (  # noqa: E402
-    GenerationInputError, beam_search, filter_logits, generate, reorder_cache, sequence_log_prob, top_p_mask,
-)
+from course_utils.text.decoder import GPTModel, tiny_config  # noqa: E402
+from course_utils.text.generation import GenerationInputError, beam_search, filter_logits, generate, reorder_cache, sequence_log_prob, top_p_mask  # noqa: E402
 
 PROVEN_WITH = "5.24.0"
 SAME_SEMANTICS = transformers.__version__.split(".")[0] == "5"
@@ -383,7 +381,7 @@ def _widget_setup():
 
 
 def test_widget_shows_what_generate_gives_and_redraws_on_every_control():
-    from course_utils import generation_viz
+    from course_utils.text import generation_viz
 
     model, tok, eos = _widget_setup()
     box = generation_viz.generation_explorer(model, tok, "the cat", eos_token_id=eos, max_new_tokens=8)
@@ -411,7 +409,7 @@ def test_widget_shows_what_generate_gives_and_redraws_on_every_control():
 
 
 def test_widget_sampling_bars_mark_what_top_k_and_top_p_cut():
-    from course_utils import generation_viz
+    from course_utils.text import generation_viz
 
     model, tok, eos = _widget_setup()
     explorer = generation_viz.generation_explorer(model, tok, "the", eos_token_id=eos, mode="sample", top_k=2,
@@ -428,7 +426,7 @@ def test_widget_sampling_bars_mark_what_top_k_and_top_p_cut():
 
 
 def test_widget_starts_an_empty_prompt_from_eos_and_names_a_missing_one():
-    from course_utils import generation_viz
+    from course_utils.text import generation_viz
 
     model, tok, eos = _widget_setup()
     explorer = generation_viz.generation_explorer(model, tok, "", eos_token_id=eos, max_new_tokens=5).explorer

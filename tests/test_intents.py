@@ -1,11 +1,11 @@
-"""course_utils.intents: the offline customer-service intent data set and its TSV files."""
+"""course_utils.text.intents: the offline customer-service intent data set and its TSV files."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from course_utils import intents
+from course_utils.text import intents
 
 
 def phrasing_pattern(phrasing: str) -> re.Pattern:

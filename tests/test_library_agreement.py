@@ -14,7 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils import bio_tags, ner, pretraining, toy_tasks, training, vqa_training
+from course_utils.text import bio_tags, ner, pretraining
+from course_utils.layers import toy_tasks
+from course_utils import training
+from course_utils.vision import vqa_training
 
 transformers = pytest.importorskip("transformers")
 seqeval_labeling = pytest.importorskip("seqeval.metrics.sequence_labeling")
@@ -87,7 +90,7 @@ def test_multimodal_schedule_is_transformers_wsd_one_step_ahead(steps):
 def test_captioning_schedule_is_transformers_cosine_with_a_floor_one_step_ahead(steps):
     """Chapter 07's schedule (warm-up, cosine down to 10% of the peak) = get_cosine_with_min_lr_schedule_with_warmup
     with min_lr_rate=0.1, except for the same one-step-ahead warm-up."""
-    captioning = pytest.importorskip("course_utils.captioning")
+    captioning = pytest.importorskip("course_utils.vision.captioning")
     from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
     warm = max(1, int(steps * 0.05))
@@ -233,7 +236,7 @@ def test_mask_tokens_random_replacements_are_uniform_over_the_words(word_tokeniz
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from course_utils.bert import minilm_path
+    from course_utils.text.bert import minilm_path
 
     return AutoTokenizer.from_pretrained(minilm_path())
 

@@ -1,4 +1,4 @@
-"""LoRA from scratch (course_utils.lora) proven equal to the `peft` library on the same weights.
+"""LoRA from scratch (course_utils.text.lora) proven equal to the `peft` library on the same weights.
 
 Every reference number comes from peft (or transformers / torch): the same tiny random
 transformers BertForTokenClassification is copied into the course's BERT (``from_hf``), peft's
@@ -17,9 +17,8 @@ from torch import nn
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
-from course_utils.bert_tasks import BertForTokenClassification  # noqa: E402
-from course_utils.lora import (LoRAError, LoRALinear, add_lora, has_lora, load_lora, lora_state_dict,  # noqa: E402
-                               merge_lora, save_lora, trainable_parameters)
+from course_utils.text.bert_tasks import BertForTokenClassification  # noqa: E402
+from course_utils.text.lora import LoRAError, LoRALinear, add_lora, has_lora, load_lora, lora_state_dict, merge_lora, save_lora, trainable_parameters  # noqa: E402
 
 # peft's module names (transformers' BertSelfAttention) -> the course's
 PEFT_TO_OURS = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
@@ -332,7 +331,7 @@ def test_load_lora_bad_files(tmp_path):
 
 
 def test_saving_a_model_with_lora_says_merge_first():
-    from course_utils.bert import CheckpointError
+    from course_utils.text.bert import CheckpointError
     m = add_lora(model(), r=4)
     with pytest.raises(CheckpointError) as excinfo:
         m.hf_state_dict()

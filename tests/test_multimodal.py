@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import multimodal as mm
-from course_utils import vqa_plots, vqa_training
-from course_utils import contrastive
-from course_utils import patch_cnn
-from course_utils import shapes
+from course_utils.vision import multimodal as mm
+from course_utils.vision import vqa_plots, vqa_training
+from course_utils.vision import contrastive
+from course_utils.vision import patch_cnn
+from course_utils.vision import shapes
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +339,7 @@ def test_end_to_end_model_runs_the_cnn_once_per_image(data):
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
-    from course_utils import bert
+    from course_utils.text import bert
 
     words = sorted({w.strip("?").lower() for t in shapes.ALL_QUESTION_TEXTS for w in t.split()})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?"] + words

@@ -1,4 +1,4 @@
-"""course_utils.ner and ner_data: CoNLL files, BIO tags, sub-word alignment, predictions, offline data.
+"""course_utils.text.ner and ner_data: CoNLL files, BIO tags, sub-word alignment, predictions, offline data.
 
 References: seqeval (entities, metrics), the tokenizers library (word boundaries and offsets),
 transformers (the saved model's logits, the token-classification pipeline).
@@ -16,7 +16,7 @@ from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 
-from course_utils import bio_tags, ner, ner_data, ner_models
+from course_utils.text import bio_tags, ner, ner_data, ner_models
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,7 +46,7 @@ LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
 
 def tiny_model(tokenizer, seed=0, max_positions=32):
-    from course_utils.bert_tasks import BertForTokenClassification
+    from course_utils.text.bert_tasks import BertForTokenClassification
 
     torch.manual_seed(seed)
     config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
@@ -334,7 +334,7 @@ def test_check_bert_dir_errors(tmp_path, bert_dir):
 
 
 def test_tokenizer_casing_is_read_from_the_tokenizer(tokenizer):
-    from course_utils.bert import minilm_path
+    from course_utils.text.bert import minilm_path
 
     assert ner_models.tokenizer_lowercases(tokenizer) is False
     assert ner_models.tokenizer_lowercases(transformers.AutoTokenizer.from_pretrained(str(minilm_path()))) is True

@@ -1,4 +1,4 @@
-"""course_utils.positions (RoPE) against Hugging Face's Llama implementation and against the
+"""course_utils.layers.positions (RoPE) against Hugging Face's Llama implementation and against the
 RoFormer paper's complex-number form, written here independently."""
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ from transformers.models.llama.modeling_llama import (
     apply_rotary_pos_emb,
 )
 
-from course_utils.attention import AttentionShapeError, MultiHeadAttention
-from course_utils.positions import (
-    RotaryMultiHeadAttention,
-    apply_rope,
-    rope_cos_sin,
-    rope_frequencies,
-    rotate_half,
-)
+from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention
+from course_utils.layers.positions import RotaryMultiHeadAttention, apply_rope, rope_cos_sin, rope_frequencies, rotate_half
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True)
 
@@ -175,7 +169,7 @@ def test_apply_rope_refuses_mismatched_tables():
 
 
 def test_rotary_attention_checks_shapes_like_the_course_attention():
-    from course_utils.positions import RotaryMultiHeadAttention
+    from course_utils.layers.positions import RotaryMultiHeadAttention
     attn = RotaryMultiHeadAttention(8, 2)
     q, k, v = torch.randn(1, 3, 8), torch.randn(1, 5, 8), torch.randn(1, 4, 8)
     for need_weights in (True, False):  # torch's fused kernel alone would not notice L_k != L_v

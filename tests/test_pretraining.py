@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
-from course_utils import bert, pretraining
-from course_utils.pretraining import IGNORE_INDEX, IS_NEXT, NOT_NEXT, Collator
+from course_utils.text import bert, pretraining
+from course_utils.text.pretraining import IGNORE_INDEX, IS_NEXT, NOT_NEXT, Collator
 
 CLS, SEP, PAD, MASK, UNK = 2, 3, 0, 4, 1
 SPECIALS = torch.tensor([PAD, UNK, CLS, SEP, MASK])
@@ -475,7 +475,7 @@ def test_most_frequent_token_skips_special_tokens():
 
 
 def test_encode_documents_keeps_sentence_boundaries():
-    from course_utils.corpus import Document
+    from course_utils.text.corpus import Document
 
     class Splitter:
         def __call__(self, sentences, add_special_tokens=False, verbose=False):

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from course_utils import attention, bert, launch, scaling
+from course_utils.layers import attention
+from course_utils.text import bert
+from course_utils.scale import launch, scaling
 
 
 @pytest.fixture(autouse=True)
@@ -274,14 +276,14 @@ def test_tiled_attention_bad_input():
 
 def test_launcher_turns_a_failing_module_into_one_line(tmp_path):
     with pytest.raises(launch.LaunchError) as err:
-        launch.torchrun("course_utils.scripts.ddp_check", [], nproc=1, log_file=tmp_path / "log.txt", timeout=120)
+        launch.torchrun("course_utils.scale.scripts.ddp_check", [], nproc=1, log_file=tmp_path / "log.txt", timeout=120)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "log.txt") in message and "--out" in message
 
 
 def test_launcher_stops_a_run_that_takes_too_long(tmp_path):
     with pytest.raises(launch.LaunchError, match="did not finish within 1 s"):
-        launch.torchrun("course_utils.scripts.ddp_check", ["--out", tmp_path], nproc=1,
+        launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", tmp_path], nproc=1,
                         log_file=tmp_path / "log.txt", timeout=1)
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils import sentiment as st
-from course_utils import sentiment_data as sd
+from course_utils.vision import sentiment as st
+from course_utils.vision import sentiment_data as sd
 
 SMALL = {"d_model": 16, "heads": 2, "layers": 1, "channels": 8, "dropout": 0.0}
 TOK = st.build_tokenizer()
@@ -150,7 +150,7 @@ def test_training_steps_lower_the_loss_and_evaluate_reports_every_slice():
 LOAD_AND_PREDICT = """
 import sys, torch
 from safetensors.torch import save_file
-from course_utils import sentiment as st, sentiment_data as sd
+from course_utils.vision import sentiment as st, sentiment_data as sd
 model = st.load_model(sys.argv[1])
 posts = sd.generate(24, seed=0)
 with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import sentiment_data as sd
+from course_utils.vision import sentiment_data as sd
 
 POSTS = sd.generate(1500, seed=3)
 BIG = sd.generate(6000, seed=11)      # for the statistics

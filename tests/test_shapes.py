@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from course_utils import shapes
+from course_utils.vision import shapes
 
 N = 60
 

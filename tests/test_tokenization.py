@@ -7,8 +7,8 @@ over its own vocabulary, and with its reloaded copy.
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from course_utils import corpus, tokenization
-from course_utils.tokenization import SPECIAL_TOKENS
+from course_utils.text import corpus, tokenization
+from course_utils.text.tokenization import SPECIAL_TOKENS
 
 
 @pytest.fixture(scope="module")

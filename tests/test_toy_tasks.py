@@ -1,4 +1,4 @@
-"""course_utils.toy_tasks: the data generator against plain-Python references, the held-out
+"""course_utils.layers.toy_tasks: the data generator against plain-Python references, the held-out
 split, the model's shapes, masking and equivariance, the accuracies against hand counts,
 and a short training run that learns far above chance."""
 from __future__ import annotations
@@ -7,14 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import toy_tasks
-from course_utils.toy_tasks import (
-    IGNORE_INDEX,
-    ToyEncoder,
-    make_sequences,
-    make_split,
-    pad_id,
-)
+from course_utils.layers import toy_tasks
+from course_utils.layers.toy_tasks import IGNORE_INDEX, ToyEncoder, make_sequences, make_split, pad_id
 
 
 def reference_target(row: list[int], task: str, pad: int) -> list[int]:
@@ -145,7 +139,7 @@ def test_unknown_positions_kind():
 
 
 def test_rope_model_adds_nothing_to_the_embeddings_and_rotates_in_every_layer():
-    from course_utils.positions import RotaryMultiHeadAttention
+    from course_utils.layers.positions import RotaryMultiHeadAttention
     model = ToyEncoder(max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=3, positions="rope")
     assert isinstance(model.position, nn.Identity)
     assert all(isinstance(layer.self_attn, RotaryMultiHeadAttention) for layer in model.encoder.layers)

@@ -8,7 +8,8 @@ import transformers
 from safetensors import safe_open
 from torch import nn
 
-from course_utils import bert, pretraining, training
+from course_utils.text import bert, pretraining
+from course_utils import training
 
 
 def tiny_bert_config():

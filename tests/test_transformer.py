@@ -1,4 +1,4 @@
-"""course_utils.transformer against torch.nn.TransformerEncoderLayer / TransformerEncoder,
+"""course_utils.layers.transformer against torch.nn.TransformerEncoderLayer / TransformerEncoder,
 and the sinusoidal table against the paper's formula computed independently with numpy."""
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from course_utils.attention import AttentionShapeError
-from course_utils.transformer import (
-    FeedForward,
-    LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    sinusoidal_positions,
-)
+from course_utils.layers.attention import AttentionShapeError
+from course_utils.layers.transformer import FeedForward, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEncoder, TransformerEncoderLayer, sinusoidal_positions
 
 PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

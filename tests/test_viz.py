@@ -1,4 +1,4 @@
-"""course_utils.viz: the plots draw what they are given, the widgets respond, bad input is named."""
+"""course_utils.layers.viz: the plots draw what they are given, the widgets respond, bad input is named."""
 import base64
 
 import matplotlib
@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import ipywidgets as widgets  # noqa: E402
 
-from course_utils import attention, viz  # noqa: E402
+from course_utils.layers import attention, viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

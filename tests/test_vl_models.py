@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import multimodal as mm
-from course_utils import vqa_training
-from course_utils import contrastive
-from course_utils import shapes
-from course_utils import vl_models as vl
-from course_utils import vl_retrieval as vr
+from course_utils.vision import multimodal as mm
+from course_utils.vision import vqa_training
+from course_utils.vision import contrastive
+from course_utils.vision import shapes
+from course_utils.vision import vl_models as vl
+from course_utils.vision import vl_retrieval as vr
 from test_multimodal import encoding  # the question encodings chapter 05's fusion tests use
 
 transformers = pytest.importorskip("transformers")

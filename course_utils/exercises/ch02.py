@@ -77,7 +77,7 @@ def _fixed_multi_head(x, w_q, w_k, w_v, w_o, num_heads):
 
 
 def _course_attention(x, w_q, w_k, w_v, w_o, h):
-    from course_utils.attention import scaled_dot_product_attention
+    from course_utils.layers.attention import scaled_dot_product_attention
     b, n, d = x.shape
     def split(t):
         return t.reshape(b, n, h, d // h).transpose(1, 2)
@@ -134,7 +134,7 @@ def _multi_head_mistakes():
         Mistake(softmax_over_queries, "softmax over the KEYS (the last axis): each query's weights sum to 1"),
         Mistake(lambda x, w_q, w_k, w_v, w_o, h: _multi_head_reference(x, w_q, w_k, w_v, w_o, h),
                 "fix the function"),
-        Mistake(_course_attention, "or the course's (course_utils.attention)"),
+        Mistake(_course_attention, "or the course's (course_utils.layers.attention)"),
     ]
 
 
@@ -146,9 +146,9 @@ def _multi_head_mistakes():
     "against the rules.",
     reference=_fixed_multi_head, mistakes=_multi_head_mistakes, kind="debug", given=FIX_MULTI_HEAD_GIVEN,
     rules=[forbid("torch.nn.MultiheadAttention", "torch.nn.functional.multi_head_attention_forward",
-                  "torch.nn.functional.scaled_dot_product_attention", "course_utils.attention",
+                  "torch.nn.functional.scaled_dot_product_attention", "course_utils.layers.attention",
                   says="fix the function: do not hand the job to torch's attention (nn.MultiheadAttention, "
-                       "F.scaled_dot_product_attention) or the course's (course_utils.attention)")],
+                       "F.scaled_dot_product_attention) or the course's (course_utils.layers.attention)")],
     section=_MHA, minutes=10)
 def check_fix_multi_head(fn) -> None:
     generator = torch.Generator().manual_seed(0)
@@ -316,7 +316,7 @@ def _sinusoidal_mistakes():
 
 
 def _package_table(n, d):
-    from course_utils.transformer import sinusoidal_positions
+    from course_utils.layers.transformer import sinusoidal_positions
     return sinusoidal_positions(n, d)
 
 
@@ -326,7 +326,7 @@ def _package_table(n, d):
     "paper: PE[p, 2i] = sin(p / 10000^(2i / d_model)) and PE[p, 2i+1] = cos(p / 10000^(2i / d_model)), "
     "positions p counted from 0, sines in the even columns and cosines in the odd ones.",
     reference=_sinusoidal_reference, mistakes=_sinusoidal_mistakes, kind="retype", section=_POSITIONS, minutes=6,
-    rules=[forbid("course_utils.transformer.sinusoidal_positions", "course_utils.transformer.SinusoidalPositionalEncoding",
+    rules=[forbid("course_utils.layers.transformer.sinusoidal_positions", "course_utils.layers.transformer.SinusoidalPositionalEncoding",
                   says="write the table yourself: the package's sinusoidal_positions is the answer, not a tool")])
 def check_sinusoidal_positions(fn) -> None:
     for max_len, d_model in ((1, 2), (5, 4), (12, 16), (50, 64)):   # one position; the narrowest table

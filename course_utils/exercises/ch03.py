@@ -344,8 +344,8 @@ def _bert_parameters_by_transformers(vocab, hidden, layers, inter, positions, ty
     reference=_bert_parameters_reference, mistakes=_bert_parameters_mistakes, kind="predict",
     given="def count_bert_parameters(vocab_size, hidden, layers, intermediate, max_positions, type_vocab=2):\n"
           "    ...   # your arithmetic\n",
-    rules=[forbid("transformers.PreTrainedModel", "course_utils.bert", "torch.nn.Module",
-                  says="count with arithmetic: building a model (transformers', course_utils.bert's or any "
+    rules=[forbid("transformers.PreTrainedModel", "course_utils.text.bert", "torch.nn.Module",
+                  says="count with arithmetic: building a model (transformers', course_utils.text.bert's or any "
                        "torch.nn.Module) to count its parameters is not allowed")],
     section="7. The model and its two losses", minutes=10)
 def check_bert_parameters(fn) -> None:

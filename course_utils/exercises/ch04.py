@@ -145,7 +145,7 @@ def _bio_spans_mistakes():
         Mistake(last_entity_open, "the last entity of the sentence is never closed: an entity running to the end "
                                   "must be added after the loop"),
         Mistake(_bio_spans_by_seqeval, "rule broken"),
-        Mistake(lambda tags: __import__("course_utils.ner", fromlist=["entity_spans"]).entity_spans(tags),
+        Mistake(lambda tags: __import__("course_utils.text.ner", fromlist=["entity_spans"]).entity_spans(tags),
                 "rule broken"),
     ]
 
@@ -158,7 +158,7 @@ def _bio_spans_cases() -> list[tuple]:
     return [(tags,) for tags in fixed + [[rng.choice(pool) for _ in range(rng.randint(1, 9))] for _ in range(300)]]
 
 
-_NO_SEQEVAL = forbid("seqeval", "course_utils.bio_tags.entity_spans", "__main__.entity_spans",
+_NO_SEQEVAL = forbid("seqeval", "course_utils.text.bio_tags.entity_spans", "__main__.entity_spans",
                      says="read the tags yourself: seqeval (get_entities, f1_score...) and the chapter's "
                           "entity_spans are not allowed here")
 
@@ -193,12 +193,12 @@ def entity_f1_score(gold, pred):
 
 
 def _f1_namespace() -> dict:
-    from course_utils.bio_tags import entity_spans
+    from course_utils.text.bio_tags import entity_spans
     return {"entity_spans": entity_spans}
 
 
 def _entity_f1_reference(gold, pred):
-    from course_utils.bio_tags import entity_spans
+    from course_utils.text.bio_tags import entity_spans
     g = {(i, *s) for i, tags in enumerate(gold) for s in entity_spans(tags)}     # every entity of the corpus
     p = {(i, *s) for i, tags in enumerate(pred) for s in entity_spans(tags)}
     correct = len(g & p)
@@ -235,7 +235,7 @@ def _entity_f1_cases() -> list[tuple]:
 
 
 def _entity_f1_mistakes():
-    from course_utils.bio_tags import entity_spans
+    from course_utils.text.bio_tags import entity_spans
 
     def token_accuracy(gold, pred):
         pairs = [(a, b) for g, p in zip(gold, pred) for a, b in zip(g, p)]
@@ -279,7 +279,7 @@ def _entity_f1_mistakes():
     "seqeval.metrics.f1_score gives (section 6): an entity is correct only if its type, first and last word "
     "match; precision = correct / predicted entities and recall = correct / gold entities, counted over the "
     "whole corpus; F1 is 0 when nothing is correct. The given code returns plausible numbers that are not "
-    "seqeval's. Find out why and fix it (entity_spans, from course_utils.ner, is allowed).",
+    "seqeval's. Find out why and fix it (entity_spans, from course_utils.text.ner, is allowed).",
     reference=_entity_f1_reference, mistakes=_entity_f1_mistakes, kind="debug", given=F1_GIVEN,
     rules=[forbid("seqeval", says="count the entities yourself: seqeval is not allowed here")],
     section="6. Evaluation with seqeval", minutes=8)
@@ -347,7 +347,7 @@ def _no_decay_mistakes():
 
     return [
         Mistake(given_function(NO_DECAY_GIVEN, "no_decay", "04.no_decay"), "a LayerNorm is found by its type, not "
-                                                                           "its name: course_utils.bert calls them "
+                                                                           "its name: course_utils.text.bert calls them "
                                                                            "norm1 and norm2; test isinstance(module, "
                                                                            "nn.LayerNorm) over model.named_modules()"),
         Mistake(biases_only, "LayerNorm weights are not decayed either, only biases are in your set"),
@@ -363,7 +363,7 @@ def _no_decay_models():
     from torch import nn
     from transformers import BertConfig
 
-    from course_utils.bert_tasks import BertForTokenClassification
+    from course_utils.text.bert_tasks import BertForTokenClassification
 
     class Scaled(nn.Module):       # a LayerNorm without bias, a Linear without bias, a learned 1-d scale
         def __init__(self):
@@ -384,7 +384,7 @@ def _no_decay_models():
     "no_decay(model) should return the set of parameter names (as model.named_parameters() gives them) that "
     "AdamW must not decay: every bias, and every parameter of every torch.nn.LayerNorm module, whatever the "
     "module is called; everything else (weight matrices, embedding tables, other learned vectors) is decayed. "
-    "The given version works on transformers' BERT. Try it on course_utils.bert's, find what it misses, fix it.",
+    "The given version works on transformers' BERT. Try it on course_utils.text.bert's, find what it misses, fix it.",
     reference=_no_decay_reference, mistakes=_no_decay_mistakes, kind="debug", given=NO_DECAY_GIVEN,
     section="5. Fine-tuning: AdamW, warm-up, early stopping", minutes=6)
 def check_no_decay(fn) -> None:
@@ -451,7 +451,7 @@ def _freeze_top_mistakes():
 
 @exercise(
     "04.freeze_top", "Debug: freeze all but the top k layers",
-    "freeze_top(model, k), for a course_utils.bert_tasks.BertForTokenClassification, should leave trainable only the "
+    "freeze_top(model, k), for a course_utils.text.bert_tasks.BertForTokenClassification, should leave trainable only the "
     "classifier head and the last k encoder layers (model.bert.encoder.layers); embeddings and lower layers are "
     "frozen; k = 0 means the head only (section 7's 'head only'). It works for k = 1, 2, 3 but not for every k. "
     "Find the case and fix it.",
@@ -460,7 +460,7 @@ def _freeze_top_mistakes():
 def check_freeze_top(fn) -> None:
     from transformers import BertConfig
 
-    from course_utils.bert_tasks import BertForTokenClassification
+    from course_utils.text.bert_tasks import BertForTokenClassification
 
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=20, num_labels=5)

@@ -56,7 +56,7 @@ def _closest_shape_mistakes():
 
 
 def _closest_cases() -> list[tuple]:
-    from .. import shapes as sortofclevr
+    from course_utils.vision import shapes as sortofclevr
 
     data = sortofclevr.generate(60, seed=11)
     closest = sortofclevr.SUBTYPES.index("closest")

@@ -207,7 +207,7 @@ class _Recording(torch.nn.Module):
 
 
 def _small_gpt(seed: int):
-    from ..decoder import GPTModel, tiny_config
+    from course_utils.text.decoder import GPTModel, tiny_config
 
     torch.manual_seed(seed)
     model = GPTModel(tiny_config(vocab_size=40, n_positions=24, n_embd=16, n_layer=2, n_head=2)).eval()

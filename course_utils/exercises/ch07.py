@@ -57,7 +57,7 @@ def _bleu_mistakes():
         Mistake(lambda h, r: sum(sacrebleu.sentence_bleu(x, refs).score for x, refs in zip(h, r)) / len(h),
                 "corpus BLEU is not the mean of sentence BLEUs: it pools the n-gram counts and lengths of the whole "
                 "corpus first; call corpus_bleu once"),
-        Mistake(lambda h, r: __import__("course_utils.captions", fromlist=["bleu"]).bleu(h, r),
+        Mistake(lambda h, r: __import__("course_utils.vision.captions", fromlist=["bleu"]).bleu(h, r),
                 "captions.bleu"),
     ]
 
@@ -68,7 +68,7 @@ def _bleu_mistakes():
     "references_per_image[i] (every image has the same number of them), but its score is wrong. "
     "Fix it, without calling captions.bleu.",
     reference=_bleu_reference, mistakes=_bleu_mistakes, kind="debug", given=_BLEU_GIVEN,
-    rules=[forbid("course_utils.captions.bleu", says="captions.bleu does it for you: build the streams yourself")],
+    rules=[forbid("course_utils.vision.captions.bleu", says="captions.bleu does it for you: build the streams yourself")],
     section="8. Greedy versus beam search", minutes=6)
 def check_bleu_streams(fn) -> None:
     for hyps, refs in _BLEU_CASES:
@@ -117,7 +117,7 @@ def _cross_step_mistakes():
     "without torch's or the course's scaled_dot_product_attention.",
     reference=_cross_step_reference, mistakes=_cross_step_mistakes, kind="modify",
     rules=[forbid("torch.nn.functional.scaled_dot_product_attention",
-                  "course_utils.attention.scaled_dot_product_attention",
+                  "course_utils.layers.attention.scaled_dot_product_attention",
                   says="write the attention with matmul, softmax and the mask yourself")],
     section="6. Generating, with a cache that holds the image", minutes=10)
 def check_cross_attention_step(fn) -> None:

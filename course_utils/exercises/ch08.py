@@ -93,7 +93,7 @@ def _gradient_check(fn) -> None:
     "list of tensors to call backward() on, so that after DDP averages the ranks' gradients they equal the "
     "gradient of the mean token loss over the whole global batch.",
     reference=_micro_losses_reference, mistakes=_micro_losses_mistakes, kind="modify", section=_ACCUMULATION,
-    minutes=8, rules=[forbid("course_utils.scaling.accumulate_gradients",
+    minutes=8, rules=[forbid("course_utils.scale.scaling.accumulate_gradients",
                              says="write the normalisation yourself, without scaling.accumulate_gradients")])
 def check_accumulate(fn) -> None:
     for sums, counts, total, world in _accumulate_cases():
