@@ -1,4 +1,5 @@
 """pytest setup shared by the unit tests and the notebooks run under nbval."""
+
 import os
 
 # Notebooks run in the fast mode under test, and never reach for a model hub.

@@ -13,6 +13,7 @@ Compares
 forward (under ``no_grad``, as in inference) and forward + backward. Prints a markdown table
 and writes it to benchmarks/results/attention.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,6 +53,7 @@ def forward_and_backward(attend, inputs, cotangent):
             t.grad = None
         out = attend(*inputs)
         out.backward(cotangent)
+
     return step
 
 
@@ -59,6 +61,7 @@ def no_grad(fn):
     def call():
         with torch.no_grad():
             fn()
+
     return call
 
 
@@ -86,19 +89,37 @@ def bench_sdpa(sizes, masks, repeats, device):
             else:
                 inputs = [t.clone().requires_grad_() for t in (q, k, v)]
                 cotangent = torch.randn_like(q)
-                candidates = {name: forward_and_backward(lambda *a, f=f: f(*a, mask), inputs, cotangent)
-                              for name, f in fns.items()}
+                candidates = {
+                    name: forward_and_backward(lambda *a, f=f: f(*a, mask), inputs, cotangent)
+                    for name, f in fns.items()
+                }
             result = compare(candidates, repeats=repeats, sync=_sync(device))
             ratio_math = result.ratio("own", "math")
             worst = max(worst, ratio_math)
             q1, q3 = result.spread("own", "math")
-            rows.append([f"{batch}×{heads}×{length}×{d_head}", mask_kind, mode,
-                         f"{result.median_ms('own'):.2f}", f"{result.median_ms('math'):.2f}",
-                         f"{result.median_ms('default'):.2f}",
-                         f"**{ratio_math:.2f}** ({q1:.2f}–{q3:.2f})", f"{result.ratio('own', 'default'):.2f}"])
+            rows.append(
+                [
+                    f"{batch}×{heads}×{length}×{d_head}",
+                    mask_kind,
+                    mode,
+                    f"{result.median_ms('own'):.2f}",
+                    f"{result.median_ms('math'):.2f}",
+                    f"{result.median_ms('default'):.2f}",
+                    f"**{ratio_math:.2f}** ({q1:.2f}–{q3:.2f})",
+                    f"{result.ratio('own', 'default'):.2f}",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
-    header = ["B×H×L×d_head", "mask", "pass", "own ms", "torch math ms", "torch default ms",
-              "own / math (IQR)", "own / default"]
+    header = [
+        "B×H×L×d_head",
+        "mask",
+        "pass",
+        "own ms",
+        "torch math ms",
+        "torch default ms",
+        "own / math (IQR)",
+        "own / default",
+    ]
     return markdown_table(header, rows), worst
 
 
@@ -116,8 +137,9 @@ def bench_mha(sizes, repeats, device):
         calls = {
             "own weights": lambda x: ours(x, x, x, key_padding_mask=keys_real)[0],
             "own fused": lambda x: ours(x, x, x, key_padding_mask=keys_real, need_weights=False)[0],
-            "torch weights": lambda x: theirs(x, x, x, key_padding_mask=kpm, need_weights=True,
-                                              average_attn_weights=False)[0],
+            "torch weights": lambda x: theirs(
+                x, x, x, key_padding_mask=kpm, need_weights=True, average_attn_weights=False
+            )[0],
             "torch fused": lambda x: theirs(x, x, x, key_padding_mask=kpm, need_weights=False)[0],
         }
         for mode in ("forward", "fwd+bwd"):
@@ -130,13 +152,26 @@ def bench_mha(sizes, repeats, device):
                 cotangent = torch.randn_like(x)
                 candidates = {name: forward_and_backward(f, inputs, cotangent) for name, f in calls.items()}
             result = compare(candidates, repeats=repeats, sync=_sync(device))
-            rows.append([f"{batch}×{length}×{d_model}, {heads} heads", mode,
-                         *(f"{result.median_ms(name):.2f}" for name in calls),
-                         f"**{result.ratio('own weights', 'torch weights'):.2f}**",
-                         f"**{result.ratio('own fused', 'torch fused'):.2f}**"])
+            rows.append(
+                [
+                    f"{batch}×{length}×{d_model}, {heads} heads",
+                    mode,
+                    *(f"{result.median_ms(name):.2f}" for name in calls),
+                    f"**{result.ratio('own weights', 'torch weights'):.2f}**",
+                    f"**{result.ratio('own fused', 'torch fused'):.2f}**",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
-    header = ["B×L×d_model", "pass", "own weights ms", "own fused ms", "torch weights ms", "torch fused ms",
-              "own / torch (weights)", "own / torch (fused)"]
+    header = [
+        "B×L×d_model",
+        "pass",
+        "own weights ms",
+        "own fused ms",
+        "torch weights ms",
+        "torch fused ms",
+        "own / torch (weights)",
+        "own / torch (fused)",
+    ]
     return markdown_table(header, rows)
 
 
@@ -148,9 +183,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size_group = parser.add_mutually_exclusive_group()
     size_group.add_argument("--quick", action="store_true", help="two small sizes, few repeats (a smoke run)")
-    size_group.add_argument("--grid", action="store_true", help="every size: batch 8/32 × heads 4/8 × L 64/128/256 × d_head 32/64")
+    size_group.add_argument(
+        "--grid", action="store_true", help="every size: batch 8/32 × heads 4/8 × L 64/128/256 × d_head 32/64"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per case (default 11, quick 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: leave as OMP_NUM_THREADS set it)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: leave as OMP_NUM_THREADS set it)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown output (default {RESULTS})")
     args = parser.parse_args(argv)
@@ -169,32 +208,34 @@ def main(argv=None):
     mha_table = bench_mha(mha_sizes, repeats, device)
 
     verdict = "within" if worst <= TARGET else "NOT within"
-    report = "\n".join([
-        "# Attention benchmark: course_utils vs torch",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        f"- device: {device}; {repeats} interleaved repeats per case; times are medians per call; ratios are "
-        "medians of the per-repeat ratios (below 1: ours is faster), IQR in brackets",
-        "- the machine may be shared: absolute times can be inflated, ratios from one interleaved run stay fair",
-        "",
-        "## scaled_dot_product_attention",
-        "own = `course_utils.layers.attention.scaled_dot_product_attention` (also returns the weights); "
-        "math = `F.scaled_dot_product_attention` under `sdpa_kernel(SDPBackend.MATH)`; default = torch's choice. "
-        "mask: none, or a boolean padding mask (batch, 1, 1, L). forward runs under `no_grad`.",
-        "",
-        sdpa_table,
-        "",
-        f"Largest own / math ratio: {worst:.2f}, {verdict} the {TARGET}x target.",
-        "",
-        "## MultiHeadAttention (self-attention with a key padding mask)",
-        "own weights = `MultiHeadAttention` returning per-head weights; own fused = `need_weights=False`; "
-        "torch = `nn.MultiheadAttention(batch_first=True)` with `need_weights=True, average_attn_weights=False` "
-        "or `need_weights=False`. forward: eval + `no_grad` (torch may use its native fast path); "
-        "fwd+bwd: train mode, dropout 0.",
-        "",
-        mha_table,
-        "",
-    ])
+    report = "\n".join(
+        [
+            "# Attention benchmark: course_utils vs torch",
+            "",
+            *(f"- {k}: {v}" for k, v in info.items()),
+            f"- device: {device}; {repeats} interleaved repeats per case; times are medians per call; ratios are "
+            "medians of the per-repeat ratios (below 1: ours is faster), IQR in brackets",
+            "- the machine may be shared: absolute times can be inflated, ratios from one interleaved run stay fair",
+            "",
+            "## scaled_dot_product_attention",
+            "own = `course_utils.layers.attention.scaled_dot_product_attention` (also returns the weights); "
+            "math = `F.scaled_dot_product_attention` under `sdpa_kernel(SDPBackend.MATH)`; default = torch's choice. "
+            "mask: none, or a boolean padding mask (batch, 1, 1, L). forward runs under `no_grad`.",
+            "",
+            sdpa_table,
+            "",
+            f"Largest own / math ratio: {worst:.2f}, {verdict} the {TARGET}x target.",
+            "",
+            "## MultiHeadAttention (self-attention with a key padding mask)",
+            "own weights = `MultiHeadAttention` returning per-head weights; own fused = `need_weights=False`; "
+            "torch = `nn.MultiheadAttention(batch_first=True)` with `need_weights=True, average_attn_weights=False` "
+            "or `need_weights=False`. forward: eval + `no_grad` (torch may use its native fast path); "
+            "fwd+bwd: train mode, dropout 0.",
+            "",
+            mha_table,
+            "",
+        ]
+    )
     write_report(report, args.out)
 
 

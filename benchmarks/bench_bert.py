@@ -12,6 +12,7 @@ times a pretraining step: ours with the MLM head only at the masked positions
 Target: own / transformers (sdpa) within 1.15x. Prints a markdown table and writes it to
 benchmarks/results/bert.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,14 @@ QUICK_SHAPES = [(8, 64)]
 
 
 def make_config(layers, hidden, heads, intermediate, vocab, attn):
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                     num_attention_heads=heads, intermediate_size=intermediate,
-                                     max_position_embeddings=512)
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+    )
     config._attn_implementation = attn
     return config
 
@@ -54,7 +60,7 @@ def padded_batch(batch, length, vocab, gen):
     lengths[0] = length
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     types = torch.zeros_like(ids)
-    types[:, length // 2:] = 1
+    types[:, length // 2 :] = 1
     return ids.masked_fill(mask == 0, 0), mask, types
 
 
@@ -62,6 +68,7 @@ def forward_only(model, inputs):
     def call():
         with torch.no_grad():
             model(**inputs)
+
     return call
 
 
@@ -71,6 +78,7 @@ def training_step(model, inputs):
         out = model(**inputs)
         loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.pow(2).mean()
         loss.backward()
+
     return call
 
 
@@ -95,8 +103,16 @@ def bench_encoder(models, shapes, repeats):
                 ratio = result.ratio("own", "hf sdpa")
                 worst = max(worst, ratio)
                 q1, q3 = result.spread("own", "hf sdpa")
-                rows.append([name, f"{batch}×{length}", mode, *(f"{result.median_ms(k):.1f}" for k in models_),
-                             f"**{ratio:.2f}** ({q1:.2f}–{q3:.2f})", f"{result.ratio('own', 'hf eager'):.2f}"])
+                rows.append(
+                    [
+                        name,
+                        f"{batch}×{length}",
+                        mode,
+                        *(f"{result.median_ms(k):.1f}" for k in models_),
+                        f"**{ratio:.2f}** ({q1:.2f}–{q3:.2f})",
+                        f"{result.ratio('own', 'hf eager'):.2f}",
+                    ]
+                )
                 print(" | ".join(rows[-1]), flush=True)
     header = ["model", "B×L", "pass", "own ms", "hf sdpa ms", "hf eager ms", "own / sdpa (IQR)", "own / eager"]
     return markdown_table(header, rows), worst
@@ -113,15 +129,29 @@ def bench_pretraining(models, shapes, repeats):
             ids, mask, types = padded_batch(batch, length, sizes[-1], gen)
             chosen = (torch.rand(ids.shape, generator=gen) < 0.15) & (mask == 1)
             labels = torch.where(chosen, ids, torch.full_like(ids, -100))
-            inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
-                      "next_sentence_label": torch.randint(0, 2, (batch,), generator=gen)}
+            inputs = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "token_type_ids": types,
+                "labels": labels,
+                "next_sentence_label": torch.randint(0, 2, (batch,), generator=gen),
+            }
             ours.train(), theirs.train()
-            candidates = {"own masked_only": training_step(ours, {**inputs, "masked_only": True}),
-                          "own full": training_step(ours, inputs),
-                          "hf": training_step(theirs, inputs)}
+            candidates = {
+                "own masked_only": training_step(ours, {**inputs, "masked_only": True}),
+                "own full": training_step(ours, inputs),
+                "hf": training_step(theirs, inputs),
+            }
             result = compare(candidates, repeats=repeats)
-            rows.append([name, f"{batch}×{length}", *(f"{result.median_ms(k):.1f}" for k in candidates),
-                         f"**{result.ratio('own full', 'hf'):.2f}**", f"**{result.ratio('own masked_only', 'hf'):.2f}**"])
+            rows.append(
+                [
+                    name,
+                    f"{batch}×{length}",
+                    *(f"{result.median_ms(k):.1f}" for k in candidates),
+                    f"**{result.ratio('own full', 'hf'):.2f}**",
+                    f"**{result.ratio('own masked_only', 'hf'):.2f}**",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
     header = ["model", "B×L", "own masked_only ms", "own full ms", "hf ms", "own full / hf", "own masked_only / hf"]
     return markdown_table(header, rows)
@@ -146,30 +176,32 @@ def main(argv=None):
     encoder_table, worst = bench_encoder(MODELS, shapes, repeats)
     pretraining_table = bench_pretraining(MODELS, shapes, repeats)
     verdict = "within" if worst <= TARGET else "NOT within"
-    report = "\n".join([
-        "# BERT benchmark: course_utils.text.bert vs transformers",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; times are medians per "
-        "call; ratios are medians of the per-repeat ratios (below 1: ours is faster), IQR in brackets",
-        "- the machine may be shared: absolute times can be inflated 1.5-3x, ratios from one interleaved run stay fair",
-        "",
-        "## BertModel (embeddings + encoder + pooler)",
-        "Same config and weights; right-padded batches (each sequence keeps half to all positions), segment ids. "
-        "forward: eval + `no_grad`; fwd+bwd: train mode (dropout 0.1), loss = mean(last_hidden_state²). "
-        "hf sdpa = transformers' default attention, hf eager = its matmul-softmax attention.",
-        "",
-        encoder_table,
-        "",
-        f"Largest own / sdpa ratio: {worst:.2f}, {verdict} the {TARGET}x target.",
-        "",
-        "## A pretraining step (MLM + NSP loss, backward)",
-        "15% of the real tokens masked. own full = `BertForPreTraining` scoring every position (as transformers); "
-        "own masked_only = scoring only the masked positions.",
-        "",
-        pretraining_table,
-        "",
-    ])
+    report = "\n".join(
+        [
+            "# BERT benchmark: course_utils.text.bert vs transformers",
+            "",
+            *(f"- {k}: {v}" for k, v in info.items()),
+            f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; times are medians per "
+            "call; ratios are medians of the per-repeat ratios (below 1: ours is faster), IQR in brackets",
+            "- the machine may be shared: absolute times can be inflated 1.5-3x, ratios from one interleaved run stay fair",
+            "",
+            "## BertModel (embeddings + encoder + pooler)",
+            "Same config and weights; right-padded batches (each sequence keeps half to all positions), segment ids. "
+            "forward: eval + `no_grad`; fwd+bwd: train mode (dropout 0.1), loss = mean(last_hidden_state²). "
+            "hf sdpa = transformers' default attention, hf eager = its matmul-softmax attention.",
+            "",
+            encoder_table,
+            "",
+            f"Largest own / sdpa ratio: {worst:.2f}, {verdict} the {TARGET}x target.",
+            "",
+            "## A pretraining step (MLM + NSP loss, backward)",
+            "15% of the real tokens masked. own full = `BertForPreTraining` scoring every position (as transformers); "
+            "own masked_only = scoring only the masked positions.",
+            "",
+            pretraining_table,
+            "",
+        ]
+    )
     write_report(report, args.out)
 
 

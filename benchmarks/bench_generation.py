@@ -12,6 +12,7 @@ same weights; the three must return the same ids. Targets: the cache at least 3x
 cache at 128 new tokens; own cached within 1.3x of transformers'. Prints a markdown table and
 writes it to benchmarks/results/generation.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "generation.md"
 CACHE_TARGET, HF_TARGET = 3.0, 1.3
 # name -> (layers, d_model, heads, vocab)
 MODELS = {
-    "ch06 full 2L/128": (2, 128, 4, 2000),   # the chapter's trained GPT's size
+    "ch06 full 2L/128": (2, 128, 4, 2000),  # the chapter's trained GPT's size
     "4L/256": (4, 256, 4, 8000),
 }
 # (batch, prompt tokens, new tokens)
@@ -45,7 +46,7 @@ def build(layers, d_model, heads, vocab):
     torch.manual_seed(0)
     config = tiny_config(vocab_size=vocab, n_positions=512, n_embd=d_model, n_layer=layers, n_head=heads)
     theirs = transformers.GPT2LMHeadModel(config).eval()
-    theirs.generation_config.eos_token_id = None   # generate exactly max_new_tokens, as ours without EOS
+    theirs.generation_config.eos_token_id = None  # generate exactly max_new_tokens, as ours without EOS
     theirs.generation_config.bos_token_id = None
     theirs.generation_config.pad_token_id = 0
     return GPTModel.from_hf(theirs).eval(), theirs
@@ -85,12 +86,28 @@ def bench(models, cases, repeats):
                 cache_at_128.append(speedup)
             own_vs_hf.append(vs_hf)
             tokens = batch * new
-            rows.append([name, f"{batch}×{prompt}+{new}",
-                         *(f"{tokens / (result.median_ms(k) / 1e3):.0f}" for k in ("own cached", "own uncached", "hf generate")),
-                         f"**{speedup:.1f}x**", f"**{vs_hf:.2f}** ({q1:.2f}–{q3:.2f})"])
+            rows.append(
+                [
+                    name,
+                    f"{batch}×{prompt}+{new}",
+                    *(
+                        f"{tokens / (result.median_ms(k) / 1e3):.0f}"
+                        for k in ("own cached", "own uncached", "hf generate")
+                    ),
+                    f"**{speedup:.1f}x**",
+                    f"**{vs_hf:.2f}** ({q1:.2f}–{q3:.2f})",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
-    header = ["model", "B×prompt+new", "own cached tok/s", "own uncached tok/s", "hf generate tok/s",
-              "cache speed-up (uncached / cached time)", "own cached / hf time (IQR)"]
+    header = [
+        "model",
+        "B×prompt+new",
+        "own cached tok/s",
+        "own uncached tok/s",
+        "hf generate tok/s",
+        "cache speed-up (uncached / cached time)",
+        "own cached / hf time (IQR)",
+    ]
     return markdown_table(header, rows), cache_at_128, own_vs_hf
 
 
@@ -115,29 +132,35 @@ def main(argv=None):
     lines = []
     if cache_at_128:
         lowest = min(cache_at_128)
-        lines.append(f"Cache speed-up at 128 new tokens: {lowest:.1f}x at the least, "
-                     f"{'meeting' if lowest >= CACHE_TARGET else 'NOT meeting'} the {CACHE_TARGET:.0f}x target.")
+        lines.append(
+            f"Cache speed-up at 128 new tokens: {lowest:.1f}x at the least, "
+            f"{'meeting' if lowest >= CACHE_TARGET else 'NOT meeting'} the {CACHE_TARGET:.0f}x target."
+        )
     worst = max(own_vs_hf)
-    lines.append(f"Own cached / transformers' generate: {min(own_vs_hf):.2f}-{worst:.2f}, "
-                 f"{'within' if worst <= HF_TARGET else 'NOT within'} the {HF_TARGET}x target.")
-    report = "\n".join([
-        "# Generation benchmark: course_utils.text.generation vs transformers' generate",
-        "",
-        *(f"- {k}: {v}" for k, v in info.items()),
-        f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; tokens/s = batch × new "
-        "tokens / median seconds per call; ratios are medians of the per-repeat ratios, IQR in brackets",
-        "- the machine may be shared: absolute times can be inflated 1.5-3x, ratios from one interleaved run stay fair",
-        "",
-        "Greedy decoding, no EOS (every candidate generates exactly the new tokens), random weights (speed does "
-        "not depend on them), position table 512. own cached = `generate(model, ids, n)` with the KV cache; own "
-        "uncached = `use_cache=False` (the whole sequence at every step); hf generate = "
-        "`GPT2LMHeadModel.generate` (sdpa attention, DynamicCache) on the same weights. All three return the same ids.",
-        "",
-        table,
-        "",
-        *lines,
-        "",
-    ])
+    lines.append(
+        f"Own cached / transformers' generate: {min(own_vs_hf):.2f}-{worst:.2f}, "
+        f"{'within' if worst <= HF_TARGET else 'NOT within'} the {HF_TARGET}x target."
+    )
+    report = "\n".join(
+        [
+            "# Generation benchmark: course_utils.text.generation vs transformers' generate",
+            "",
+            *(f"- {k}: {v}" for k, v in info.items()),
+            f"- transformers {transformers.__version__}; {repeats} interleaved repeats per case; tokens/s = batch × new "
+            "tokens / median seconds per call; ratios are medians of the per-repeat ratios, IQR in brackets",
+            "- the machine may be shared: absolute times can be inflated 1.5-3x, ratios from one interleaved run stay fair",
+            "",
+            "Greedy decoding, no EOS (every candidate generates exactly the new tokens), random weights (speed does "
+            "not depend on them), position table 512. own cached = `generate(model, ids, n)` with the KV cache; own "
+            "uncached = `use_cache=False` (the whole sequence at every step); hf generate = "
+            "`GPT2LMHeadModel.generate` (sdpa attention, DynamicCache) on the same weights. All three return the same ids.",
+            "",
+            table,
+            "",
+            *lines,
+            "",
+        ]
+    )
     write_report(report, args.out)
 
 

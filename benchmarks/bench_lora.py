@@ -17,6 +17,7 @@ fine-tuning:
 
 Writes a markdown table to benchmarks/results/lora.md. Time only: F1 is the notebook's job.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,13 +65,16 @@ def step_fn(model, batch):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 repeats (a smoke run)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sentences per step (default 32: chapter 04's full mode)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="sentences per step (default 32: chapter 04's full mode)"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 9, quick 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown output (default {RESULTS})")
     args = parser.parse_args()
@@ -92,20 +96,35 @@ def main() -> None:
     for kind in kinds:
         count = counts[kind]
         q1, q3 = timing.spread(kind, "full")
-        rows.append([kind, f"{count.trainable:,}", f"{100 * count.fraction:.3f}%",
-                     f"{timing.median_ms(kind):.1f}", f"{timing.ratio(kind, 'full'):.2f} ({q1:.2f}-{q3:.2f})"])
-    table = markdown_table(["fine-tuning", "trainable parameters", "of all", "ms per step (median)",
-                            "time / full (quartiles)"], rows)
+        rows.append(
+            [
+                kind,
+                f"{count.trainable:,}",
+                f"{100 * count.fraction:.3f}%",
+                f"{timing.median_ms(kind):.1f}",
+                f"{timing.ratio(kind, 'full'):.2f} ({q1:.2f}-{q3:.2f})",
+            ]
+        )
+    table = markdown_table(
+        ["fine-tuning", "trainable parameters", "of all", "ms per step (median)", "time / full (quartiles)"], rows
+    )
     shape = tuple(batch["input_ids"].shape)
-    report = "\n".join([
-        "# LoRA vs full fine-tuning vs a frozen encoder: trainable parameters and step time", "",
-        f"MiniLM (6 layers, hidden 384) as the course's BertForTokenClassification, {len(labels)} NER labels; "
-        f"one training step (forward, loss, backward, AdamW) on a batch of shape {shape} from {source}; "
-        f"{repeats} interleaved repeats, ratio = median of per-repeat time / full fine-tuning's. "
-        "LoRA on query and value, alpha = 2r, plus the trainable head. All parameters counted: "
-        f"{counts['full'].total:,} (LoRA adds A and B to that).", "",
-        table, "",
-        "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), ""])
+    report = "\n".join(
+        [
+            "# LoRA vs full fine-tuning vs a frozen encoder: trainable parameters and step time",
+            "",
+            f"MiniLM (6 layers, hidden 384) as the course's BertForTokenClassification, {len(labels)} NER labels; "
+            f"one training step (forward, loss, backward, AdamW) on a batch of shape {shape} from {source}; "
+            f"{repeats} interleaved repeats, ratio = median of per-repeat time / full fine-tuning's. "
+            "LoRA on query and value, alpha = 2r, plus the trainable head. All parameters counted: "
+            f"{counts['full'].total:,} (LoRA adds A and B to that).",
+            "",
+            table,
+            "",
+            "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()),
+            "",
+        ]
+    )
     write_report(report, args.out)
 
 

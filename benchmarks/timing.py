@@ -5,6 +5,7 @@ Candidates are therefore timed in turns (each repeat times one block of every ca
 in a rotating order) and compared by the median of the per-repeat ratios: a slow patch
 of the machine slows both sides of a pair alike.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -54,8 +55,12 @@ def _calls_per_block(fn: Callable[[], object], min_block_s: float, sync: Callabl
         calls *= 2
 
 
-def compare(candidates: dict[str, Callable[[], object]], repeats: int = 11, min_block_s: float = 0.02,
-            sync: Callable[[], None] | None = None) -> Comparison:
+def compare(
+    candidates: dict[str, Callable[[], object]],
+    repeats: int = 11,
+    min_block_s: float = 0.02,
+    sync: Callable[[], None] | None = None,
+) -> Comparison:
     """Time every candidate ``repeats`` times, interleaved; returns seconds per call.
 
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read on asynchronous devices.

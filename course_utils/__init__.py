@@ -18,6 +18,7 @@ The modules lived at the top level before they were grouped; the old names still
 are the same module objects (``course_utils.attention is course_utils.layers.attention``), so
 code written against the entry points the course design names keeps working.
 """
+
 import importlib
 import importlib.abc
 import importlib.util

@@ -11,6 +11,7 @@ safetensors header, the tokenizer's vocabulary) and say plainly what is wrong be
 Used by :func:`course_utils.text.ner_models.check_bert_dir`, :func:`course_utils.text.pretraining.check_bert_dir`
 and :mod:`course_utils.text.bert`'s loaders.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,36 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 TOKENIZER = "tokenizer.json"
 
 # bytes per element of the safetensors dtypes (the format's own names)
-_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the header's size
 
 # transformers' BertConfig defaults, for a config.json that leaves a size out
 BERT_DEFAULTS = {"vocab_size": 30522, "hidden_size": 768, "max_position_embeddings": 512, "type_vocab_size": 2}
 
 FIX_CONFIG = "copy config.json again from where the model came from, or re-save the model with save_pretrained(dir)"
-FIX_WEIGHTS = ("the file is damaged or incomplete (an interrupted download or copy?): copy it again, "
-               "or re-save the model with save_pretrained(dir)")
-FIX_TOKENIZER = "re-save the tokenizer with tokenizer.save_pretrained(dir) (or model.save_pretrained(dir, tokenizer=...))"
+FIX_WEIGHTS = (
+    "the file is damaged or incomplete (an interrupted download or copy?): copy it again, "
+    "or re-save the model with save_pretrained(dir)"
+)
+FIX_TOKENIZER = (
+    "re-save the tokenizer with tokenizer.save_pretrained(dir) (or model.save_pretrained(dir, tokenizer=...))"
+)
 
 
 class CheckpointError(ValueError):
@@ -43,7 +63,7 @@ class CheckpointError(ValueError):
 def _short(err: Exception) -> str:
     """An exception's message cut to its first line (library messages can run over many)."""
     text = str(err).strip().splitlines()
-    return (text[0][:160] if text else type(err).__name__)
+    return text[0][:160] if text else type(err).__name__
 
 
 def read_json(path: str | Path, fix: str = FIX_CONFIG) -> dict:
@@ -60,14 +80,16 @@ def read_json(path: str | Path, fix: str = FIX_CONFIG) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): "
-                              f"{fix}.") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err.msg}, line {err.lineno} column {err.colno}): {fix}."
+        ) from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path} is not a JSON object ({{...}}) but a {type(value).__name__}: {fix}.")
     return value
 
 
 # ---------------------------------------------------------------- weights
+
 
 def safetensors_header(path: str | Path) -> dict:
     """The tensors a safetensors file holds, ``{name: {"dtype", "shape", "data_offsets"}}``, after
@@ -84,8 +106,10 @@ def safetensors_header(path: str | Path) -> dict:
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): {FIX_WEIGHTS}.")
     if n < 0 or n > size - 8 or n > _MAX_HEADER:
-        raise CheckpointError(f"{path} is not a complete safetensors file: its first 8 bytes announce a header of "
-                              f"{max(n, 0)} bytes but the file has {size}; {FIX_WEIGHTS}.")
+        raise CheckpointError(
+            f"{path} is not a complete safetensors file: its first 8 bytes announce a header of "
+            f"{max(n, 0)} bytes but the file has {size}; {FIX_WEIGHTS}."
+        )
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -104,15 +128,20 @@ def safetensors_header(path: str | Path) -> dict:
             raise CheckpointError(f"{path}: the header entry of tensor {name!r} is malformed; {FIX_WEIGHTS}.") from None
         expected = math.prod(shape) * _ITEMSIZE[dtype] if dtype in _ITEMSIZE and min(shape, default=0) >= 0 else None
         if not 0 <= begin <= stop or (expected is not None and stop - begin != expected):
-            raise CheckpointError(f"{path}: tensor {name!r} ({dtype} {tuple(shape)}) has inconsistent offsets "
-                                  f"{begin}..{stop} in its header; {FIX_WEIGHTS}.")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ({dtype} {tuple(shape)}) has inconsistent offsets "
+                f"{begin}..{stop} in its header; {FIX_WEIGHTS}."
+            )
         end = max(end, stop)
     if end > data_size:
-        raise CheckpointError(f"{path} is truncated: its tensors need {end} bytes of data but the file holds "
-                              f"{data_size}; {FIX_WEIGHTS}.")
+        raise CheckpointError(
+            f"{path} is truncated: its tensors need {end} bytes of data but the file holds {data_size}; {FIX_WEIGHTS}."
+        )
     if end < data_size:
-        raise CheckpointError(f"{path} has {data_size - end} bytes after its last tensor (two files joined, or a "
-                              f"damaged copy?); {FIX_WEIGHTS}.")
+        raise CheckpointError(
+            f"{path} has {data_size - end} bytes after its last tensor (two files joined, or a "
+            f"damaged copy?); {FIX_WEIGHTS}."
+        )
     return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
@@ -130,10 +159,13 @@ def weight_files(directory: str | Path) -> list[Path]:
     if "weight_map" not in index:
         raise CheckpointError(f"{index_path} has no weight_map (which shard holds which tensor); {fix}.")
     weight_map = index["weight_map"]
-    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in weight_map.items()):
-        raise CheckpointError(f"{index_path}: weight_map must map tensor names to shard file names "
-                              f"(strings), got {type(weight_map).__name__}; {fix}.")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CheckpointError(
+            f"{index_path}: weight_map must map tensor names to shard file names "
+            f"(strings), got {type(weight_map).__name__}; {fix}."
+        )
     if not weight_map:
         raise CheckpointError(f"{index_path}: weight_map is empty, it lists no tensor; {fix}.")
     root = directory.resolve()
@@ -141,8 +173,10 @@ def weight_files(directory: str | Path) -> list[Path]:
     for shard in sorted(set(weight_map.values())):
         target = (directory / shard).resolve()
         if not shard or Path(shard).is_absolute() or (target != root and root not in target.parents):
-            raise CheckpointError(f"{index_path}: shard {shard!r} lies outside the model directory; refusing to "
-                                  f"read it (an index names files inside its own folder); {fix}.")
+            raise CheckpointError(
+                f"{index_path}: shard {shard!r} lies outside the model directory; refusing to "
+                f"read it (an index names files inside its own folder); {fix}."
+            )
         if not target.is_file():
             raise CheckpointError(f"{index_path}: shard {shard} does not exist in {directory}; {fix}.")
         shards.append(target)
@@ -158,9 +192,14 @@ def check_weights(directory: str | Path, config: dict | None = None) -> dict:
         header.update(safetensors_header(path))
     if config is not None and files:
         sizes = {**BERT_DEFAULTS, **config}  # what BertConfig will use
-        for table, rows_key in (("word_embeddings", "vocab_size"), ("position_embeddings", "max_position_embeddings"),
-                                ("token_type_embeddings", "type_vocab_size")):
-            name = next((k for k in (f"bert.embeddings.{table}.weight", f"embeddings.{table}.weight") if k in header), None)
+        for table, rows_key in (
+            ("word_embeddings", "vocab_size"),
+            ("position_embeddings", "max_position_embeddings"),
+            ("token_type_embeddings", "type_vocab_size"),
+        ):
+            name = next(
+                (k for k in (f"bert.embeddings.{table}.weight", f"embeddings.{table}.weight") if k in header), None
+            )
             if name is None:
                 continue
             saved, said = tuple(header[name]["shape"]), (sizes[rows_key], sizes["hidden_size"])
@@ -168,11 +207,13 @@ def check_weights(directory: str | Path, config: dict | None = None) -> dict:
                 raise CheckpointError(
                     f"{files[0]} holds {table} of shape {saved} but {Path(directory) / CONFIG} says "
                     f"({rows_key}, hidden_size) = {said}: the weights belong to a model of another size; "
-                    "keep config.json and the weights of the same save_pretrained together.")
+                    "keep config.json and the weights of the same save_pretrained together."
+                )
     return header
 
 
 # ---------------------------------------------------------------- tokenizer
+
 
 def tokenizer_json_size(path: str | Path) -> int:
     """The vocabulary size (added tokens included) of a ``tokenizer.json``, after checking that the
@@ -184,8 +225,10 @@ def tokenizer_json_size(path: str | Path) -> int:
 
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - the library's errors carry no file name
-        raise CheckpointError(f"{path} is not a tokenizer the tokenizers library can read "
-                              f"({type(err).__name__}: {_short(err)}); {FIX_TOKENIZER}.") from None
+        raise CheckpointError(
+            f"{path} is not a tokenizer the tokenizers library can read "
+            f"({type(err).__name__}: {_short(err)}); {FIX_TOKENIZER}."
+        ) from None
     return tokenizer.get_vocab_size(with_added_tokens=True)
 
 
@@ -194,7 +237,8 @@ def tokenizer_mismatch(where, tokenizer_size: int, vocab_size: int) -> Checkpoin
     return CheckpointError(
         f"{where}: the tokenizer has {tokenizer_size} tokens but the model's vocab_size is {vocab_size}: they were "
         "not made for each other (another model's tokenizer?); save the model's own tokenizer with it, "
-        "model.save_pretrained(dir, tokenizer=tokenizer).")
+        "model.save_pretrained(dir, tokenizer=tokenizer)."
+    )
 
 
 def check_loaded_tokenizer(where, tokenizer, config: dict) -> None:
@@ -207,7 +251,8 @@ def check_loaded_tokenizer(where, tokenizer, config: dict) -> None:
         raise CheckpointError(
             f"{where}: the tokenizer's padding token {tokenizer.pad_token!r} has id {pad_tokenizer} but the model's "
             f"pad_token_id is {pad_model}: the tokenizer numbers its tokens differently from the model "
-            "(another model's tokenizer?); save the model's own tokenizer with it.")
+            "(another model's tokenizer?); save the model's own tokenizer with it."
+        )
 
 
 def check_model_files(directory: str | Path, config: dict) -> None:

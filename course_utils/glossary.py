@@ -4,6 +4,7 @@ Terms live in ``glossary_terms/NN.tsv`` (one file per chapter, so chapters
 add terms without touching each other), with the columns
 ``term, zh, definition, definition_zh``. ``show()`` renders a table in a notebook.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,9 @@ def load(chapter: str | None = None) -> list[Term]:
         with path.open(encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t")
             if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise ValueError(f"{path}: header must be {' / '.join(COLUMNS)} (tab-separated), got {reader.fieldnames}")
+                raise ValueError(
+                    f"{path}: header must be {' / '.join(COLUMNS)} (tab-separated), got {reader.fieldnames}"
+                )
             for line, row in enumerate(reader, start=2):
                 if any(not (row.get(c) or "").strip() for c in COLUMNS):
                     raise ValueError(f"{path}:{line}: every column needs text (term, zh, definition, definition_zh)")
@@ -60,4 +63,5 @@ def to_markdown(chapter: str | None = None) -> str:
 def show(chapter: str | None = None) -> None:
     """Display the glossary (or one chapter's part) as a table."""
     from IPython.display import Markdown, display
+
     display(Markdown(to_markdown(chapter)))

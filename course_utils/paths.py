@@ -4,6 +4,7 @@ Both are found from the package's own location (the package is installed in
 editable mode from the course folder), so a notebook finds them from anywhere.
 ``COURSE_RUNS_DIR`` moves the outputs elsewhere (for example to Google Drive on Colab).
 """
+
 from __future__ import annotations
 
 import os

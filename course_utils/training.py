@@ -10,6 +10,7 @@
   :class:`EarlyStopping`, which keeps the best weights in memory.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: weights in safetensors (never pickle).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ from torch import nn
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)) \
+    return (
+        isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d))
         or "norm" in type(module).__name__.lower()
+    )
 
 
 def no_decay_names(model: nn.Module) -> list[str]:
@@ -59,8 +62,13 @@ def param_groups(model: nn.Module, weight_decay: float = 0.01) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.01,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+def make_optimizer(
+    model: nn.Module,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`."""
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
@@ -74,19 +82,22 @@ def warmup_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-def linear_warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def linear_warmup_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the optimizer's lr over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
     if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps and total_steps > 0, "
-                         f"got warmup_steps={warmup_steps}, total_steps={total_steps}")
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_factor(step, warmup_steps, total_steps))
+        raise ValueError(
+            f"need 0 <= warmup_steps <= total_steps and total_steps > 0, "
+            f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup_steps, total_steps))
 
 
 # ---------------------------------------------------------------------------------------------
 # History, early stopping
 # ---------------------------------------------------------------------------------------------
+
 
 class History:
     """Metrics logged during training: for each name, the steps and the values."""
@@ -195,6 +206,7 @@ class EarlyStopping:
 # The loop
 # ---------------------------------------------------------------------------------------------
 
+
 def to_device(batch: Any, device: torch.device | str | None) -> Any:
     """Move the tensors of a batch (a tensor, dict, list or tuple of them) to ``device``."""
     if device is None:
@@ -219,12 +231,23 @@ def _endless(batches: Iterable) -> Iterable:
             return  # a generator cannot start again; an empty iterable never yields
 
 
-def train(model: nn.Module, batches: Iterable, step_fn: Callable[[nn.Module, Any], Any],
-          optimizer: torch.optim.Optimizer, scheduler=None, steps: int | None = None, epochs: int = 1,
-          max_grad_norm: float | None = 1.0, eval_fn: Callable[[nn.Module], dict] | None = None,
-          eval_every: int | None = None, early_stopping: EarlyStopping | None = None,
-          progress: bool = True, desc: str = "training", device: torch.device | str | None = None,
-          history: History | None = None) -> History:
+def train(
+    model: nn.Module,
+    batches: Iterable,
+    step_fn: Callable[[nn.Module, Any], Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    steps: int | None = None,
+    epochs: int = 1,
+    max_grad_norm: float | None = 1.0,
+    eval_fn: Callable[[nn.Module], dict] | None = None,
+    eval_every: int | None = None,
+    early_stopping: EarlyStopping | None = None,
+    progress: bool = True,
+    desc: str = "training",
+    device: torch.device | str | None = None,
+    history: History | None = None,
+) -> History:
     """Train ``model`` for ``steps`` optimizer steps (or ``epochs`` passes over ``batches``).
 
     ``step_fn(model, batch)`` returns the loss tensor, or a dict with ``"loss"`` and other
@@ -261,8 +284,7 @@ def train(model: nn.Module, batches: Iterable, step_fn: Callable[[nn.Module, Any
             loss = metrics["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                         if max_grad_norm else None)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm else None
             optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
@@ -299,6 +321,7 @@ def train(model: nn.Module, batches: Iterable, step_fn: Callable[[nn.Module, Any
 # Checkpoints (safetensors)
 # ---------------------------------------------------------------------------------------------
 
+
 def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
     """Save the weights to a ``.safetensors`` file, with JSON-able ``metadata`` (step, metrics...).
 
@@ -332,16 +355,23 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     path = _existing_checkpoint(path)
     saved = checkpoints.safetensors_header(path)  # a damaged file: one line naming it, not SafetensorError
     own = model.state_dict()
-    wrong = [f"{k}: file {tuple(saved[k]['shape'])}, model {tuple(own[k].shape)}"
-             for k in own if k in saved and tuple(saved[k]["shape"]) != tuple(own[k].shape)]
+    wrong = [
+        f"{k}: file {tuple(saved[k]['shape'])}, model {tuple(own[k].shape)}"
+        for k in own
+        if k in saved and tuple(saved[k]["shape"]) != tuple(own[k].shape)
+    ]
     if wrong:  # torch's own message runs over many lines
-        raise ValueError(f"checkpoint {path} was saved from a model of another size ({'; '.join(wrong[:4])}): "
-                         "build the model with the config it was trained with")
+        raise ValueError(
+            f"checkpoint {path} was saved from a model of another size ({'; '.join(wrong[:4])}): "
+            "build the model with the config it was trained with"
+        )
     missing, unexpected = load_model(model, str(path), strict=False)
     if strict and (missing or unexpected):
-        raise ValueError(f"checkpoint {path.name} does not fit this model: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}; build the model with the same config "
-                         "or pass strict=False")
+        raise ValueError(
+            f"checkpoint {path.name} does not fit this model: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}; build the model with the same config "
+            "or pass strict=False"
+        )
     return read_checkpoint_metadata(path)
 
 

@@ -1,5 +1,6 @@
 """Run the code cells of a chapter that are tagged ``inline`` (the code the chapter
 teaches inline, which the package also holds), so a test can compare the two."""
+
 from __future__ import annotations
 
 import json

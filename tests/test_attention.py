@@ -3,6 +3,7 @@ torch.nn.functional.scaled_dot_product_attention or torch.nn.MultiheadAttention.
 
 Property tests draw shapes (batch/head axes, L_q != L_k, d_k != d_v), dtypes and
 boolean masks (padding, causal, both, random, rows with nothing to attend to)."""
+
 from __future__ import annotations
 
 import re
@@ -13,11 +14,16 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
-from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
+from course_utils.layers.attention import (
+    AttentionShapeError,
+    MultiHeadAttention,
+    causal_mask,
+    padding_mask,
+    scaled_dot_product_attention,
+)
 
 # derandomize: CI sees the same examples every run; 40 examples keep the file in seconds.
-PROPERTY = settings(max_examples=40, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 MASK_KINDS = ["none", "padding", "causal", "padding+causal", "random", "fully_masked_rows", "broadcast"]
 TOLERANCE = {  # (rtol, atol) per dtype, own vs torch
     torch.float64: (1e-9, 1e-10),
@@ -101,8 +107,10 @@ def test_gradients_equal_torch_sdpa(case):
     q, k, v, mask = case
     cotangent = torch.randn(*q.shape[:-1], v.shape[-1], generator=torch.Generator().manual_seed(0)).to(q.dtype)
     grads = []
-    for attend in (lambda *a: scaled_dot_product_attention(*a, mask)[0],
-                   lambda *a: F.scaled_dot_product_attention(*a, attn_mask=mask)):
+    for attend in (
+        lambda *a: scaled_dot_product_attention(*a, mask)[0],
+        lambda *a: F.scaled_dot_product_attention(*a, attn_mask=mask),
+    ):
         inputs = [t.clone().requires_grad_() for t in (q, k, v)]
         grads.append(torch.autograd.grad((attend(*inputs) * cotangent).sum(), inputs))
     rtol, atol = {torch.float64: (1e-8, 1e-9), torch.float32: (1e-4, 1e-5)}[q.dtype]
@@ -117,14 +125,13 @@ def test_bfloat16_output_close_to_torch(case):
     q, k, v, mask = case
     output, weights = scaled_dot_product_attention(q, k, v, mask)
     assert output.dtype == weights.dtype == torch.bfloat16
-    assert_close(output.float(), F.scaled_dot_product_attention(q, k, v, attn_mask=mask).float(),
-                 dtype=torch.bfloat16)
+    assert_close(output.float(), F.scaled_dot_product_attention(q, k, v, attn_mask=mask).float(), dtype=torch.bfloat16)
 
 
 def test_hand_checkable_example():
     # d_k = 2: q.k1 = 2*sqrt(2), divided by sqrt(2) gives 2, so the weights are softmax([0, 2])
     q = torch.tensor([[1.0, 1.0]])
-    k = torch.tensor([[0.0, 0.0], [1.0, 1.0]]) * 2 ** 0.5
+    k = torch.tensor([[0.0, 0.0], [1.0, 1.0]]) * 2**0.5
     v = torch.tensor([[10.0], [20.0]])
     output, weights = scaled_dot_product_attention(q, k, v)
     expected = torch.softmax(torch.tensor([0.0, 2.0]), dim=0)
@@ -184,11 +191,19 @@ def mha_cases(draw):
     batch, l_q = draw(st.integers(1, 3)), draw(st.integers(1, 6))
     cross = draw(st.booleans())
     l_k = draw(st.integers(1, 6)) if cross else l_q
-    return dict(num_heads=num_heads, d_model=num_heads * d_head, batch=batch, l_q=l_q, l_k=l_k, cross=cross,
-                bias=draw(st.booleans()), use_padding=draw(st.booleans()),
-                attn=draw(st.sampled_from(["none", "causal", "random2d", "random_per_head"])),
-                dtype=draw(st.sampled_from([torch.float32, torch.float64])),
-                seed=draw(st.integers(0, 2**31 - 1)))
+    return dict(
+        num_heads=num_heads,
+        d_model=num_heads * d_head,
+        batch=batch,
+        l_q=l_q,
+        l_k=l_k,
+        cross=cross,
+        bias=draw(st.booleans()),
+        use_padding=draw(st.booleans()),
+        attn=draw(st.sampled_from(["none", "causal", "random2d", "random_per_head"])),
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
 
 
 def build_mha_case(c):
@@ -238,8 +253,9 @@ def test_mha_from_torch_equals_torch(c):
     ref_out, _ = theirs(query, key, value, key_padding_mask=kpm, attn_mask=attn_mask, need_weights=False)
     assert_close(out, ref_out)
     # torch's weights path returns NaN rows there, so compare weights on the other rows only
-    _, ref_weights = theirs(query, key, value, key_padding_mask=kpm, attn_mask=attn_mask,
-                            need_weights=True, average_attn_weights=False)
+    _, ref_weights = theirs(
+        query, key, value, key_padding_mask=kpm, attn_mask=attn_mask, need_weights=True, average_attn_weights=False
+    )
     assert weights.shape == (c["batch"], c["num_heads"], c["l_q"], c["l_k"])
     rows = allowed_rows(mask, keys_real, weights.shape)
     assert_close(weights[rows], ref_weights[rows])
@@ -292,7 +308,7 @@ def test_split_and_merge_heads(num_heads, d_head):
     heads = mha.split_heads(x)
     assert heads.shape == (2, num_heads, 7, d_head)
     for h in range(num_heads):  # head h sees features h*d_head .. (h+1)*d_head
-        torch.testing.assert_close(heads[:, h], x[..., h * d_head:(h + 1) * d_head])
+        torch.testing.assert_close(heads[:, h], x[..., h * d_head : (h + 1) * d_head])
     torch.testing.assert_close(mha.merge_heads(heads), x)
 
 
@@ -324,7 +340,10 @@ def test_batch_dims_do_not_broadcast():
 
 def test_mask_does_not_broadcast():
     mask = torch.ones(4, 3, dtype=torch.bool)  # (L_k, L_q): transposed by mistake
-    with pytest.raises(AttentionShapeError, match=re.escape("mask of shape (4, 3) does not broadcast to the attention scores (2, 3, 4)")):
+    with pytest.raises(
+        AttentionShapeError,
+        match=re.escape("mask of shape (4, 3) does not broadcast to the attention scores (2, 3, 4)"),
+    ):
         scaled_dot_product_attention(torch.randn(2, 3, 8), torch.randn(2, 4, 8), torch.randn(2, 4, 8), mask)
 
 
@@ -336,7 +355,9 @@ def test_mask_not_boolean(dtype):
 
 
 def test_d_model_not_divisible_by_heads():
-    with pytest.raises(ValueError, match=r"d_model=10 is not divisible by num_heads=4.*Try num_heads in \[1, 2, 5, 10\]"):
+    with pytest.raises(
+        ValueError, match=r"d_model=10 is not divisible by num_heads=4.*Try num_heads in \[1, 2, 5, 10\]"
+    ):
         MultiHeadAttention(10, 4)
 
 
@@ -346,12 +367,17 @@ def test_non_positive_sizes(d_model, num_heads):
         MultiHeadAttention(d_model, num_heads)
 
 
-@pytest.mark.parametrize("bad", [torch.ones(2, 4, dtype=torch.bool), torch.ones(2, 5), torch.ones(5, dtype=torch.bool)],
-                         ids=["wrong length", "not boolean", "missing batch axis"])
+@pytest.mark.parametrize(
+    "bad",
+    [torch.ones(2, 4, dtype=torch.bool), torch.ones(2, 5), torch.ones(5, dtype=torch.bool)],
+    ids=["wrong length", "not boolean", "missing batch axis"],
+)
 def test_wrong_key_padding_mask(bad):
     mha = MultiHeadAttention(8, 2)
     x = torch.randn(2, 5, 8)
-    with pytest.raises(AttentionShapeError, match=r"key_padding_mask must be boolean of shape \(batch, L_k\) = \(2, 5\)"):
+    with pytest.raises(
+        AttentionShapeError, match=r"key_padding_mask must be boolean of shape \(batch, L_k\) = \(2, 5\)"
+    ):
         mha(x, x, x, key_padding_mask=bad)
 
 
@@ -359,7 +385,9 @@ def test_wrong_key_padding_mask(bad):
 def test_mha_wrong_input_shape(shape):
     mha = MultiHeadAttention(8, 2)
     x = torch.randn(*shape)
-    with pytest.raises(AttentionShapeError, match=r"query has shape .*expects \(batch, length, d_model=8\), batch first"):
+    with pytest.raises(
+        AttentionShapeError, match=r"query has shape .*expects \(batch, length, d_model=8\), batch first"
+    ):
         mha(x, x, x)
 
 

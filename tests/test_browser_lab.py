@@ -9,6 +9,7 @@ the news prompt, so the first test is known to be able to see it.
 Needs Debian's Chromium (/usr/bin/chromium, or COURSE_CHROMIUM) and Playwright for Python;
 skipped with a one-line reason otherwise, like tests/test_browser.py (whose helpers it reuses).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,14 +25,20 @@ import pytest
 from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _stop, _wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
-NEWS_PROMPT = "official Jupyter news"   # JupyterLab 4's "Would you like to get notified about official Jupyter news?"
+NEWS_PROMPT = "official Jupyter news"  # JupyterLab 4's "Would you like to get notified about official Jupyter news?"
 CHAPTER_00 = "00_setup.ipynb"
 
 
 def course_lab_command(*extra: str) -> tuple[dict[str, str], list[str]]:
     """(environment additions, argv) of `./course lab *extra`, from its dry run."""
-    out = subprocess.run([str(ROOT / "course"), "lab", *extra], env=dict(os.environ, COURSE_DRY_RUN="1"),
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [str(ROOT / "course"), "lab", *extra],
+        env=dict(os.environ, COURSE_DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     env_line = next(line for line in out.splitlines() if line.startswith("env "))
     name, value = shlex.split(env_line)[1].split("=", 1)
     return {name: value}, shlex.split(out.strip().splitlines()[-1])
@@ -45,20 +52,34 @@ def start_lab(tmp_path: Path, course_settings: bool):
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     port = _free_port()
     added_env, argv = course_lab_command(  # the server makes its token and prints it, as for a learner
-        "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={tmp_path / 'notebooks'}", "--LabApp.expose_app_in_browser=True")
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={tmp_path / 'notebooks'}",
+        "--LabApp.expose_app_in_browser=True",
+    )
     # a fresh machine: no user settings, no saved workspace
-    env = dict(os.environ, COURSE_FAST="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        COURSE_FAST="1",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+        PYTHONPATH=str(ROOT),
+    )
     env.pop("JUPYTER_CONFIG_PATH", None)
     if course_settings:
         env.update(added_env)
     log = tmp_path / "jupyter.log"
     with log.open("w") as log_file:
-        server = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         url = printed_address(log, port, server)
         token = re.search(r"token=(\w+)", url).group(1)
@@ -87,8 +108,11 @@ def open_in_chromium(playwright, url: str):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(60_000)
     page.goto(url, wait_until="domcontentloaded")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.context", timeout=90_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.context",
+        timeout=90_000,
+    )
     page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached")
     return browser, page
 
@@ -110,7 +134,8 @@ def test_course_lab_opens_chapter_00_without_a_news_prompt(tmp_path):
                 page.wait_for_timeout(5_000)
                 assert page.get_by_text(NEWS_PROMPT).count() == 0, "JupyterLab's news prompt is shown"
                 assert page.locator(".Toastify__toast").count() == 0, (
-                    "a notification pop-up is shown: " + page.locator(".Toastify__toast").first.inner_text())
+                    "a notification pop-up is shown: " + page.locator(".Toastify__toast").first.inner_text()
+                )
                 folder = os.environ.get("COURSE_BROWSER_ARTIFACTS")
                 if folder:
                     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -120,7 +145,8 @@ def test_course_lab_opens_chapter_00_without_a_news_prompt(tmp_path):
     finally:
         _stop(server)
     assert "Extension Manager is 'readonly'" in (tmp_path / "jupyter.log").read_text(), (
-        "the extension manager may query PyPI")
+        "the extension manager may query PyPI"
+    )
 
 
 def test_without_the_course_settings_the_news_prompt_shows(tmp_path):

@@ -1,5 +1,6 @@
 """Scene captions: the parser inverts the generator on every reference; the scene check against
 counts kept by the test itself; BLEU equals sacrebleu's with references passed as streams."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,9 +63,11 @@ def test_relations_agree_with_the_datasets_answers(data):
 # ---------------------------------------------------------------- the parser inverts the generator
 
 scene_strategy = st.lists(
-    st.tuples(st.sampled_from(shapes.COLORS), st.sampled_from(shapes.SHAPES),
-              st.integers(0, 74), st.integers(0, 74)),
-    min_size=1, max_size=6, unique_by=lambda t: t[0]).map(lambda objs: [C.SceneObject(*o) for o in objs])
+    st.tuples(st.sampled_from(shapes.COLORS), st.sampled_from(shapes.SHAPES), st.integers(0, 74), st.integers(0, 74)),
+    min_size=1,
+    max_size=6,
+    unique_by=lambda t: t[0],
+).map(lambda objs: [C.SceneObject(*o) for o in objs])
 
 
 @settings(derandomize=True, max_examples=150, deadline=None)
@@ -78,7 +81,7 @@ def test_parse_inverts_every_reference(scene, n, relations, seed):
         assert not parsed.unknown_words and not parsed.unreadable, ref
         assert len(parsed.objects) == len(scene)
         assert {tuple(f) for f in parsed.objects} == expected
-        for r in parsed.relations:      # every stated relation is true, checked by hand
+        for r in parsed.relations:  # every stated relation is true, checked by hand
             assert r.other_color == _closest_by_hand(scene, r.color, r.relation)
         check = C.check_caption(ref, scene)
         assert check.exact and check.correct == len(scene)
@@ -119,6 +122,7 @@ def test_tokenizer_round_trip(data):
 
 # ---------------------------------------------------------------- the scene check, against counts kept here
 
+
 def _sentence(color, shape, region):
     return f"there is a {color} {shape} in the {region}."
 
@@ -131,31 +135,31 @@ def test_scene_check_against_an_independent_count(data):
     for i in range(len(data)):
         scene = C.scene_of(data, i)
         kind = i % 6
-        if kind == 5:                                       # a scene with the gray object removed
+        if kind == 5:  # a scene with the gray object removed
             scene = scene[:5]
         objs = [(o.color, o.shape, _region_by_hand(o.x, o.y)) for o in scene]
         sentences = [_sentence(*o) for o in objs]
         n_said, n_correct = len(objs), len(objs)
-        if kind == 0:                                       # right
+        if kind == 0:  # right
             exact += 1
-        elif kind == 1:                                     # drop one object
+        elif kind == 1:  # drop one object
             sentences.pop(int(rng.integers(len(sentences))))
             n_said, n_correct = n_said - 1, n_correct - 1
-        elif kind == 2:                                     # describe the first object twice
+        elif kind == 2:  # describe the first object twice
             sentences.append(sentences[0])
             n_said += 1
             dups += 1
-        elif kind == 3:                                     # wrong shape for one colour
+        elif kind == 3:  # wrong shape for one colour
             c, s, r = objs[2]
             sentences[2] = _sentence(c, "square" if s == "circle" else "circle", r)
             n_correct -= 1
             bindings += 1
-        elif kind == 4:                                     # wrong region for one object
+        elif kind == 4:  # wrong region for one object
             c, s, r = objs[1]
             sentences[1] = _sentence(c, s, "bottom right" if r != "bottom right" else "top left")
             n_correct -= 1
             regions += 1
-        elif kind == 5:                                     # a gray object the scene does not have
+        elif kind == 5:  # a gray object the scene does not have
             sentences.append(_sentence("gray", "circle", "centre"))
             n_said += 1
             absent += 1
@@ -177,8 +181,11 @@ def test_scene_check_against_an_independent_count(data):
 
 
 def test_relation_check():
-    scene = [C.SceneObject("red", "square", 10, 10), C.SceneObject("green", "circle", 20, 10),
-             C.SceneObject("blue", "circle", 70, 70)]
+    scene = [
+        C.SceneObject("red", "square", 10, 10),
+        C.SceneObject("green", "circle", 20, 10),
+        C.SceneObject("blue", "circle", 70, 70),
+    ]
     base = "a red square is in the top left. a green circle is in the top left. a blue circle is in the bottom right."
     right = C.check_caption(base + " the red square is closest to the green circle.", scene)
     wrong = C.check_caption(base + " the red square is closest to the blue circle.", scene)
@@ -186,18 +193,23 @@ def test_relation_check():
     assert (right.relations_true, right.exact) == (1, True)
     assert (wrong.relations_true, wrong.exact) == (0, False)
     assert wrong_shape.relations_said == 1 and wrong_shape.relations_true == 0
-    got = C.scene_check([base + " the red square is closest to the green circle. the red square is furthest "
-                         "from the green circle."], [scene])
+    got = C.scene_check(
+        [base + " the red square is closest to the green circle. the red square is furthest from the green circle."],
+        [scene],
+    )
     assert got["relation_accuracy"] == 0.5
 
 
 # ---------------------------------------------------------------- BLEU with sacrebleu
 
+
 def test_bleu_passes_references_as_streams():
     hyps = ["a red square is in the centre.", "the blue circle is in the top left."]
-    refs = [["a red square is in the centre.", "the red square is in the centre."],
-            ["a blue circle is in the top left.", "there is a blue circle in the top left."]]
-    streams = [[refs[0][0], refs[1][0]], [refs[0][1], refs[1][1]]]   # written out by hand
+    refs = [
+        ["a red square is in the centre.", "the red square is in the centre."],
+        ["a blue circle is in the top left.", "there is a blue circle in the top left."],
+    ]
+    streams = [[refs[0][0], refs[1][0]], [refs[0][1], refs[1][1]]]  # written out by hand
     assert C.bleu(hyps, refs) == pytest.approx(sacrebleu.corpus_bleu(hyps, streams).score)
     # the mistake the function exists to avoid: one image's references passed as one stream
     transposed = sacrebleu.corpus_bleu(hyps, refs).score
@@ -209,7 +221,9 @@ def test_bleu_misses_bindings():
     """Right words, wrong colour-shape bindings: BLEU stays high, the scene check does not."""
     scene = [C.SceneObject("red", "square", 10, 10), C.SceneObject("blue", "circle", 60, 60)]
     truth = C.canonical_caption(scene)
-    swapped = truth.replace("red square", "red XX").replace("blue circle", "blue square").replace("red XX", "red circle")
+    swapped = (
+        truth.replace("red square", "red XX").replace("blue circle", "blue square").replace("red XX", "red circle")
+    )
     assert sorted(C.words(swapped)) == sorted(C.words(truth))
     score = C.bleu([swapped], [[truth]])
     check = C.scene_check([swapped], [scene])
@@ -217,6 +231,7 @@ def test_bleu_misses_bindings():
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_parser_reports_unknown_words_instead_of_crashing():
     parsed = C.parse("a purple circle is in the top left. a red square is in the  CENTRE. blah")
@@ -251,5 +266,7 @@ def test_bad_input_is_named():
 
 
 def test_articles():
-    assert C._articles("a orange square. an yellow circle. a red square.") == \
-        "an orange square. a yellow circle. a red square."
+    assert (
+        C._articles("a orange square. an yellow circle. a red square.")
+        == "an orange square. a yellow circle. a red square."
+    )

@@ -1,6 +1,7 @@
 """Chapter 02 teaches multi-head attention, the feed-forward network, the encoder layer and the
 sinusoidal table inline; with the same weights they must equal the package's copies and torch's
 own modules (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer), under masks."""
+
 from __future__ import annotations
 
 import math
@@ -38,12 +39,21 @@ KINDS = ["none", "causal", "padding", "both"]
 
 
 def test_inline_defines_the_taught_pieces(inline):
-    for name in ("MultiHeadAttention", "FeedForward", "TransformerEncoderLayer", "sinusoidal_positions",
-                 "best_position_blind_guess", "rope_cos_sin", "rotate_half", "apply_rope"):
+    for name in (
+        "MultiHeadAttention",
+        "FeedForward",
+        "TransformerEncoderLayer",
+        "sinusoidal_positions",
+        "best_position_blind_guess",
+        "rope_cos_sin",
+        "rotate_half",
+        "apply_rope",
+    ):
         assert name in inline, f"chapter 02 should define {name} in a cell tagged inline"
 
 
 # ----------------------------------------------------------------------------- multi-head attention
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("seed", range(3))
@@ -54,8 +64,9 @@ def test_inline_attention_equals_torch_after_from_torch(inline, kind, seed):
     x = torch.randn(3, LENGTH, D_MODEL)
     (attn, keys), (torch_attn, torch_keys) = masks(kind)
     out, weights = ours(x, x, x, mask=attn, key_padding_mask=keys)
-    want_out, want_weights = theirs(x, x, x, attn_mask=torch_attn, key_padding_mask=torch_keys,
-                                    need_weights=True, average_attn_weights=False)
+    want_out, want_weights = theirs(
+        x, x, x, attn_mask=torch_attn, key_padding_mask=torch_keys, need_weights=True, average_attn_weights=False
+    )
     assert torch.allclose(out, want_out, atol=1e-5)
     assert torch.allclose(weights, want_weights, atol=1e-6)
 
@@ -102,7 +113,7 @@ def test_inline_split_and_merge_heads(inline):
     d_head = D_MODEL // HEADS
     assert heads.shape == (2, HEADS, LENGTH, d_head)
     for h in range(HEADS):  # head h owns features h*d_head .. (h+1)*d_head of every position
-        assert torch.equal(heads[:, h], x[:, :, h * d_head:(h + 1) * d_head])
+        assert torch.equal(heads[:, h], x[:, :, h * d_head : (h + 1) * d_head])
     assert torch.equal(mha.merge_heads(heads), x)
 
 
@@ -113,10 +124,12 @@ def test_inline_attention_refuses_indivisible_heads(inline):
 
 # ----------------------------------------------------------------------------- the encoder layer
 
+
 def torch_layer(norm_first: bool, activation: str, seed: int = 0) -> nn.TransformerEncoderLayer:
     torch.manual_seed(seed)
-    layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, dropout=0.0, activation=activation,
-                                       norm_first=norm_first, batch_first=True)
+    layer = nn.TransformerEncoderLayer(
+        D_MODEL, HEADS, D_FF, dropout=0.0, activation=activation, norm_first=norm_first, batch_first=True
+    )
     with torch.no_grad():  # LayerNorm starts as the identity: randomise it so a misplaced norm shows
         for norm in (layer.norm1, layer.norm2):
             norm.weight.uniform_(0.5, 1.5)
@@ -164,8 +177,9 @@ def test_inline_layer_equals_package(inline, norm_first, kind):
     package.load_state_dict(ours.state_dict())
     x = torch.randn(3, LENGTH, D_MODEL)
     (attn, keys), _ = masks(kind)
-    assert torch.allclose(ours(x, mask=attn, key_padding_mask=keys),
-                          package(x, mask=attn, key_padding_mask=keys), atol=1e-6)
+    assert torch.allclose(
+        ours(x, mask=attn, key_padding_mask=keys), package(x, mask=attn, key_padding_mask=keys), atol=1e-6
+    )
 
 
 def test_inline_layer_dropout_is_off_in_eval_and_on_in_training(inline):
@@ -181,8 +195,14 @@ def test_inline_layer_dropout_is_off_in_eval_and_on_in_training(inline):
 def test_inline_feed_forward_equals_torch_layer_parts(inline):
     theirs = torch_layer(False, "gelu", seed=6)
     ff = inline["FeedForward"](D_MODEL, D_FF, activation="gelu")
-    ff.load_state_dict({"linear1.weight": theirs.linear1.weight, "linear1.bias": theirs.linear1.bias,
-                        "linear2.weight": theirs.linear2.weight, "linear2.bias": theirs.linear2.bias})
+    ff.load_state_dict(
+        {
+            "linear1.weight": theirs.linear1.weight,
+            "linear1.bias": theirs.linear1.bias,
+            "linear2.weight": theirs.linear2.weight,
+            "linear2.bias": theirs.linear2.bias,
+        }
+    )
     x = torch.randn(2, LENGTH, D_MODEL)
     want = theirs.linear2(nn.functional.gelu(theirs.linear1(x)))
     assert torch.allclose(ff(x), want, atol=1e-6)
@@ -190,12 +210,19 @@ def test_inline_feed_forward_equals_torch_layer_parts(inline):
 
 # ----------------------------------------------------------------------------- positions
 
+
 @pytest.mark.parametrize("max_len, d_model", [(1, 2), (10, 8), (50, 64)])
 def test_inline_sinusoidal_equals_formula_and_package(inline, max_len, d_model):
     got = inline["sinusoidal_positions"](max_len, d_model)
-    formula = torch.tensor([[math.sin(p / 10000 ** (c / d_model)) if c % 2 == 0
-                             else math.cos(p / 10000 ** ((c - 1) / d_model)) for c in range(d_model)]
-                            for p in range(max_len)])
+    formula = torch.tensor(
+        [
+            [
+                math.sin(p / 10000 ** (c / d_model)) if c % 2 == 0 else math.cos(p / 10000 ** ((c - 1) / d_model))
+                for c in range(d_model)
+            ]
+            for p in range(max_len)
+        ]
+    )
     assert torch.allclose(got, formula, atol=1e-5)
     assert torch.allclose(got, transformer.sinusoidal_positions(max_len, d_model), atol=1e-6)
 
@@ -213,14 +240,17 @@ def test_inline_classes_get_from_torch_from_their_own_cells(inline):
 
 # ----------------------------------------------------------------------------- the position-blind optimum
 
+
 def test_inline_position_blind_guess_equals_package(inline):
     from course_utils.layers import toy_tasks
+
     inline_fn = inline["best_position_blind_guess"]
     inputs, _ = toy_tasks.make_sequences(300, 11, min_length=1, seed=6)
     assert torch.equal(inline_fn(inputs), toy_tasks.best_position_blind_guess(inputs))
 
 
 # ----------------------------------------------------------------------------- RoPE
+
 
 @pytest.mark.parametrize("d_head, length", [(2, 1), (8, 10), (32, 17)])
 def test_inline_rope_equals_package_and_transformers(inline, d_head, length):
@@ -231,14 +261,21 @@ def test_inline_rope_equals_package_and_transformers(inline, d_head, length):
     )
 
     from course_utils.layers import positions
+
     torch.manual_seed(d_head)
     q, k = torch.randn(2, 3, length, d_head), torch.randn(2, 3, length, d_head)
     cos, sin = inline["rope_cos_sin"](torch.arange(length), d_head)
     got_q, got_k = inline["apply_rope"](q, cos, sin), inline["apply_rope"](k, cos, sin)
     package_cos, package_sin = positions.rope_cos_sin(torch.arange(length), d_head)
     assert torch.equal(got_q, positions.apply_rope(q, package_cos, package_sin))
-    config = LlamaConfig(hidden_size=3 * d_head, num_attention_heads=3, num_key_value_heads=3, intermediate_size=8,
-                         num_hidden_layers=1, vocab_size=10)
+    config = LlamaConfig(
+        hidden_size=3 * d_head,
+        num_attention_heads=3,
+        num_key_value_heads=3,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        vocab_size=10,
+    )
     hf_cos, hf_sin = LlamaRotaryEmbedding(config)(q, torch.arange(length)[None].expand(2, length))
     want_q, want_k = apply_rotary_pos_emb(q, k, hf_cos, hf_sin)
     assert torch.allclose(got_q, want_q, atol=1e-6) and torch.allclose(got_k, want_k, atol=1e-6)

@@ -5,6 +5,7 @@ files whose entity types are nothing like PER/ORG/LOC/MISC: lower-case, multi-wo
 (``work_of_art``), hyphenated (``medical-condition``), 13 of them. One of the slower tests
 (about 2 to 2.5 minutes on a loaded 2-core machine, load average about 8): it is the only proof that no cell hard-codes a tag.
 """
+
 import json
 import random
 from pathlib import Path
@@ -81,9 +82,19 @@ def test_chapter_04_runs_on_a_foreign_tag_set(tmp_path):
 
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(
-        str(NOTEBOOK), str(out), kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False,
-        parameters=dict(fast=True, train_file=str(files["train"]), dev_file=str(files["dev"]),
-                        test_file=str(files["test"]), output_dir=str(tmp_path / "ner_model")))
+        str(NOTEBOOK),
+        str(out),
+        kernel_name="python3",
+        cwd=str(NOTEBOOK.parent),
+        progress_bar=False,
+        parameters=dict(
+            fast=True,
+            train_file=str(files["train"]),
+            dev_file=str(files["dev"]),
+            test_file=str(files["test"]),
+            output_dir=str(tmp_path / "ner_model"),
+        ),
+    )
     outputs = "\n".join(str(o) for cell in nbformat.read(out, as_version=4).cells for o in cell.get("outputs", []))
     assert "B-work_of_art" in outputs and "I-medical-condition" in outputs  # the labels printed are the data's own
     assert "test (test.conll)" in outputs and "unseen names" not in outputs  # scores named after the file used

@@ -1,4 +1,5 @@
 """Chapter 05 teaches the relation network and the contrastive loss inline; they must equal the package."""
+
 import pytest
 import torch
 
@@ -26,8 +27,12 @@ def test_inline_relation_network_equals_package(inline, n_elements, d_image):
     elements = torch.randn(3, n_elements, d_image)
     question = mm.QuestionEncoding(torch.randn(3, 16), torch.randn(3, 1, 16), torch.ones(3, 1, dtype=torch.bool))
     torch.testing.assert_close(ours(elements, question), package(elements, question))
-    torch.testing.assert_close(ours.first_layer(elements, question.vector),
-                               package.naive_pairs(elements, question.vector), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ours.first_layer(elements, question.vector),
+        package.naive_pairs(elements, question.vector),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 def test_inline_contrastive_loss_equals_package(inline):

@@ -1,6 +1,7 @@
 """Chapter 05's five training functions run the course's one loop (training.train); each gives exactly the
 losses and weights of the hand-written loop it replaced, written out here as the reference (the code as it was
 before the move: no gradient clipping, zero_grad after the forward, the same random draws in the same order)."""
+
 import copy
 import time
 
@@ -38,15 +39,39 @@ def twins(build, seed=0):
 
 # ---------------------------------------------------------------- train_vqa
 
-def reference_train_vqa(model, train, validation, steps, batch_size=64, lr=1e-3, eval_every=None,
-                        eval_questions=2000, weight_decay=0.0, seed=0, questions_per_image=1, keep_best=False):
+
+def reference_train_vqa(
+    model,
+    train,
+    validation,
+    steps,
+    batch_size=64,
+    lr=1e-3,
+    eval_every=None,
+    eval_questions=2000,
+    weight_decay=0.0,
+    seed=0,
+    questions_per_image=1,
+    keep_best=False,
+):
     """train_vqa's loop before the move (progress bar and timing left out)."""
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(vt._param_groups(model, lr), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: vt.lr_factor(s, steps))
     eval_every = eval_every or max(1, steps // 10)
-    probe = vt.QuestionSet(validation.elements, *(t[:eval_questions] for t in (
-        validation.image_index, validation.vectors, validation.question_ids, validation.subtypes, validation.answers)))
+    probe = vt.QuestionSet(
+        validation.elements,
+        *(
+            t[:eval_questions]
+            for t in (
+                validation.image_index,
+                validation.vectors,
+                validation.question_ids,
+                validation.subtypes,
+                validation.answers,
+            )
+        ),
+    )
     losses, points, accuracy, best_step = [], [], [], 0
     g = torch.Generator().manual_seed(seed)
     best_state, best_overall = None, -1.0
@@ -81,8 +106,9 @@ def test_train_vqa_is_the_plain_loop_bit_for_bit(data, keep_best):
     val_data = shapes.generate(5, seed=8)
     train = vt.QuestionSet.from_data(data, data.object_descriptions())
     validation = vt.QuestionSet.from_data(val_data, val_data.object_descriptions())
-    model, reference = twins(lambda: mm.VQAModel(mm.VectorQuestionEncoder(16),
-                                                 mm.make_fusion("concat", 10, 6, 16, dropout=0.2)))
+    model, reference = twins(
+        lambda: mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16, dropout=0.2))
+    )
     settings = dict(steps=24, batch_size=40, lr=0.3, eval_every=3, eval_questions=50, seed=3, keep_best=keep_best)
     torch.manual_seed(1)
     result = vt.train_vqa(model, train, validation, progress=False, **settings)
@@ -93,16 +119,22 @@ def test_train_vqa_is_the_plain_loop_bit_for_bit(data, keep_best):
     assert_same_weights(model, reference)
     assert not model.training
     if keep_best:
-        assert best_step < settings["steps"]                 # the restore is exercised, not a no-op
+        assert best_step < settings["steps"]  # the restore is exercised, not a no-op
 
 
 def test_train_vqa_end_to_end_is_the_plain_loop_bit_for_bit(data):
     """From pixels through a patch CNN (batch norm's running statistics too), several questions per image."""
     train = vt.QuestionSet.from_data(data, data.images)
-    model, reference = twins(lambda: mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 10, 25, 16),
-                                                 image_encoder=patch_cnn.PatchCNN(channels=8)))
-    settings = dict(steps=4, batch_size=8, lr=1e-3, eval_every=2, eval_questions=20, questions_per_image=4,
-                    keep_best=True)
+    model, reference = twins(
+        lambda: mm.VQAModel(
+            mm.VectorQuestionEncoder(16),
+            mm.make_fusion("film", 10, 25, 16),
+            image_encoder=patch_cnn.PatchCNN(channels=8),
+        )
+    )
+    settings = dict(
+        steps=4, batch_size=8, lr=1e-3, eval_every=2, eval_questions=20, questions_per_image=4, keep_best=True
+    )
     result = vt.train_vqa(model, train, train, progress=False, **settings)
     losses, points, accuracy, best_step = reference_train_vqa(reference, train, train, **settings)
     assert result.losses == losses and result.steps == points and result.accuracy == accuracy
@@ -120,10 +152,11 @@ def test_train_vqa_history_is_the_training_history(data):
     assert result.history.values("loss") == result.losses and len(result.losses) == 6
     assert result.history.steps("train_seconds") == result.steps == [3, 6]
     assert result.seconds == sorted(result.seconds) and 0 < result.seconds[-1] <= result.train_seconds
-    assert vt.TrainResult(name="empty").accuracy == []         # a result with nothing logged reads as empty
+    assert vt.TrainResult(name="empty").accuracy == []  # a result with nothing logged reads as empty
 
 
 # ---------------------------------------------------------------- the patch CNN
+
 
 def reference_pretrain_patch_cnn(cnn, data, steps, batch_size=32, lr=3e-3, seed=0):
     targets = patch_cnn.grid_targets(data)
@@ -148,11 +181,12 @@ def test_pretrain_patch_cnn_is_the_plain_loop_bit_for_bit(data):
     cnn, reference = twins(lambda: patch_cnn.PatchCNN(channels=8))
     losses = patch_cnn.pretrain_patch_cnn(cnn, data, steps=5, batch_size=4, lr=3e-3, progress=False, seed=2)
     assert losses == reference_pretrain_patch_cnn(reference, data, steps=5, batch_size=4, lr=3e-3, seed=2)
-    assert_same_weights(cnn, reference)                         # batch norm's running statistics too
+    assert_same_weights(cnn, reference)  # batch norm's running statistics too
     assert not cnn.training
 
 
 # ---------------------------------------------------------------- contrastive training
+
 
 def reference_train_contrastive(model, elements, ids, steps, batch_size=128, lr=2e-3, seed=0):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -180,6 +214,7 @@ def test_train_contrastive_is_the_plain_loop_bit_for_bit(data):
 
 
 # ---------------------------------------------------------------- image-text matching
+
 
 def reference_train_matching(model, elements, data, steps, objects=6, batch_size=64, lr=1e-3, seed=0):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -216,6 +251,7 @@ def test_train_matching_is_the_plain_loop_bit_for_bit(data):
 
 # ---------------------------------------------------------------- zero-shot embedding
 
+
 def reference_train_zero_shot(model, elements, data, steps, batch_size=128, lr=2e-3, max_objects=3, seed=0):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -225,8 +261,9 @@ def reference_train_zero_shot(model, elements, data, steps, batch_size=128, lr=2
     for _ in range(steps):
         rows = torch.randperm(len(data), generator=g)[:batch_size]
         ids, caption_codes = vr.caption_batch(data, rows, g, max_objects)
-        loss = vr.multi_positive_loss(model.image(elements[rows]), model.text(ids), model.temperature,
-                                      vr.match_matrix(codes[rows], caption_codes))
+        loss = vr.multi_positive_loss(
+            model.image(elements[rows]), model.text(ids), model.temperature, vr.match_matrix(codes[rows], caption_codes)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -245,11 +282,19 @@ def test_train_zero_shot_is_the_plain_loop_bit_for_bit(data):
     assert_same_weights(model, reference)
 
 
-@pytest.mark.parametrize("train", [
-    lambda d: patch_cnn.pretrain_patch_cnn(patch_cnn.PatchCNN(channels=4), d, steps=0, progress=False),
-    lambda d: contrastive.train_contrastive(contrastive.ContrastiveModel(10, 6), d.object_descriptions(),
-                                   contrastive.tokenize_scenes([d.scene_text(0)] * len(d)), steps=-1, progress=False),
-])
+@pytest.mark.parametrize(
+    "train",
+    [
+        lambda d: patch_cnn.pretrain_patch_cnn(patch_cnn.PatchCNN(channels=4), d, steps=0, progress=False),
+        lambda d: contrastive.train_contrastive(
+            contrastive.ContrastiveModel(10, 6),
+            d.object_descriptions(),
+            contrastive.tokenize_scenes([d.scene_text(0)] * len(d)),
+            steps=-1,
+            progress=False,
+        ),
+    ],
+)
 def test_no_steps_is_refused_in_one_line(data, train):
     with pytest.raises(ValueError, match="steps must be positive"):
         train(data)

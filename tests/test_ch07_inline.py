@@ -1,5 +1,6 @@
 """Chapter 07 teaches the decoder layer with cross-attention inline; it must equal the package's layer
 (itself proven equal to torch's nn.TransformerDecoderLayer in test_captioning.py)."""
+
 import pytest
 import torch
 from notebook_code import inline_namespace

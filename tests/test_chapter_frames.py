@@ -4,6 +4,7 @@ and the Colab cell, before the parameters cell, a markdown cell with "What you w
 (reading, fast compute, full compute); the setup cell prints the versions that matter; at the end a
 "Recap" (after the last teaching section, before the glossary) that says what the next chapter builds
 on them (chapter 09: where to go next)."""
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,7 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 HEADING = re.compile(r"^(#{1,4})\s+(.*?)\s*$", re.M)
-FENCE = re.compile(r"^```.*?^```", re.M | re.S)   # code blocks: their '# comments' are not headings
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)  # code blocks: their '# comments' are not headings
 ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d+[.)])\s+\S", re.M)
 LAST_CHAPTER = max(int(path.name[:2]) for path in NOTEBOOKS) if NOTEBOOKS else 0
 
@@ -26,7 +27,7 @@ def sections(markdown: str) -> dict[str, str]:
     matches = list(HEADING.finditer(markdown))
     for here, after in zip(matches, matches[1:] + [None]):
         end = after.start() if after else len(markdown)
-        found[here.group(2).lower()] = markdown[here.end():end]
+        found[here.group(2).lower()] = markdown[here.end() : end]
     return found
 
 
@@ -51,7 +52,7 @@ def chapter(request):
 
 def frame_cells(nb) -> list[str]:
     """The markdown cells between the title and the parameters cell: where the frame belongs."""
-    return [cell.source for cell in nb.cells[1:parameters_index(nb)] if cell.cell_type == "markdown"]
+    return [cell.source for cell in nb.cells[1 : parameters_index(nb)] if cell.cell_type == "markdown"]
 
 
 def test_outcomes(chapter):
@@ -59,9 +60,12 @@ def test_outcomes(chapter):
     body = section(frame_cells(nb), "what you will be able to do")
     assert body is not None, (
         f"{path.name}: no '## What you will be able to do' heading in a markdown cell after the title/Colab cells "
-        "and before the parameters cell")
+        "and before the parameters cell"
+    )
     outcomes = ITEM.findall(body)
-    assert 3 <= len(outcomes) <= 5, f"{path.name}: 'What you will be able to do' lists {len(outcomes)} outcomes (3 to 5)"
+    assert 3 <= len(outcomes) <= 5, (
+        f"{path.name}: 'What you will be able to do' lists {len(outcomes)} outcomes (3 to 5)"
+    )
 
 
 def test_prerequisites(chapter):
@@ -69,9 +73,12 @@ def test_prerequisites(chapter):
     body = section(frame_cells(nb), "prerequisites")
     assert body is not None, f"{path.name}: no '## Prerequisites' heading in the frame (before the parameters cell)"
     assert "runs/" in body, (
-        f"{path.name}: the prerequisites say which `runs/` artefacts the chapter reuses or rebuilds (or that it needs none)")
+        f"{path.name}: the prerequisites say which `runs/` artefacts the chapter reuses or rebuilds (or that it needs none)"
+    )
     if path.name[:2] != "00":
-        assert re.search(r"chapters?:?\s+0\d", body, re.I), f"{path.name}: the prerequisites name the chapters it builds on"
+        assert re.search(r"chapters?:?\s+0\d", body, re.I), (
+            f"{path.name}: the prerequisites name the chapters it builds on"
+        )
 
 
 def test_time(chapter):
@@ -88,31 +95,46 @@ def test_setup_cell_prints_versions(chapter):
     path, nb = chapter
     code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
     setup = next(i for i, source in enumerate(code) if re.search(r"^[^#\n]*config\.setup\(", source, re.M))
-    assert any("versions(" in source or "__version__" in source for source in code[setup:setup + 2]), (
+    assert any("versions(" in source or "__version__" in source for source in code[setup : setup + 2]), (
         f"{path.name}: the setup cell (or the code cell after it) prints the versions of the packages that "
-        "matter to the chapter (chapter 00: all of them)")
+        "matter to the chapter (chapter 00: all of them)"
+    )
 
 
 def test_recap(chapter):
     path, nb = chapter
     number = int(path.name[:2])
-    recaps = [i for i, cell in enumerate(nb.cells)
-              if cell.cell_type == "markdown" and any(h.startswith("recap") for h in sections(cell.source))]
-    assert len(recaps) == 1, f"{path.name}: one markdown cell with a '## Recap' heading at the end (found {len(recaps)})"
+    recaps = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown" and any(h.startswith("recap") for h in sections(cell.source))
+    ]
+    assert len(recaps) == 1, (
+        f"{path.name}: one markdown cell with a '## Recap' heading at the end (found {len(recaps)})"
+    )
     where = recaps[0]
     body = section([nb.cells[where].source], "recap")
     assert len(ITEM.findall(body)) >= 2, f"{path.name}: the recap gives the key ideas as a few bullets"
     if number < LAST_CHAPTER:
         assert re.search(rf"chapter\s+0?{number + 1}\b", body, re.I), (
-            f"{path.name}: the recap says what chapter {number + 1:02d} builds on these ideas")
+            f"{path.name}: the recap says what chapter {number + 1:02d} builds on these ideas"
+        )
     else:
         assert "next" in body.lower(), f"{path.name}: the last chapter's recap says where to go next"
     glossary = next(i for i, cell in enumerate(nb.cells) if "glossary.show(" in cell.source)
-    exercises_start = next((i for i, cell in enumerate(nb.cells) if "exercises.page(" in cell.source
-                            or "exercises.show(" in cell.source), glossary)
-    teaching = [i for i, cell in enumerate(nb.cells[:exercises_start]) if cell.cell_type == "markdown"
-                and i != where and HEADING.search(FENCE.sub("", cell.source)) and not re.search(
-                    r"^#{1,4}\s+(\d+\.\s*)?exercises", cell.source, re.I | re.M)]
+    exercises_start = next(
+        (i for i, cell in enumerate(nb.cells) if "exercises.page(" in cell.source or "exercises.show(" in cell.source),
+        glossary,
+    )
+    teaching = [
+        i
+        for i, cell in enumerate(nb.cells[:exercises_start])
+        if cell.cell_type == "markdown"
+        and i != where
+        and HEADING.search(FENCE.sub("", cell.source))
+        and not re.search(r"^#{1,4}\s+(\d+\.\s*)?exercises", cell.source, re.I | re.M)
+    ]
     assert where > max(teaching), (
-        f"{path.name}: the recap (cell {where}) comes after the last teaching section (cell {max(teaching)})")
+        f"{path.name}: the recap (cell {where}) comes after the last teaching section (cell {max(teaching)})"
+    )
     assert where < glossary, f"{path.name}: the recap comes before the glossary"

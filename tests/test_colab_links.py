@@ -1,6 +1,7 @@
 """Colab: every badge and every Colab cell is built from the one repository setting in pyproject.toml
 ([tool.course]); the Colab cell, run as on Colab (with git and pip stubbed), says what it installs and
 installs exactly the [colab] extra from the configured repository."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,8 +38,11 @@ def test_each_chapter_has_its_own_badge_and_clones_the_configured_repository(pat
 
 def test_pending_chapters_are_still_pending():
     """A chapter that got its badge leaves BADGE_PENDING, so the check covers it from then on."""
-    have = {p.name[:2] for p in colab_links.chapters()
-            if colab_links.BADGE.search(nbformat.read(p, as_version=4).cells[0].source)}
+    have = {
+        p.name[:2]
+        for p in colab_links.chapters()
+        if colab_links.BADGE.search(nbformat.read(p, as_version=4).cells[0].source)
+    }
     assert not (have & BADGE_PENDING), f"remove {sorted(have & BADGE_PENDING)} from BADGE_PENDING"
 
 
@@ -49,12 +53,19 @@ def test_readme_links_and_the_citation_name_the_configured_repository():
 def test_a_fork_changes_one_place(tmp_path):
     """Another repository in pyproject.toml: the badge, the Colab cell and the check all follow it."""
     (tmp_path / "notebooks").mkdir()
-    text = (ROOT / "pyproject.toml").read_text().replace(colab_links.settings()["repository"],
-                                                          "https://github.com/someone/my-fork")
+    text = (
+        (ROOT / "pyproject.toml")
+        .read_text()
+        .replace(colab_links.settings()["repository"], "https://github.com/someone/my-fork")
+    )
     (tmp_path / "pyproject.toml").write_text(text.replace('branch = "main"', 'branch = "dev"'))
     (tmp_path / "CITATION.cff").write_text((ROOT / "CITATION.cff").read_text())
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 · Title\n\nText."),
-                                         nbformat.v4.new_code_cell("print('old Colab cell')")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 00 · Title\n\nText."),
+            nbformat.v4.new_code_cell("print('old Colab cell')"),
+        ]
+    )
     path = tmp_path / "notebooks" / "00_x.ipynb"
     nbformat.write(nb, path)
     assert len(colab_links.problems(tmp_path)) == 3  # no badge; a Colab cell that clones nothing; the citation
@@ -81,8 +92,9 @@ def run_colab_cell(source: str, monkeypatch, cloned: bool = False) -> tuple[list
     commands = []
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "course_utils" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "course_utils" else real_find_spec(name, *a)
+    )
     monkeypatch.setattr(subprocess, "run", lambda command, **kw: commands.append(command))
     real_isdir = __import__("os").path.isdir
     monkeypatch.setattr("os.path.isdir", lambda p: cloned if p == "/content/course/.git" else real_isdir(p))
@@ -113,6 +125,9 @@ def test_the_colab_cell_is_lint_clean(tmp_path):
         pytest.skip("ruff is not installed (pip install -r requirements.txt)")
     script = tmp_path / "colab_cell.py"
     script.write_text(colab_links.colab_cell(colab_links.settings(), colab_links.colab_extra()) + "\n")
-    done = subprocess.run([str(ruff), "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(script)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(script)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,4 +1,5 @@
 """course_utils.config: mode from COURSE_FAST or the notebook's parameter, seeding, device, pick."""
+
 from __future__ import annotations
 
 import random
@@ -35,8 +36,9 @@ def test_unset_course_fast_means_full(monkeypatch):
     assert config.resolve_mode() == "full"
 
 
-@pytest.mark.parametrize("env,fast,expected", [("1", False, "full"), ("0", True, "fast"),
-                                               ("nonsense", True, "fast"), ("1", 0, "full")])
+@pytest.mark.parametrize(
+    "env,fast,expected", [("1", False, "full"), ("0", True, "fast"), ("nonsense", True, "fast"), ("1", 0, "full")]
+)
 def test_explicit_fast_overrides_env(monkeypatch, env, fast, expected):
     monkeypatch.setenv("COURSE_FAST", env)
     assert config.resolve_mode(fast) == expected
@@ -93,8 +95,9 @@ def test_bad_seed_message(seed):
 
 def test_get_device_cpu():
     assert config.get_device("cpu") == torch.device("cpu")
-    assert config.get_device() == torch.device("cuda" if torch.cuda.is_available() else
-                                              "mps" if config._mps_available() else "cpu")
+    assert config.get_device() == torch.device(
+        "cuda" if torch.cuda.is_available() else "mps" if config._mps_available() else "cpu"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -1,4 +1,5 @@
 """The chapter-03 corpus: clean prose, documents and sentences, a fixed held-out split."""
+
 import gzip
 import re
 
@@ -63,13 +64,17 @@ for_stmt ::= "for" target_list "in" starred_list
     ]
     sentences = [s for p in paragraphs for s in corpus.split_sentences(p)]
     # "It is written like this:" introduced a listing that is gone: not a whole sentence.
-    assert sentences == ["The len of a list is its number of items.",
-                         "A list item that wraps onto a second line is kept."]
+    assert sentences == [
+        "The len of a list is its number of items.",
+        "A list item that wraps onto a second line is kept.",
+    ]
 
 
 def test_sentence_split_spares_abbreviations():
-    text = ("Use a key function, e.g. The one from operator, to sort the items. "
-            "Then print them (i.e. Show the result). Finally stop here.")
+    text = (
+        "Use a key function, e.g. The one from operator, to sort the items. "
+        "Then print them (i.e. Show the result). Finally stop here."
+    )
     assert corpus.split_sentences(text) == [
         "Use a key function, e.g. The one from operator, to sort the items.",
         "Then print them (i.e. Show the result).",
@@ -137,9 +142,20 @@ def test_wikitext_falls_back_offline_with_one_line(monkeypatch, capsys, shipped)
 
 
 def test_wikitext_lines_become_articles_and_sentences():
-    lines = ["", " = Valkyria = ", "", " The game was released in 2011 . It sold 1 @,@ 000 copies . ",
-             " = = Plot = = ", " The story follows a squad . ", " = Tower = ", " A tower stands here . "]
+    lines = [
+        "",
+        " = Valkyria = ",
+        "",
+        " The game was released in 2011 . It sold 1 @,@ 000 copies . ",
+        " = = Plot = = ",
+        " The story follows a squad . ",
+        " = Tower = ",
+        " A tower stands here . ",
+    ]
     docs = corpus.wikitext_documents(lines)
     assert [d.source for d in docs] == ["wiki:Valkyria", "wiki:Tower"]
-    assert docs[0].sentences == ("The game was released in 2011 .", "It sold 1,000 copies .",
-                                 "The story follows a squad .")
+    assert docs[0].sentences == (
+        "The game was released in 2011 .",
+        "It sold 1,000 copies .",
+        "The story follows a squad .",
+    )

@@ -2,6 +2,7 @@
 JupyterLab command it would run, and every setting in it is checked against the installed
 JupyterLab (a trait that exists, a plugin id the bundle has, a page config jupyterlab_server reads).
 tests/test_browser_lab.py then starts that command in a real browser."""
+
 from __future__ import annotations
 
 import os
@@ -101,7 +102,8 @@ def test_the_news_plugin_is_disabled_by_the_course_page_config(tmp_path, monkeyp
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "user-config"))  # no user settings
     monkeypatch.delenv("JUPYTER_CONFIG_PATH", raising=False)
     assert NEWS_PLUGIN not in get_static_page_config(level="all").get("disabledExtensions", {}), (
-        "the plugin is disabled even without the course's settings")
+        "the plugin is disabled even without the course's settings"
+    )
     monkeypatch.setenv("JUPYTER_CONFIG_PATH", added_env["JUPYTER_CONFIG_PATH"])
     assert get_static_page_config(level="all")["disabledExtensions"].get(NEWS_PLUGIN) is True
 
@@ -114,7 +116,8 @@ def test_the_disabled_plugin_exists_in_the_installed_jupyterlab():
     bundles = list(static.glob("*.js"))
     assert bundles, f"no JupyterLab bundle in {static}"
     assert any(f'"{NEWS_PLUGIN}"'.encode() in path.read_bytes() for path in bundles), (
-        f"{NEWS_PLUGIN} is not a plugin of the installed JupyterLab")
+        f"{NEWS_PLUGIN} is not a plugin of the installed JupyterLab"
+    )
 
 
 def jupyter_reads(args: list[str]) -> dict:
@@ -123,8 +126,9 @@ def jupyter_reads(args: list[str]) -> dict:
     from jupyterlab.labapp import LabApp
     from traitlets.config.loader import KVArgParseConfigLoader
 
-    return KVArgParseConfigLoader(args, aliases=LabApp.aliases, flags=LabApp.flags,
-                                  classes=[ServerApp, LabApp]).load_config()
+    return KVArgParseConfigLoader(
+        args, aliases=LabApp.aliases, flags=LabApp.flags, classes=[ServerApp, LabApp]
+    ).load_config()
 
 
 def test_jupyter_accepts_the_command_line():
@@ -133,17 +137,24 @@ def test_jupyter_accepts_the_command_line():
     assert read.LabApp.extension_manager == "readonly" and read.ServerApp.open_browser is False
 
 
-@pytest.mark.parametrize("yours", [
-    ["--LabApp.default_url=/lab"], ["--LabApp.news_url", "https://example.org/feed.xml"],
-    ["--notebook-dir=/tmp"], ["--ServerApp.root_dir", "/tmp"], ["--LabApp.extension_manager=pypi"],
-    ["--allow-root"]])
+@pytest.mark.parametrize(
+    "yours",
+    [
+        ["--LabApp.default_url=/lab"],
+        ["--LabApp.news_url", "https://example.org/feed.xml"],
+        ["--notebook-dir=/tmp"],
+        ["--ServerApp.root_dir", "/tmp"],
+        ["--LabApp.extension_manager=pypi"],
+        ["--allow-root"],
+    ],
+)
 def test_a_setting_you_give_replaces_the_course_one(yours):
     """Jupyter refuses a setting given twice ("only accepts one value"): the script leaves its own out."""
     _, _, argv = dry_run(*yours)
-    assert argv[-len(yours):] == yours
+    assert argv[-len(yours) :] == yours
     read = jupyter_reads(argv[4:])  # raises ArgumentError on a setting given twice
     if yours[0].startswith("--LabApp."):
-        key = yours[0][len("--LabApp."):].split("=")[0]
+        key = yours[0][len("--LabApp.") :].split("=")[0]
         assert read.LabApp[key] == (yours[0].split("=", 1)[1] if "=" in yours[0] else yours[1])
     if "root_dir" in yours[0] or "notebook-dir" in yours[0]:
         assert read.ServerApp.root_dir == "/tmp"
@@ -161,8 +172,10 @@ def test_as_root_it_adds_allow_root_and_says_so():
     assert "running as root" in out
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root and setpriv to run the script as another user")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the script as another user",
+)
 def test_as_another_user_it_does_not_add_allow_root():
     out, _, argv = dry_run(user=65534)  # nobody
     assert "--allow-root" not in argv
@@ -224,15 +237,17 @@ def setup_is_up_to_date() -> bool:
     stamp = Path(sys.prefix) / ".course-setup-stamp"
     if shutil.which("cksum") is None or not stamp.is_file():
         return False
-    want = subprocess.run("cat requirements.txt pyproject.toml | cksum", shell=True, cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
+    want = subprocess.run(
+        "cat requirements.txt pyproject.toml | cksum", shell=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     return stamp.read_text().strip() == want
 
 
 def run_sandbox(sandbox: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, COURSE_VENV=sys.prefix, COURSE_CHROMIUM="skip")
-    return subprocess.run([str(sandbox / "course"), *args], cwd=sandbox, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(sandbox / "course"), *args], cwd=sandbox, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.skipif(not setup_is_up_to_date(), reason="needs an environment ./course setup has finished (its stamp)")
@@ -241,9 +256,9 @@ def test_course_test_lints_first_and_stops_on_a_finding(tmp_path):
     done = run_sandbox(sandbox, "test", "--collect-only", "-q", "example.py")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "environment up to date" in done.stdout, "the sandbox should reuse the course's environment"
-    assert "F401" in done.stdout and "E702" in done.stdout, done.stdout      # ruff's findings, shown
+    assert "F401" in done.stdout and "E702" in done.stdout, done.stdout  # ruff's findings, shown
     assert "course: lint failed: fix the findings above" in done.stderr
-    assert "collected" not in done.stdout and "no tests ran" not in done.stdout   # pytest never started
+    assert "collected" not in done.stdout and "no tests ran" not in done.stdout  # pytest never started
 
 
 @pytest.mark.skipif(not setup_is_up_to_date(), reason="needs an environment ./course setup has finished (its stamp)")

@@ -2,6 +2,7 @@
 the sampler splits and reshuffles, no_sync all-reduces once per step, the logged loss is the global mean,
 and chapter 03's pretraining on 2 processes equals 1 process. Every launch has a timeout, so a hung rank
 fails the test instead of stalling CI. References: plain one-process training in this process."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ LAUNCH_TIMEOUT = 240  # seconds; a normal run takes a fraction of it
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_check")
-    launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", out, "--steps", "3"], nproc=2,
-                    log_file=out / "torchrun.log", timeout=LAUNCH_TIMEOUT)
+    launch.torchrun(
+        "course_utils.scale.scripts.ddp_check",
+        ["--out", out, "--steps", "3"],
+        nproc=2,
+        log_file=out / "torchrun.log",
+        timeout=LAUNCH_TIMEOUT,
+    )
     args = ddp_check.parse_args(["--out", str(out), "--steps", "3"])
     model = ddp_check.fresh_model(args)
     losses = scaling.train_token_model(model, ddp_check.experiment_data(args), lr=args.lr)
@@ -75,14 +81,42 @@ def test_pretraining_on_two_processes_equals_one(tmp_path, monkeypatch):
     """The torchrun pretraining script on 2 ranks, then the same script in this process as 1 rank."""
     from course_utils.scale.scripts import pretrain
 
-    common = ["--steps", "4", "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
-              "--vocab-size", "600", "--max-documents", "60", "--heldout-examples", "32", "--timing-skip", "1"]
+    common = [
+        "--steps",
+        "4",
+        "--hidden-size",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--intermediate-size",
+        "64",
+        "--vocab-size",
+        "600",
+        "--max-documents",
+        "60",
+        "--heldout-examples",
+        "32",
+        "--timing-skip",
+        "1",
+    ]
     two = tmp_path / "two"
-    launch.torchrun("course_utils.scale.scripts.pretrain", ["--out", two, *common], nproc=2, log_file=two / "log.txt",
-                    timeout=LAUNCH_TIMEOUT)
+    launch.torchrun(
+        "course_utils.scale.scripts.pretrain",
+        ["--out", two, *common],
+        nproc=2,
+        log_file=two / "log.txt",
+        timeout=LAUNCH_TIMEOUT,
+    )
     one = tmp_path / "one"
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(launch.free_port())}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(launch.free_port()),
+    }.items():
         monkeypatch.setenv(key, value)
     threads = torch.get_num_threads()
     try:
@@ -97,4 +131,5 @@ def test_pretraining_on_two_processes_equals_one(tmp_path, monkeypatch):
     weights_one = load_file(one / "model" / "model.safetensors")
     assert scaling.max_abs_diff(weights_two, weights_one) < 1e-5
     from course_utils.text import pretraining
-    pretraining.check_bert_dir(two / "model")   # the transformers layout, loadable by chapter 04
+
+    pretraining.check_bert_dir(two / "model")  # the transformers layout, loadable by chapter 04

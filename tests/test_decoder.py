@@ -4,6 +4,7 @@ Weights move both ways (from_hf / to_hf, GPT-2's Conv1D layout transposed), logi
 agree to 1e-5 with and without padding; causality holds bit for bit; the KV cache gives the
 same logits as recomputing; saved directories load in transformers and its pipeline.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,17 @@ def random_config(seed: int, **extra):
     """A tiny GPT-2 whose every size is drawn at random (seeded)."""
     rng = random.Random(seed)
     heads = rng.choice([1, 2, 3, 4])
-    sizes = dict(vocab_size=rng.randint(20, 90), n_positions=rng.choice([16, 24, 33]),
-                 n_embd=heads * rng.choice([4, 8, 12]), n_layer=rng.randint(1, 3), n_head=heads,
-                 n_inner=rng.choice([None, 24, 50]), activation_function=ACTIVATIONS[seed % len(ACTIVATIONS)],
-                 layer_norm_epsilon=rng.choice([1e-5, 1e-6]),
-                 scale_attn_by_inverse_layer_idx=rng.random() < 0.3)
+    sizes = dict(
+        vocab_size=rng.randint(20, 90),
+        n_positions=rng.choice([16, 24, 33]),
+        n_embd=heads * rng.choice([4, 8, 12]),
+        n_layer=rng.randint(1, 3),
+        n_head=heads,
+        n_inner=rng.choice([None, 24, 50]),
+        activation_function=ACTIVATIONS[seed % len(ACTIVATIONS)],
+        layer_norm_epsilon=rng.choice([1e-5, 1e-6]),
+        scale_attn_by_inverse_layer_idx=rng.random() < 0.3,
+    )
     sizes.update(extra)
     return tiny_config(**sizes)
 
@@ -52,7 +59,7 @@ def padded_batch(vocab, batch, length, seed, side="left"):
         if side == "left":
             mask[b, :n_pad] = 0
         else:
-            mask[b, length - n_pad:] = 0
+            mask[b, length - n_pad :] = 0
     return ids, mask
 
 
@@ -61,6 +68,7 @@ def _max_diff_real(a, b, mask):
 
 
 # ----------------------------------------------------------------------------- equality with transformers
+
 
 @pytest.mark.parametrize("seed", range(6))
 def test_from_hf_gives_transformers_logits(seed):
@@ -126,7 +134,7 @@ def test_loss_matches_transformers_labels_loss_and_gradients():
     ref.backward()
     got.backward()
     grad_ours = ours.blocks[0].self_attn.q_proj.weight.grad
-    grad_theirs = theirs.transformer.h[0].attn.c_attn.weight.grad[:, :config.n_embd].T
+    grad_theirs = theirs.transformer.h[0].attn.c_attn.weight.grad[:, : config.n_embd].T
     assert (grad_ours - grad_theirs).abs().max().item() <= ATOL
     assert (ours.token_embedding.weight.grad - theirs.transformer.wte.weight.grad).abs().max().item() <= ATOL
 
@@ -157,22 +165,24 @@ def test_initial_loss_is_about_ln_vocab():
 
 # ----------------------------------------------------------------------------- causality and the cache
 
+
 @pytest.mark.parametrize("output_attentions", [False, True])
 @pytest.mark.parametrize("train", [False, True])
 def test_causality_is_bit_exact(output_attentions, train):
     """Changing the tokens after position t leaves the logits at 0..t bit-identical (eval and train mode,
     with dropout configured: eval switches it off; in train mode dropout is off here so the bits can match)."""
-    config = random_config(7, resid_pdrop=0.0 if train else 0.1, attn_pdrop=0.0 if train else 0.1,
-                           embd_pdrop=0.0 if train else 0.1)
+    config = random_config(
+        7, resid_pdrop=0.0 if train else 0.1, attn_pdrop=0.0 if train else 0.1, embd_pdrop=0.0 if train else 0.1
+    )
     torch.manual_seed(7)
     model = GPTModel(config).train(train)
     ids = torch.randint(0, config.vocab_size, (2, 12))
     for t in (0, 4, 10):
         changed = ids.clone()
-        changed[:, t + 1:] = torch.randint(0, config.vocab_size, (2, 12 - t - 1))
+        changed[:, t + 1 :] = torch.randint(0, config.vocab_size, (2, 12 - t - 1))
         with torch.no_grad():
-            a = model(ids, output_attentions=output_attentions).logits[:, :t + 1]
-            b = model(changed, output_attentions=output_attentions).logits[:, :t + 1]
+            a = model(ids, output_attentions=output_attentions).logits[:, : t + 1]
+            b = model(changed, output_attentions=output_attentions).logits[:, : t + 1]
         assert torch.equal(a, b), f"logits up to position {t} changed when later tokens changed"
 
 
@@ -190,8 +200,13 @@ def test_cache_gives_the_logits_of_a_full_forward(padded):
         out = model(ids[:, :6], attention_mask=mask[:, :6], position_ids=positions[:, :6], use_cache=True)
         pieces, cache = [out.logits], out.past_key_values
         for t in range(6, 14):  # one token at a time, as generation does
-            out = model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], position_ids=positions[:, t:t + 1],
-                        past_key_values=cache, use_cache=True)
+            out = model(
+                ids[:, t : t + 1],
+                attention_mask=mask[:, : t + 1],
+                position_ids=positions[:, t : t + 1],
+                past_key_values=cache,
+                use_cache=True,
+            )
             pieces.append(out.logits)
             cache = out.past_key_values
     cached = torch.cat(pieces, dim=1)
@@ -224,14 +239,19 @@ def test_decoder_block_is_a_pre_ln_residual_block():
 
 # ----------------------------------------------------------------------------- saving and loading
 
+
 def _byte_level_tokenizer(vocab_size=300):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(["the model reads the text and writes the next word"] * 20, trainer=trainer)
     return tok
 
@@ -240,8 +260,9 @@ def test_saved_directory_loads_in_transformers_and_its_pipeline(tmp_path):
     tok = _byte_level_tokenizer()
     vocab = tok.get_vocab_size()
     eos = tok.token_to_id("<|endoftext|>")
-    config = tiny_config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                         bos_token_id=eos, eos_token_id=eos)
+    config = tiny_config(
+        vocab_size=vocab, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=eos, eos_token_id=eos
+    )
     torch.manual_seed(0)
     ours = GPTModel(config).eval()
     directory = ours.save_pretrained(tmp_path / "gpt", tokenizer=tok)
@@ -264,6 +285,7 @@ def test_save_refuses_a_tokenizer_of_another_size(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_bad_inputs_are_named():
     model = GPTModel(tiny_config(vocab_size=30, n_positions=8)).eval()

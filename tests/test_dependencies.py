@@ -2,6 +2,7 @@
 course_utils, tests, benchmarks and tools import (or, for tests and tools, a package that one of those
 requires); pyproject.toml's core dependencies plus the [colab] extra cover what the notebooks and
 course_utils import on Colab, with requirements.txt's bounds; environment.yml is requirements.txt."""
+
 from __future__ import annotations
 
 import ast
@@ -125,16 +126,21 @@ def test_course_imports_are_declared_in_requirements():
 
 def test_chapter_00_prints_the_version_of_every_package_requirements_installs():
     from course_utils import config
+
     listed = [canonicalize_name(name) for name in config.PACKAGES + config.DEV_PACKAGES]
     assert listed == list(requirements(ROOT / "requirements.txt")), (
-        "config.PACKAGES + DEV_PACKAGES must list requirements.txt's packages, in its order")
+        "config.PACKAGES + DEV_PACKAGES must list requirements.txt's packages, in its order"
+    )
 
 
 def test_test_and_tool_imports_are_installed_by_requirements():
     declared = set(requirements(ROOT / "requirements.txt"))
     installed = required_by(declared)
-    missing = {m: f[:3] for m, f in third_party_imports(support_files()).items()
-               if m not in OPTIONAL and distribution_of(m) not in installed}
+    missing = {
+        m: f[:3]
+        for m, f in third_party_imports(support_files()).items()
+        if m not in OPTIONAL and distribution_of(m) not in installed
+    }
     assert not missing, f"imported but neither in requirements.txt nor required by a package there: {missing}"
 
 
@@ -143,8 +149,7 @@ def test_colab_gets_every_package_the_course_imports():
     core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
     colab = {canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["colab"]}
     covered = required_by(core | colab) | COLAB_PROVIDES
-    missing = {m: f[:3] for m, f in course_imports().items()
-               if m not in OPTIONAL and distribution_of(m) not in covered}
+    missing = {m: f[:3] for m, f in course_imports().items() if m not in OPTIONAL and distribution_of(m) not in covered}
     assert not missing, f"imported by the course but not installed on Colab by pyproject's [colab] extra: {missing}"
 
 
@@ -155,7 +160,8 @@ def test_colab_extra_has_the_bounds_of_requirements():
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"[colab] installs {name}, which requirements.txt does not list"
         assert requirement.specifier == pinned[name].specifier, (
-            f"[colab] {line!r} differs from requirements.txt's {str(pinned[name])!r}")
+            f"[colab] {line!r} differs from requirements.txt's {str(pinned[name])!r}"
+        )
 
 
 def test_environment_yml_is_requirements_txt_with_the_course_torch():
@@ -165,7 +171,8 @@ def test_environment_yml_is_requirements_txt_with_the_course_torch():
     torch_pin = re.search(r"^\s*- torch==(\S+)\s*$", text, re.M)
     script_pin = re.search(r"pip install --quiet torch==(\S+)", (ROOT / "course").read_text())
     assert torch_pin and script_pin and torch_pin.group(1) == script_pin.group(1), (
-        "environment.yml and ./course must install the same torch")
+        "environment.yml and ./course must install the same torch"
+    )
 
 
 def test_optional_imports_are_really_optional():
@@ -182,6 +189,5 @@ def test_optional_imports_are_really_optional():
                     tree = ast.parse(source)
                 except SyntaxError:
                     continue
-                top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
-                       and module in ast.unparse(n)]
+                top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)) and module in ast.unparse(n)]
                 assert not top, f"{path.name} imports {module} at the top level of a cell: it is optional"

@@ -2,6 +2,7 @@
 reference answer passes, each typical mistake fails with its own diagnosing message, a
 placeholder is "not tried", an answer that crashes gives a message naming the learner's line,
 and every chapter has enough exercises that test understanding rather than retyping."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ KEYS = exercises.keys()
 MISTAKES = [(key, i, m) for key in KEYS for i, m in enumerate(exercises.get(key).mistakes())]
 CHAPTERS = sorted({key[:2] for key in KEYS})
 CHAPTERS_WITH_NOTEBOOK = sorted({p.name[:2] for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")})
-MIN_EXERCISES, MIN_UNDERSTANDING = 5, 2     # per chapter; "understanding": predict or conceptual
+MIN_EXERCISES, MIN_UNDERSTANDING = 5, 2  # per chapter; "understanding": predict or conceptual
 
 
 def test_some_exercises_are_registered():
@@ -30,7 +31,8 @@ def test_some_exercises_are_registered():
 def test_key_names_its_chapter(key):
     chapter, _, name = key.partition(".")
     assert re.fullmatch(r"\d\d", chapter) and re.fullmatch(r"[a-z0-9_]+", name), (
-        f"exercise key {key!r} should look like 'NN.snake_case_name'")
+        f"exercise key {key!r} should look like 'NN.snake_case_name'"
+    )
     assert exercises.keys(chapter).count(key) == 1
 
 
@@ -49,10 +51,13 @@ DEBUG_KEYS = [key for key in KEYS if exercises.get(key).kind == "debug"]
 def test_debug_exercise_gives_its_broken_code_and_lists_it_as_a_mistake(key):
     ex = exercises.get(key)
     assert ex.given.strip(), f"{key}: a debug exercise shows the code to fix: @exercise(..., given=SOURCE)"
-    listed = [m for m in ex.mistakes() if getattr(getattr(m.answer, "__code__", None), "co_filename", "")
-              == f"<given {key}>"]
-    assert listed, (f"{key}: list the given code itself as a mistake, "
-                    f"Mistake(given_function(SOURCE, name, {key!r}), 'what is wrong with it')")
+    listed = [
+        m for m in ex.mistakes() if getattr(getattr(m.answer, "__code__", None), "co_filename", "") == f"<given {key}>"
+    ]
+    assert listed, (
+        f"{key}: list the given code itself as a mistake, "
+        f"Mistake(given_function(SOURCE, name, {key!r}), 'what is wrong with it')"
+    )
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -76,7 +81,8 @@ def test_each_mistake_is_rejected_with_its_message(key, index, mistake):
     assert message.startswith(("not yet: ", "your answer raised ")), f"{key}: mistake #{index}: {message!r}"
     if mistake.says:
         assert mistake.says in message, (
-            f"{key}: mistake #{index} should be diagnosed as {mistake.says!r}, the verdict says {message!r}")
+            f"{key}: mistake #{index} should be diagnosed as {mistake.says!r}, the verdict says {message!r}"
+        )
 
 
 @pytest.mark.parametrize("placeholder", [None, ...], ids=["None", "Ellipsis"])
@@ -89,12 +95,15 @@ def test_placeholder_is_not_tried(key, placeholder):
 @pytest.mark.parametrize("key", KEYS)
 def test_crashing_answer_is_reported_as_the_learners_with_its_line(key):
     if exercises.get(key).answer_is_function:
+
         def crashing(*args, **kwargs):
             raise RuntimeError("boom from the learner's code")
+
         passed, message = exercises.verdict(key, crashing)
         assert not passed
-        assert message.startswith("your answer raised RuntimeError: boom from the learner's code (at line 2 of "
-                                  "crashing: `raise RuntimeError"), message
+        assert message.startswith(
+            "your answer raised RuntimeError: boom from the learner's code (at line 2 of crashing: `raise RuntimeError"
+        ), message
     else:  # a value answer of the wrong kind: the check fails with a message, never raises
         passed, message = exercises.verdict(key, object())
         assert not passed and message.startswith("not yet: ")
@@ -123,17 +132,20 @@ def test_chapter_has_enough_exercises_that_test_understanding(chapter):
     understanding = [k for k, kind in kinds.items() if kind in ("predict", "conceptual")]
     assert len(understanding) >= MIN_UNDERSTANDING, (
         f"chapter {chapter}: {len(understanding)} predict/conceptual exercises, at least {MIN_UNDERSTANDING} "
-        f"needed: {kinds}")
+        f"needed: {kinds}"
+    )
     retype = [k for k, kind in kinds.items() if kind == "retype"]
     assert 2 * len(retype) <= len(chosen), f"chapter {chapter}: more than half are retyping: {kinds}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS_WITH_NOTEBOOK)
 def test_notebook_shows_its_page_and_every_exercise(chapter):
-    notebook, = NOTEBOOKS.glob(f"{chapter}_*.ipynb")
+    (notebook,) = NOTEBOOKS.glob(f"{chapter}_*.ipynb")
     source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
-    assert chapter in CHAPTERS, f"{notebook.name} has a notebook but course_utils/exercises/ch{chapter}.py has no exercises"
-    assert f'exercises.page("{chapter}")' in source, f"{notebook.name}: call exercises.page(\"{chapter}\")"
+    assert chapter in CHAPTERS, (
+        f"{notebook.name} has a notebook but course_utils/exercises/ch{chapter}.py has no exercises"
+    )
+    assert f'exercises.page("{chapter}")' in source, f'{notebook.name}: call exercises.page("{chapter}")'
     missing = [k for k in exercises.keys(chapter) if f'"{k}"' not in source]
     assert not missing, f"{notebook.name} does not show these exercises: {missing}"
     not_pasted = [k for k in exercises.keys(chapter) if exercises.get(k).given not in source]
@@ -156,6 +168,7 @@ def test_unknown_key_lists_known_ones():
 
 # ----------------------------------------------------------------------------- predictions, confirmed by running
 # A predict/conceptual exercise's reference is computed from first principles; these run the real thing.
+
 
 def _answer(key):
     return exercises.reference_answer(key)
@@ -195,8 +208,14 @@ def test_03_predictions_match_what_the_code_does():
 
     torch.manual_seed(0)
     vocab = 30_522
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64)
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     model = transformers.BertForPreTraining(config).eval()
     ids = torch.randint(5, vocab, (8, 32))
     labels = torch.full_like(ids, -100)
@@ -206,13 +225,21 @@ def test_03_predictions_match_what_the_code_does():
     assert abs(loss - _answer("03.initial_loss")) < 0.1, loss
 
     tokens = torch.randint(5, 2000, (200_000,))
-    masked, labels = pretraining.mask_tokens(tokens, torch.zeros_like(tokens, dtype=torch.bool), 4,
-                                             torch.arange(5, 2000), 0.15, torch.Generator().manual_seed(0))
+    masked, labels = pretraining.mask_tokens(
+        tokens,
+        torch.zeros_like(tokens, dtype=torch.bool),
+        4,
+        torch.arange(5, 2000),
+        0.15,
+        torch.Generator().manual_seed(0),
+    )
     in_plain_sight = ((masked == tokens) & (labels != -100)).sum().item()
     assert abs(in_plain_sight - _answer("03.target_share")) < 0.1 * _answer("03.target_share"), in_plain_sight
 
-    for make in (lambda o: training.linear_warmup_schedule(o, 60, 1000),
-                 lambda o: transformers.get_linear_schedule_with_warmup(o, 60, 1000)):
+    for make in (
+        lambda o: training.linear_warmup_schedule(o, 60, 1000),
+        lambda o: transformers.get_linear_schedule_with_warmup(o, 60, 1000),
+    ):
         optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
         scheduler = make(optimizer)
         for _ in range(530):
@@ -220,8 +247,14 @@ def test_03_predictions_match_what_the_code_does():
             scheduler.step()
         assert abs(optimizer.param_groups[0]["lr"] - _answer("03.warmup_lr")) < 1e-12
 
-    small = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                    intermediate_size=32, max_position_embeddings=16)
+    small = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     ours = bert.BertForPreTraining(small).eval()
     ids = torch.randint(5, 50, (2, 10))
     labels = torch.full_like(ids, -100)
@@ -239,15 +272,15 @@ def test_04_predictions_match_what_the_code_does():
 
     from course_utils.text import ner
 
-    tags = ["B-PER", "I-PER", "O", "O", "B-LOC"]                      # Arnold Schwarzenegger flew to Lyon
+    tags = ["B-PER", "I-PER", "O", "O", "B-LOC"]  # Arnold Schwarzenegger flew to Lyon
     label2id = {t: i for i, t in enumerate(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])}
     word_ids = [None, 0, 1, 1, 1, 1, 2, 3, 4, None]
     assert ner.align_labels(word_ids, tags, label2id).count(-100) == _answer("04.ignored_positions")
-    assert ner.align_labels(word_ids, tags, label2id, label_all_subtokens=True).count(-100) == 2   # mistake 2
+    assert ner.align_labels(word_ids, tags, label2id, label_all_subtokens=True).count(-100) == 2  # mistake 2
 
     gold, pred = [["B-LOC", "I-LOC", "I-LOC", "O", "B-PER"]], [["B-LOC", "I-LOC", "O", "O", "B-PER"]]
     assert abs(f1_score(gold, pred) - _answer("04.boundary_f1")) < 1e-9
-    assert accuracy_score(gold, pred) == 0.8                           # the token-accuracy mistake
+    assert accuracy_score(gold, pred) == 0.8  # the token-accuracy mistake
 
     assert len(get_entities(["B-PER"] * 3)) == 3 and len(get_entities(["B-PER", "I-PER", "I-PER"])) == 1
     every = ner.align_labels([None, 0, 0, 0, None], ["B-PER"], {"B-PER": 1, "I-PER": 2}, label_all_subtokens=True)
@@ -286,7 +319,7 @@ def test_05_predictions_match_what_the_code_does():
     assert abs(contrastive.contrastive_loss(same, same, 0.07).item() - _answer("05.collapsed_loss")) < 1e-5
     assert abs(_answer("05.collapsed_loss") - math.log(64)) < 1e-12
 
-    film = mm.FiLMFusion(d_image=10, n_elements=6, d_question=11).eval()   # elements never meet before pooling
+    film = mm.FiLMFusion(d_image=10, n_elements=6, d_question=11).eval()  # elements never meet before pooling
     question = mm.VectorQuestionEncoder(11)(shapes.ALL_QUESTION_VECTORS[:2])
     elements = torch.randn(2, 6, 10)
     changed = elements.clone()
@@ -315,6 +348,7 @@ TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG", "B-MISC"]
 @given(st.lists(st.sampled_from(TAGS), max_size=12))
 def test_04_span_reference_reads_tags_as_seqeval_does(tags):
     from seqeval.metrics.sequence_labeling import get_entities
+
     assert exercises.reference_answer("04.bio_spans")(tags) == [(k, a, b + 1) for k, a, b in get_entities(tags)]
 
 
@@ -324,6 +358,7 @@ def test_04_f1_reference_is_seqevals(gold, rng):
     import warnings
 
     from seqeval.metrics import f1_score
+
     pred = [[t if rng.random() < 0.6 else rng.choice(TAGS) for t in tags] for tags in gold]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,6 +1,7 @@
 """Chapter 02's exercises beyond the generic suite (tests/test_exercises.py): the mix of kinds,
 the rules (a module built and counted, torch's attention handed the job) caught however they
 are written, the shortcuts a learner would try, and right answers in other spellings."""
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,7 @@ def test_page_lists_every_exercise_and_the_total_time(capsys):
 
 # ----------------------------------------------------------------------------- 02.encoder_layer_parameters
 
+
 def formula(d, h, f):
     return 4 * (d * d + d) + (d * f + f) + (f * d + d) + 4 * d
 
@@ -54,6 +56,7 @@ def counts_torch_layer(d, h, f):
 
 def counts_course_layer(d, h, f):
     from course_utils.layers.transformer import TransformerEncoderLayer
+
     return sum(p.numel() for p in TransformerEncoderLayer(d, h, f).parameters())
 
 
@@ -76,8 +79,9 @@ def counts_through_a_helper(d, h, f):
     return sum(p.numel() for p in attention.parameters()) + (d * f + f) + (f * d + d) + 4 * d
 
 
-@pytest.mark.parametrize("answer", [counts_torch_layer, counts_course_layer, counts_linears, counts_via_getattr,
-                                    counts_through_a_helper])
+@pytest.mark.parametrize(
+    "answer", [counts_torch_layer, counts_course_layer, counts_linears, counts_via_getattr, counts_through_a_helper]
+)
 def test_counting_a_built_module_breaks_the_rule(answer):
     passed, message = verdict("02.encoder_layer_parameters", answer)
     assert not passed and "rule broken" in message and "build no module" in message, message
@@ -100,6 +104,7 @@ def test_a_count_right_only_for_one_configuration_fails():
 
 
 # ----------------------------------------------------------------------------- 02.fix_multi_head
+
 
 def test_handing_the_job_to_torch_breaks_the_rule():
     import torch.nn.functional as F
@@ -140,9 +145,12 @@ def test_the_learners_own_error_is_reported_as_theirs():
 
 # ----------------------------------------------------------------------------- 02.reversal_mask
 
+
 def test_a_mask_that_reverses_only_full_sequences_is_diagnosed():
-    passed, message = verdict("02.reversal_mask", lambda lengths, n: torch.eye(n, dtype=torch.bool).flip(-1)
-                              .expand(len(lengths), n, n).clone())
+    passed, message = verdict(
+        "02.reversal_mask",
+        lambda lengths, n: torch.eye(n, dtype=torch.bool).flip(-1).expand(len(lengths), n, n).clone(),
+    )
     assert not passed and "each sequence's own length" in message
 
 
@@ -156,10 +164,11 @@ def test_the_reference_mask_makes_torchs_attention_reverse_whatever_its_weights(
         with torch.no_grad():
             out, _ = mha(x, x, x, attn_mask=~mask)
             reversed_out, _ = mha(x.flip(1), x.flip(1), x.flip(1), attn_mask=~torch.eye(n, dtype=torch.bool))
-        assert torch.allclose(out[0], reversed_out[0], atol=1e-5)   # full length: the plain reversal
+        assert torch.allclose(out[0], reversed_out[0], atol=1e-5)  # full length: the plain reversal
 
 
 # ----------------------------------------------------------------------------- 02.blind_two_digits
+
 
 def test_blind_two_digits_is_one_by_brute_force():
     assert ch02._blind_two_digits_reference() == 1.0
@@ -170,8 +179,9 @@ def test_blind_two_digits_right_answers(answer):
     assert verdict("02.blind_two_digits", answer)[0]
 
 
-@pytest.mark.parametrize("answer, says", [(0.1, "better than chance"), (0.5, "WHICH of the two"),
-                                          (100, "too high"), ("1", "give a number")])
+@pytest.mark.parametrize(
+    "answer, says", [(0.1, "better than chance"), (0.5, "WHICH of the two"), (100, "too high"), ("1", "give a number")]
+)
 def test_blind_two_digits_wrong_answers_are_diagnosed(answer, says):
     passed, message = verdict("02.blind_two_digits", answer)
     assert not passed and says in message, message
@@ -179,14 +189,16 @@ def test_blind_two_digits_wrong_answers_are_diagnosed(answer, says):
 
 # ----------------------------------------------------------------------------- 02.why_post_ln_failed
 
+
 @pytest.mark.parametrize("answer", ["b", "B", " (b) "])
 def test_the_right_letter_in_any_spelling(answer):
     passed, message = verdict("02.why_post_ln_failed", answer)
     assert passed and "Liu et al." in message
 
 
-@pytest.mark.parametrize("letter, says", [("a", "whatever the gradient's size"), ("c", "the very same rate"),
-                                          ("d", "it has fewer")])
+@pytest.mark.parametrize(
+    "letter, says", [("a", "whatever the gradient's size"), ("c", "the very same rate"), ("d", "it has fewer")]
+)
 def test_each_wrong_hypothesis_gets_its_explanation(letter, says):
     passed, message = verdict("02.why_post_ln_failed", letter)
     assert not passed and says in message
@@ -210,7 +222,8 @@ def test_placeholders_are_not_tried():
 def test_the_packages_own_answers_are_shortcuts_that_break_the_rules():
     from course_utils.layers import transformer
     from course_utils.layers.attention import MultiHeadAttention
-    table = transformer.sinusoidal_positions                     # an alias bound before the check
+
+    table = transformer.sinusoidal_positions  # an alias bound before the check
     passed, message = verdict("02.sinusoidal_positions", lambda n, d: table(n, d))
     assert not passed and "rule broken" in message
 

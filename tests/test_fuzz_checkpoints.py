@@ -13,6 +13,7 @@ tensor names and shapes. A flipped byte inside tensor *data* leaves a valid file
 in it; safetensors has no checksum, so that case loads (as it does in transformers).
 Derandomized, so CI sees the same examples every run.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ from course_utils.text import ner_models, pretraining
 transformers = pytest.importorskip("transformers")
 from course_utils.text import bert, bert_weights  # noqa: E402  (needs transformers)
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"]
 
 
@@ -42,8 +47,14 @@ def saved(tmp_path_factory):
     raw = Tokenizer(models.WordPiece({v: i for i, v in enumerate(VOCAB)}, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer = transformers.BertTokenizerFast(tokenizer_object=raw)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=4, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=8, max_position_embeddings=8)
+    config = transformers.BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=4,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        max_position_embeddings=8,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("saved") / "bert"
     bert.BertModel(config).save_pretrained(folder, tokenizer=tokenizer)
@@ -97,10 +108,16 @@ def flip(data: bytes, positions, values) -> bytes:
 
 corruptions = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 0.999)),
-    st.tuples(st.just("flip"), st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
-              st.lists(st.integers(1, 255), min_size=4, max_size=4)),
-    st.tuples(st.just("flip header"), st.lists(st.integers(0, 600), min_size=1, max_size=3),
-              st.lists(st.integers(1, 255), min_size=3, max_size=3)),
+    st.tuples(
+        st.just("flip"),
+        st.lists(st.integers(0, 10**6), min_size=1, max_size=4),
+        st.lists(st.integers(1, 255), min_size=4, max_size=4),
+    ),
+    st.tuples(
+        st.just("flip header"),
+        st.lists(st.integers(0, 600), min_size=1, max_size=3),
+        st.lists(st.integers(1, 255), min_size=3, max_size=3),
+    ),
     st.tuples(st.just("random"), st.binary(max_size=2000)),
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=64)),
     st.tuples(st.just("header length"), st.integers(0, 2**64 - 1)),
@@ -114,8 +131,10 @@ def corrupt(data: bytes, how) -> bytes:
     if kind == "flip":
         return flip(data, how[1], how[2])
     if kind == "flip header":
-        return flip(data[:8 + int.from_bytes(data[:8], "little")], how[1], how[2]) + \
-            data[8 + int.from_bytes(data[:8], "little"):]
+        return (
+            flip(data[: 8 + int.from_bytes(data[:8], "little")], how[1], how[2])
+            + data[8 + int.from_bytes(data[:8], "little") :]
+        )
     if kind == "random":
         return how[1]
     if kind == "append":
@@ -134,8 +153,11 @@ def test_damaged_safetensors(saved, tmp_path_factory, how):
 
 config_corruptions = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 0.999)),
-    st.tuples(st.just("flip"), st.lists(st.integers(0, 10**4), min_size=1, max_size=3),
-              st.lists(st.integers(1, 255), min_size=3, max_size=3)),
+    st.tuples(
+        st.just("flip"),
+        st.lists(st.integers(0, 10**4), min_size=1, max_size=3),
+        st.lists(st.integers(1, 255), min_size=3, max_size=3),
+    ),
     st.tuples(st.sampled_from(["list", "latin-1", "utf-16", "empty object", "null"])),
 )
 
@@ -145,8 +167,13 @@ def corrupt_json(data: bytes, how) -> bytes:
     if kind in ("truncate", "flip"):
         return corrupt(data, how)
     text = data.decode("utf-8")
-    return {"list": ("[" + text + "]").encode(), "latin-1": text.replace("bert", "bért").encode("latin-1"),
-            "utf-16": text.encode("utf-16"), "empty object": b"{}", "null": b"null"}[kind]
+    return {
+        "list": ("[" + text + "]").encode(),
+        "latin-1": text.replace("bert", "bért").encode("latin-1"),
+        "utf-16": text.encode("utf-16"),
+        "empty object": b"{}",
+        "null": b"null",
+    }[kind]
 
 
 @given(how=config_corruptions)
@@ -164,8 +191,11 @@ def test_damaged_tokenizer_json(saved, tmp_path_factory, how):
     folder = damaged_copy(saved, tmp_path_factory)
     path = folder / "tokenizer.json"
     path.write_bytes(corrupt_json(path.read_bytes(), how))
-    for load in (lambda: ner_models.check_bert_dir(folder), lambda: ner_models.load_tokenizer(folder),
-                 lambda: bert.load_tokenizer(folder)):
+    for load in (
+        lambda: ner_models.check_bert_dir(folder),
+        lambda: ner_models.load_tokenizer(folder),
+        lambda: bert.load_tokenizer(folder),
+    ):
         try:
             tokenizer = load()
         except (ValueError, TypeError, OSError) as err:
@@ -177,10 +207,25 @@ def test_damaged_tokenizer_json(saved, tmp_path_factory, how):
 
 
 index_values = st.one_of(
-    st.dictionaries(st.text(max_size=5), st.sampled_from(["model-1.safetensors", "../model-1.safetensors",
-                                                          "/tmp/x.safetensors", "", ".", "sub/../model-1.safetensors",
-                                                          "missing.safetensors"]), max_size=3),
-    st.lists(st.text(max_size=3), max_size=2), st.none(), st.integers(), st.text(max_size=5),
+    st.dictionaries(
+        st.text(max_size=5),
+        st.sampled_from(
+            [
+                "model-1.safetensors",
+                "../model-1.safetensors",
+                "/tmp/x.safetensors",
+                "",
+                ".",
+                "sub/../model-1.safetensors",
+                "missing.safetensors",
+            ]
+        ),
+        max_size=3,
+    ),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.none(),
+    st.integers(),
+    st.text(max_size=5),
 )
 
 

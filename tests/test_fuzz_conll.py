@@ -12,6 +12,7 @@
 References: seqeval (entities of IOB1 and BIO tags), the tokenizer itself (word ids, lengths).
 Derandomized: CI sees the same examples every run.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -22,8 +23,12 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from course_utils.text import bio_tags, ner
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +42,46 @@ def fresh(folder):
         p.unlink()
     return folder
 
+
 TYPES = ["PER", "LOC", "ORG", "MISC", "X-Y", "东京"]
 # characters that broke readers and writers before: whitespace of every kind, a BOM, a lone
 # surrogate, zero-width and combining characters, line separators, emoji, CJK, control characters
-ODD = ["-DOCSTART-", "\ufeff", "\udc80", "\u00a0", "\u2028", "\u3000", "\x0c", "\x85", "\x00", "\n", "\r", "\t",
-       " ", "", "\u200b", "e\u0301", "🙂", "東京", "B-PER\n", "O", "-X-", "é"]
+ODD = [
+    "-DOCSTART-",
+    "\ufeff",
+    "\udc80",
+    "\u00a0",
+    "\u2028",
+    "\u3000",
+    "\x0c",
+    "\x85",
+    "\x00",
+    "\n",
+    "\r",
+    "\t",
+    " ",
+    "",
+    "\u200b",
+    "e\u0301",
+    "🙂",
+    "東京",
+    "B-PER\n",
+    "O",
+    "-X-",
+    "é",
+]
 
 words = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), blacklist_characters="\ufeff"),
-            min_size=1, max_size=8),
+    st.text(
+        st.characters(blacklist_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), blacklist_characters="\ufeff"),
+        min_size=1,
+        max_size=8,
+    ),
     st.sampled_from(["EU", "rejects", "German", "call", "New", "York", "-", ".", "(", "1996-08-22"]),
 )
-any_text = st.one_of(st.text(max_size=6), st.sampled_from(ODD),
-                     st.tuples(st.text(max_size=3), st.sampled_from(ODD)).map("".join))
+any_text = st.one_of(
+    st.text(max_size=6), st.sampled_from(ODD), st.tuples(st.text(max_size=3), st.sampled_from(ODD)).map("".join)
+)
 
 
 @st.composite
@@ -85,9 +117,16 @@ def read_quietly(path, bio="repair"):
 
 # ---------------------------------------------------------------- the round trip
 
-@given(sentences=st.lists(st.tuples(st.lists(st.one_of(words, any_text), max_size=4),
-                                    st.lists(st.one_of(st.sampled_from(["O", "B-PER", "I-LOC", "B-X-Y", "I-东京"]),
-                                                       any_text), max_size=4)), max_size=3))
+
+@given(
+    sentences=st.lists(
+        st.tuples(
+            st.lists(st.one_of(words, any_text), max_size=4),
+            st.lists(st.one_of(st.sampled_from(["O", "B-PER", "I-LOC", "B-X-Y", "I-东京"]), any_text), max_size=4),
+        ),
+        max_size=3,
+    )
+)
 @FUZZ
 def test_write_accepts_only_what_reads_back_exactly(folder, sentences):
     path = fresh(folder) / "x.conll"
@@ -112,6 +151,7 @@ def test_valid_bio_round_trips_with_the_default_reader(folder, sentences):
 
 
 # ---------------------------------------------------------------- the reader on every variant of a file
+
 
 def to_iob1(tags):
     """BIO -> IOB1: B- only where an entity follows one of the same type."""
@@ -194,8 +234,24 @@ def test_reader_on_a_damaged_file_never_crashes_nor_reads_a_damaged_token(folder
 
 # ---------------------------------------------------------------- label alignment on odd words
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "Maria", "Lopez", "flew", "to", "Lyon", "東", "京",
-         "##s", "e", "\u0301"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    ".",
+    "Maria",
+    "Lopez",
+    "flew",
+    "to",
+    "Lyon",
+    "東",
+    "京",
+    "##s",
+    "e",
+    "\u0301",
+]
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 LABEL2ID = {label: i for i, label in enumerate(LABELS)}
 
@@ -209,17 +265,40 @@ def tokenizer():
     raw.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     return transformers.BertTokenizerFast(tokenizer_object=raw, do_lower_case=False)
 
 
-odd_words = st.one_of(st.sampled_from(["", "\u200b", "\u0301", "e\u0301", "🙂", "東京", "Maria", "Lyon's", "..",
-                                       "\u00ad", "\ufeff", " ", "a\u200bb", "Lopez"]),
-                      st.text(max_size=4))
+odd_words = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "\u200b",
+            "\u0301",
+            "e\u0301",
+            "🙂",
+            "東京",
+            "Maria",
+            "Lyon's",
+            "..",
+            "\u00ad",
+            "\ufeff",
+            " ",
+            "a\u200bb",
+            "Lopez",
+        ]
+    ),
+    st.text(max_size=4),
+)
 
 
-@given(words=st.lists(odd_words, min_size=1, max_size=10), tags=st.data(), all_sub=st.booleans(),
-       max_length=st.integers(4, 24))
+@given(
+    words=st.lists(odd_words, min_size=1, max_size=10),
+    tags=st.data(),
+    all_sub=st.booleans(),
+    max_length=st.integers(4, 24),
+)
 @FUZZ
 def test_alignment_on_odd_words(tokenizer, words, tags, all_sub, max_length):
     tags = tags.draw(st.lists(st.sampled_from(LABELS), min_size=len(words), max_size=len(words)))
@@ -234,7 +313,7 @@ def test_alignment_on_odd_words(tokenizer, words, tags, all_sub, max_length):
     word_ids, labels = feature["word_ids"], feature["labels"]
     assert len(labels) == len(word_ids) == len(feature["input_ids"]) == min(total, max_length)
     kept = [w for w in range(len(words)) if w in word_ids]
-    assert kept == [w for w in range(len(words)) if pieces[w]][:len(kept)]  # words with tokens, in order
+    assert kept == [w for w in range(len(words)) if pieces[w]][: len(kept)]  # words with tokens, in order
     for w in kept:
         first = word_ids.index(w)
         assert labels[first] == LABEL2ID[tags[w]]
@@ -243,5 +322,7 @@ def test_alignment_on_odd_words(tokenizer, words, tags, all_sub, max_length):
         assert later == ([inside] * len(later) if all_sub else [-100] * len(later))
     assert all(label == -100 for label, x in zip(labels, word_ids) if x is None)
     # predictions read back per word: a word without a token (or cut off) is O
-    back = ner.word_predictions(word_ids, [label if label >= 0 else 0 for label in labels], dict(enumerate(LABELS)), len(words))
+    back = ner.word_predictions(
+        word_ids, [label if label >= 0 else 0 for label in labels], dict(enumerate(LABELS)), len(words)
+    )
     assert back == [tags[w] if w in kept else "O" for w in range(len(words))]

@@ -15,6 +15,7 @@
 
 Derandomized, so CI sees the same examples every run.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,12 @@ from course_utils.vision import contrastive
 from course_utils.text import pretraining
 from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def one_line(err: Exception) -> str:
@@ -86,8 +91,9 @@ def test_mha_paths_agree_with_each_other_and_with_torch(attention_pair, case):
     query, key, value, padding, causal = case
     with torch.no_grad():
         weights_path = outcome(lambda: ours(query, key, value, mask=causal, key_padding_mask=padding)[0])
-        fused_path = outcome(lambda: ours(query, key, value, mask=causal, key_padding_mask=padding,
-                                          need_weights=False)[0])
+        fused_path = outcome(
+            lambda: ours(query, key, value, mask=causal, key_padding_mask=padding, need_weights=False)[0]
+        )
     assert weights_path[0] == fused_path[0], (weights_path, fused_path)
     if weights_path[0] == "error":
         assert weights_path[1:] == fused_path[1:]  # the same error, word for word
@@ -97,8 +103,14 @@ def test_mha_paths_agree_with_each_other_and_with_torch(attention_pair, case):
     # torch's convention is the opposite (True = ignore); a query with nothing to attend to gives NaN there
     torch_mask = None if causal is None else ~causal
     with torch.no_grad():
-        expected = reference(query, key, value, attn_mask=torch_mask,
-                             key_padding_mask=None if padding is None else ~padding, need_weights=False)[0]
+        expected = reference(
+            query,
+            key,
+            value,
+            attn_mask=torch_mask,
+            key_padding_mask=None if padding is None else ~padding,
+            need_weights=False,
+        )[0]
     allowed = torch.ones(query.shape[0], query.shape[1], key.shape[1], dtype=torch.bool)
     if causal is not None:
         allowed = allowed & causal
@@ -110,8 +122,9 @@ def test_mha_paths_agree_with_each_other_and_with_torch(attention_pair, case):
     assert torch.isfinite(weights_path[1]).all()
 
 
-@given(batch=st.integers(1, 2), l_q=st.integers(0, 3), l_k=st.integers(0, 3), d_k=st.integers(0, 3),
-       d_v=st.integers(0, 3))
+@given(
+    batch=st.integers(1, 2), l_q=st.integers(0, 3), l_k=st.integers(0, 3), d_k=st.integers(0, 3), d_v=st.integers(0, 3)
+)
 @FUZZ
 def test_sdpa_on_empty_axes(batch, l_q, l_k, d_k, d_v):
     g = torch.Generator().manual_seed(0)
@@ -140,17 +153,22 @@ VOCAB, POSITIONS, TYPES = 30, 12, 2
 @pytest.fixture(scope="module")
 def bert_pair():
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=16, max_position_embeddings=POSITIONS,
-                                     type_vocab_size=TYPES)
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=POSITIONS,
+        type_vocab_size=TYPES,
+    )
     ours = bert.BertModel(config).double().eval()
     return ours, ours.to_hf(attn_implementation="eager").eval()
 
 
 @st.composite
 def bert_inputs(draw):
-    dtype = draw(st.sampled_from([torch.long] * 4 + [torch.int32, torch.uint8, torch.int16, torch.float32,
-                                                     torch.bool]))
+    dtype = draw(st.sampled_from([torch.long] * 4 + [torch.int32, torch.uint8, torch.int16, torch.float32, torch.bool]))
     batch = draw(st.integers(0 if draw(st.booleans()) else 1, 3))
     length = draw(st.integers(1, POSITIONS + 2))
     high = draw(st.sampled_from([VOCAB, VOCAB, VOCAB + 5]))
@@ -183,13 +201,15 @@ def test_bert_input_is_refused_in_one_line_or_equals_transformers(bert_pair, cas
     assert ids.dtype in (torch.long, torch.int32) and ids.numel() > 0 and ids.shape[1] <= POSITIONS
     assert 0 <= int(ids.min()) and int(ids.max()) < VOCAB
     with torch.no_grad():
-        expected = hf(input_ids=ids.long(), attention_mask=None if mask is None else mask.long(),
-                      token_type_ids=types).last_hidden_state
+        expected = hf(
+            input_ids=ids.long(), attention_mask=None if mask is None else mask.long(), token_type_ids=types
+        ).last_hidden_state
     keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
     torch.testing.assert_close(got[1][keep], expected[keep], rtol=1e-7, atol=1e-8)
 
 
 # ---------------------------------------------------------------- masking invariants
+
 
 @given(batch=st.integers(1, 4), length=st.integers(1, 40), p=st.floats(0.01, 0.99), seed=st.integers(0, 2**31 - 1))
 @FUZZ
@@ -209,15 +229,21 @@ def test_masking_invariants(batch, length, p, seed):
 
 # ---------------------------------------------------------------- text embedder and contrastive loss
 
+
 @pytest.fixture(scope="module")
 def embedder():
     torch.manual_seed(0)
     return contrastive.TextEmbedder(vocab_size=10, d_embed=8, d_model=8, num_heads=2, max_len=16).eval()
 
 
-@given(batch=st.integers(1, 3), length=st.integers(1, 20), high=st.sampled_from([10, 10, 12]),
-       dtype=st.sampled_from([torch.long, torch.long, torch.int32, torch.float32]), pad_rows=st.booleans(),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 20),
+    high=st.sampled_from([10, 10, 12]),
+    dtype=st.sampled_from([torch.long, torch.long, torch.int32, torch.float32]),
+    pad_rows=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
 @FUZZ
 def test_text_embedder_refuses_in_one_line_or_gives_unit_vectors(embedder, batch, length, high, dtype, pad_rows, seed):
     g = torch.Generator().manual_seed(seed)
@@ -233,9 +259,13 @@ def test_text_embedder_refuses_in_one_line_or_gives_unit_vectors(embedder, batch
     torch.testing.assert_close(got[1].norm(dim=-1), torch.ones(batch))
 
 
-@given(temperature=st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                             st.sampled_from([0.0, -0.0, 1e-30, 0.07])),
-       as_tensor=st.booleans(), n=st.integers(1, 5))
+@given(
+    temperature=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, -0.0, 1e-30, 0.07])
+    ),
+    as_tensor=st.booleans(),
+    n=st.integers(1, 5),
+)
 @FUZZ
 def test_contrastive_loss_is_finite_or_refused(temperature, as_tensor, n):
     x = F.normalize(torch.randn(n, 4, generator=torch.Generator().manual_seed(n)), dim=-1)

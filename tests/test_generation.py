@@ -9,6 +9,7 @@ hypothesis scores sum(log p) / (new tokens incl. EOS) ** length_penalty, an exam
 holds num_beams finished hypotheses, and at the length limit the running beams finish. transformers
 4.x before the refactor normalised differently; these tests say nothing about it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,12 +25,22 @@ transformers = pytest.importorskip("transformers")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from course_utils.text.decoder import GPTModel, tiny_config  # noqa: E402
-from course_utils.text.generation import GenerationInputError, beam_search, filter_logits, generate, reorder_cache, sequence_log_prob, top_p_mask  # noqa: E402
+from course_utils.text.generation import (  # noqa: E402
+    GenerationInputError,
+    beam_search,
+    filter_logits,
+    generate,
+    reorder_cache,
+    sequence_log_prob,
+    top_p_mask,
+)
 
 PROVEN_WITH = "5.24.0"
 SAME_SEMANTICS = transformers.__version__.split(".")[0] == "5"
-needs_v5 = pytest.mark.skipif(not SAME_SEMANTICS, reason=f"beam-search semantics proven for transformers 5.x "
-                              f"({PROVEN_WITH}); installed {transformers.__version__}")
+needs_v5 = pytest.mark.skipif(
+    not SAME_SEMANTICS,
+    reason=f"beam-search semantics proven for transformers 5.x ({PROVEN_WITH}); installed {transformers.__version__}",
+)
 PAD = 1  # a pad id that is neither 0 (transformers treats a pad tensor 0 as unset when filling) nor EOS
 
 
@@ -53,8 +64,14 @@ def hf_generate(model, ids, max_new_tokens, mask=None, **kw):
     mask = torch.ones_like(ids) if mask is None else mask
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=kw.pop("do_sample", False),
-                              pad_token_id=kw.pop("pad_token_id", PAD), **kw)
+        return model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=kw.pop("do_sample", False),
+            pad_token_id=kw.pop("pad_token_id", PAD),
+            **kw,
+        )
 
 
 def prompts(vocab, batch, length, seed):
@@ -68,6 +85,7 @@ def test_transformers_version():
 
 
 # ----------------------------------------------------------------------------- greedy
+
 
 @pytest.mark.parametrize("eos", [None, 5, 9])
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -96,6 +114,7 @@ def test_greedy_with_left_padding_equals_transformers(pair):
 
 # ----------------------------------------------------------------------------- beam search
 
+
 @needs_v5
 @pytest.mark.parametrize("num_beams,length_penalty", [(2, 1.0), (3, 0.0), (4, -1.0), (5, 2.0), (3, 1.0)])
 @pytest.mark.parametrize("eos", [None, 5])
@@ -103,14 +122,34 @@ def test_beam_search_equals_transformers(pair, num_beams, length_penalty, eos):
     theirs, ours = pair
     for seed in range(3):
         ids = prompts(23, 2, 3 + seed, seed)
-        want = hf_generate(theirs, ids, 12, num_beams=num_beams, length_penalty=length_penalty, early_stopping=True,
-                           eos_token_id=eos, num_return_sequences=1)
+        want = hf_generate(
+            theirs,
+            ids,
+            12,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            early_stopping=True,
+            eos_token_id=eos,
+            num_return_sequences=1,
+        )
         for use_cache in (True, False):
-            got = generate(ours, ids, 12, num_beams=num_beams, length_penalty=length_penalty, eos_token_id=eos,
-                           pad_token_id=PAD, use_cache=use_cache)
+            got = generate(
+                ours,
+                ids,
+                12,
+                num_beams=num_beams,
+                length_penalty=length_penalty,
+                eos_token_id=eos,
+                pad_token_id=PAD,
+                use_cache=use_cache,
+            )
             assert torch.equal(got, want), f"seed {seed}, cache {use_cache}:\n{got}\n!=\n{want}"
-        assert torch.equal(generate(theirs, ids, 12, num_beams=num_beams, length_penalty=length_penalty,
-                                    eos_token_id=eos, pad_token_id=PAD), want)
+        assert torch.equal(
+            generate(
+                theirs, ids, 12, num_beams=num_beams, length_penalty=length_penalty, eos_token_id=eos, pad_token_id=PAD
+            ),
+            want,
+        )
 
 
 @needs_v5
@@ -131,8 +170,10 @@ def test_beam_width_one_is_greedy(pair):
     _, ours = pair
     for seed, eos in itertools.product(range(4), (None, 5)):
         ids = prompts(23, 2, 4, seed)
-        assert torch.equal(generate(ours, ids, 10, num_beams=1, eos_token_id=eos),
-                           beam_search(ours, ids, 10, num_beams=1, eos_token_id=eos).sequences)
+        assert torch.equal(
+            generate(ours, ids, 10, num_beams=1, eos_token_id=eos),
+            beam_search(ours, ids, 10, num_beams=1, eos_token_id=eos).sequences,
+        )
 
 
 def _brute_force_best(model, prompt, max_new, eos, length_penalty):
@@ -147,7 +188,7 @@ def _brute_force_best(model, prompt, max_new, eos, length_penalty):
             with torch.no_grad():
                 logp = F.log_softmax(model(seq).logits[0, :-1].double(), -1)
             total = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens))
-            score = total / n ** length_penalty
+            score = total / n**length_penalty
             if score > best_score:
                 best, best_score = list(prompt) + list(tokens), score
     return best, best_score
@@ -159,8 +200,9 @@ def test_a_wide_beam_finds_the_brute_force_best(length_penalty):
     eos, max_new, prompt = 3, 3, [1, 2]
     want, want_score = _brute_force_best(ours, prompt, max_new, eos, length_penalty)
     # at least as many beams as complete sequences: nothing is ever pruned
-    out = beam_search(ours, torch.tensor([prompt]), max_new, num_beams=4 ** max_new, length_penalty=length_penalty,
-                      eos_token_id=eos)
+    out = beam_search(
+        ours, torch.tensor([prompt]), max_new, num_beams=4**max_new, length_penalty=length_penalty, eos_token_id=eos
+    )
     got = [t for t in out.sequences[0].tolist()]
     assert got == want, (got, want)
     assert abs(out.scores[0].item() - want_score) < 1e-4
@@ -171,12 +213,17 @@ def test_beam_scores_are_length_penalised_log_probs(pair):
     ids = prompts(23, 2, 4, 1)
     out = beam_search(ours, ids, 8, num_beams=3, length_penalty=1.5, eos_token_id=5, pad_token_id=PAD)
     logp = sequence_log_prob(ours, out.sequences, ids.shape[1], eos_token_id=5)
-    lengths = torch.tensor([(row[4:] == 5).long().argmax().item() + 1 if (row[4:] == 5).any() else row.shape[0] - 4
-                            for row in out.sequences])
+    lengths = torch.tensor(
+        [
+            (row[4:] == 5).long().argmax().item() + 1 if (row[4:] == 5).any() else row.shape[0] - 4
+            for row in out.sequences
+        ]
+    )
     assert torch.allclose(out.scores, logp / lengths.float() ** 1.5, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the cache
+
 
 def test_cached_and_uncached_give_the_same_tokens_and_logits(pair):
     _, ours = pair
@@ -193,7 +240,7 @@ def test_cached_and_uncached_give_the_same_tokens_and_logits(pair):
         out = ours(seq[:, :5], use_cache=True)
         steps = [out.logits]
         for t in range(5, seq.shape[1]):
-            out = ours(seq[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+            out = ours(seq[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
             steps.append(out.logits)
     assert (torch.cat(steps, 1) - full).abs().max().item() <= 1e-5
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
@@ -243,13 +290,21 @@ def test_another_model_plugs_in(pair):
 
 # ----------------------------------------------------------------------------- sampling
 
+
 def test_filter_logits_equals_transformers_warpers():
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 50, generator=g) * 3
-    for temperature, top_k, top_p in [(0.7, None, None), (1.0, 5, None), (1.3, None, 0.9), (0.5, 10, 0.5),
-                                      (1.0, 1, None), (2.0, None, 0.01), (1.0, 50, 1.0)]:
+    for temperature, top_k, top_p in [
+        (0.7, None, None),
+        (1.0, 5, None),
+        (1.3, None, 0.9),
+        (0.5, 10, 0.5),
+        (1.0, 1, None),
+        (2.0, None, 0.01),
+        (1.0, 50, 1.0),
+    ]:
         want = TemperatureLogitsWarper(temperature)(None, logits.clone())
         if top_k is not None:
             want = TopKLogitsWarper(top_k)(None, want)
@@ -287,12 +342,13 @@ def test_sampling_is_repeatable_and_stays_in_the_kept_set(pair):
     assert torch.equal(first, run())
     assert torch.equal(generate(ours, ids, 12, do_sample=True, top_k=1), generate(ours, ids, 12))
     with torch.no_grad():  # every sampled token was among the top 3 of its step
-        logits = ours(first[:, :-1]).logits[:, ids.shape[1] - 1:]
+        logits = ours(first[:, :-1]).logits[:, ids.shape[1] - 1 :]
     top3 = logits.topk(3, dim=-1).indices
-    assert (top3 == first[:, ids.shape[1]:, None]).any(-1).all()
+    assert (top3 == first[:, ids.shape[1] :, None]).any(-1).all()
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_bad_inputs_get_one_line_errors(pair):
     _, ours = pair
@@ -342,11 +398,19 @@ def test_training_mode_warns(pair):
 
 # ----------------------------------------------------------------------------- fuzz: any small setting, same ids
 
+
 @needs_v5
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batch=st.integers(1, 3), length=st.integers(1, 6), new=st.integers(1, 8), beams=st.integers(1, 4),
-       eos=st.sampled_from([None, 4, 8]), lp=st.sampled_from([-1.0, 0.0, 1.0, 2.5]), use_cache=st.booleans(),
-       seed=st.integers(0, 1000))
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 6),
+    new=st.integers(1, 8),
+    beams=st.integers(1, 4),
+    eos=st.sampled_from([None, 4, 8]),
+    lp=st.sampled_from([-1.0, 0.0, 1.0, 2.5]),
+    use_cache=st.booleans(),
+    seed=st.integers(0, 1000),
+)
 def test_fuzz_generation_equals_transformers(pair, batch, length, new, beams, eos, lp, use_cache, seed):
     theirs, ours = pair
     ids = prompts(23, batch, length, seed)
@@ -360,19 +424,31 @@ def test_fuzz_generation_equals_transformers(pair, batch, length, new, beams, eo
 
 # ----------------------------------------------------------------------------- the widget
 
+
 def _widget_setup():
     from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, trainers
 
     tok = Tokenizer(tok_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=280,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(["the cat sat on the mat and the dog sat on the log"] * 10, trainer=trainer)
     eos = tok.token_to_id("<|endoftext|>")
     torch.manual_seed(0)
-    config = tiny_config(vocab_size=tok.get_vocab_size(), n_positions=48, n_embd=16, n_layer=2, n_head=2,
-                         eos_token_id=eos, bos_token_id=eos)
+    config = tiny_config(
+        vocab_size=tok.get_vocab_size(),
+        n_positions=48,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        eos_token_id=eos,
+        bos_token_id=eos,
+    )
     model = GPTModel(config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -387,14 +463,23 @@ def test_widget_shows_what_generate_gives_and_redraws_on_every_control():
     box = generation_viz.generation_explorer(model, tok, "the cat", eos_token_id=eos, max_new_tokens=8)
     explorer = box.explorer
     prompt = torch.tensor([tok.encode("the cat").ids])
-    want = generate(model, prompt, 8, eos_token_id=eos)[0, prompt.shape[1]:].tolist()
+    want = generate(model, prompt, 8, eos_token_id=eos)[0, prompt.shape[1] :].tolist()
     assert explorer.found["new_ids"] == want and explorer.last_text == tok.decode(want)
     assert explorer.last_png.startswith(b"\x89PNG") and "course-generation-explorer" in explorer.output._dom_classes
     seen = {explorer.last_png}
-    for control, value in ((explorer.mode, "sample"), (explorer.temperature, 0.5), (explorer.top_k, 3),
-                           (explorer.top_p, 0.5), (explorer.seed, 4), (explorer.mode, "beam"), (explorer.num_beams, 4),
-                           (explorer.layer, 0), (explorer.head, 1), (explorer.prompt, "the dog"),
-                           (explorer.max_new_tokens, 12)):
+    for control, value in (
+        (explorer.mode, "sample"),
+        (explorer.temperature, 0.5),
+        (explorer.top_k, 3),
+        (explorer.top_p, 0.5),
+        (explorer.seed, 4),
+        (explorer.mode, "beam"),
+        (explorer.num_beams, 4),
+        (explorer.layer, 0),
+        (explorer.head, 1),
+        (explorer.prompt, "the dog"),
+        (explorer.max_new_tokens, 12),
+    ):
         control.value = value
         assert explorer.last_png not in seen, f"no new picture after changing {control.description}"
         seen.add(explorer.last_png)
@@ -412,16 +497,26 @@ def test_widget_sampling_bars_mark_what_top_k_and_top_p_cut():
     from course_utils.text import generation_viz
 
     model, tok, eos = _widget_setup()
-    explorer = generation_viz.generation_explorer(model, tok, "the", eos_token_id=eos, mode="sample", top_k=2,
-                                                  top_p=1.0, temperature=0.7).explorer
+    explorer = generation_viz.generation_explorer(
+        model, tok, "the", eos_token_id=eos, mode="sample", top_k=2, top_p=1.0, temperature=0.7
+    ).explorer
     assert explorer.found["kept"] == [True, True] + [False] * (len(explorer.found["kept"]) - 2)
     with torch.no_grad():
         logits = model(torch.tensor([tok.encode("the").ids])).logits[0, -1]
     probs = torch.softmax(logits / 0.7, -1)
     assert np.allclose(explorer.found["probabilities"], probs.sort(descending=True).values[:12].numpy(), atol=1e-6)
     # the same sampled continuation as generate with the widget's seed
-    want = generate(model, torch.tensor([tok.encode("the").ids]), 20, do_sample=True, temperature=0.7, top_k=2,
-                    top_p=1.0, eos_token_id=eos, generator=torch.Generator().manual_seed(0))[0].tolist()
+    want = generate(
+        model,
+        torch.tensor([tok.encode("the").ids]),
+        20,
+        do_sample=True,
+        temperature=0.7,
+        top_k=2,
+        top_p=1.0,
+        eos_token_id=eos,
+        generator=torch.Generator().manual_seed(0),
+    )[0].tolist()
     assert explorer.found["ids"] == want
 
 

@@ -1,5 +1,6 @@
 """The English / 中文 glossary: every shipped TSV loads and is well formed; lookups work
 both ways; a broken file is reported with its name and line."""
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,8 @@ def test_no_duplicate_chinese_terms():
 def test_chinese_columns_hold_chinese(term):
     # a name Chinese text also writes in Latin letters (CUDA, BERT) may keep zh == term
     assert CJK.search(term.zh) or term.zh == term.term, (
-        f"{term.chapter}.tsv {term.term!r}: zh {term.zh!r} has no Chinese characters")
+        f"{term.chapter}.tsv {term.term!r}: zh {term.zh!r} has no Chinese characters"
+    )
     assert CJK.search(term.definition_zh), f"{term.chapter}.tsv {term.term!r}: definition_zh has no Chinese characters"
     assert not CJK.search(term.term), f"{term.chapter}.tsv: the English term {term.term!r} holds Chinese"
 
@@ -57,7 +59,8 @@ def test_chinese_columns_hold_chinese(term):
 def test_fields_keep_the_markdown_table_intact(term):
     for field in (term.term, term.zh, term.definition, term.definition_zh):
         assert "|" not in field and "\n" not in field, (
-            f"{term.chapter}.tsv {term.term!r}: '|' or a line break in {field!r} breaks glossary.show()'s table")
+            f"{term.chapter}.tsv {term.term!r}: '|' or a line break in {field!r} breaks glossary.show()'s table"
+        )
 
 
 def test_lookup_both_ways():
@@ -98,9 +101,11 @@ def test_temporary_file_loads(terms_dir):
     assert glossary.lookup("词元").term == "token"
 
 
-@pytest.mark.parametrize("header", ["term\tzh\tdefinition\n", "term,zh,definition,definition_zh\n",
-                                    "zh\tterm\tdefinition\tdefinition_zh\n"],
-                         ids=["missing column", "commas", "wrong order"])
+@pytest.mark.parametrize(
+    "header",
+    ["term\tzh\tdefinition\n", "term,zh,definition,definition_zh\n", "zh\tterm\tdefinition\tdefinition_zh\n"],
+    ids=["missing column", "commas", "wrong order"],
+)
 def test_bad_header_names_the_file(terms_dir, header):
     path = terms_dir / "07.tsv"
     path.write_text(header + "token\t词元\tA piece of text.\t一段文本。\n", encoding="utf-8")
@@ -108,8 +113,11 @@ def test_bad_header_names_the_file(terms_dir, header):
         glossary.load()
 
 
-@pytest.mark.parametrize("row", ["token\t\tA piece of text.\t一段文本。", "token\t词元\tA piece of text.",
-                                 "token\t词元\t   \t一段文本。"], ids=["empty zh", "missing column", "blank"])
+@pytest.mark.parametrize(
+    "row",
+    ["token\t\tA piece of text.\t一段文本。", "token\t词元\tA piece of text.", "token\t词元\t   \t一段文本。"],
+    ids=["empty zh", "missing column", "blank"],
+)
 def test_empty_cell_names_file_and_line(terms_dir, row):
     path = terms_dir / "07.tsv"
     path.write_text(HEADER + "word\t词\tA unit.\t一个单位。\n" + row + "\n", encoding="utf-8")

@@ -1,4 +1,5 @@
 """course_utils.text.intents: the offline customer-service intent data set and its TSV files."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ DataCollatorForTokenClassification, entity prediction with pipeline("token-class
 aggregation_strategy="first"), entity spans with seqeval, and the entity-type confusion with
 scikit-learn's confusion_matrix over seqeval's entities. Every expected number comes from the
 library; where the two differ on purpose the test states the difference exactly."""
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,8 @@ def one_step_ahead_during_warmup(ours: list[float], library: list[float], warmup
     moves at peak/warm-up instead of 0) and the library's exactly afterwards. ``library`` holds one
     step more than ``ours``, so that the shifted warm-up has its last value."""
     assert len(library) == len(ours) + 1
-    assert ours[:warmup] == pytest.approx(library[1:warmup + 1], rel=1e-12, abs=1e-15), "warm-up"
-    assert ours[warmup:] == pytest.approx(library[warmup:len(ours)], rel=1e-12, abs=1e-15), "after the warm-up"
+    assert ours[:warmup] == pytest.approx(library[1 : warmup + 1], rel=1e-12, abs=1e-15), "warm-up"
+    assert ours[warmup:] == pytest.approx(library[warmup : len(ours)], rel=1e-12, abs=1e-15), "after the warm-up"
 
 
 @pytest.mark.parametrize("warmup, total", [w_t for w_t in LENGTHS if w_t[0] > 0])
@@ -80,9 +81,18 @@ def test_multimodal_schedule_is_transformers_wsd_one_step_ahead(steps):
     warm = max(1, int(0.05 * steps))
     decay_start = int(0.7 * steps)
     rates = [PEAK * vqa_training.lr_factor(s, steps) for s in range(steps)]
-    library = learning_rates(lambda opt: get_wsd_schedule(
-        opt, num_warmup_steps=warm, num_stable_steps=decay_start - warm, num_decay_steps=steps - decay_start,
-        warmup_type="linear", decay_type="cosine", min_lr_ratio=0.0), steps + 1)
+    library = learning_rates(
+        lambda opt: get_wsd_schedule(
+            opt,
+            num_warmup_steps=warm,
+            num_stable_steps=decay_start - warm,
+            num_decay_steps=steps - decay_start,
+            warmup_type="linear",
+            decay_type="cosine",
+            min_lr_ratio=0.0,
+        ),
+        steps + 1,
+    )
     one_step_ahead_during_warmup(rates, library, warm)
 
 
@@ -95,8 +105,9 @@ def test_captioning_schedule_is_transformers_cosine_with_a_floor_one_step_ahead(
 
     warm = max(1, int(steps * 0.05))
     rates = [PEAK * captioning.warmup_factor(s, steps, 0.05) for s in range(steps)]
-    library = learning_rates(lambda opt: get_cosine_with_min_lr_schedule_with_warmup(
-        opt, warm, steps, min_lr_rate=0.1), steps + 1)
+    library = learning_rates(
+        lambda opt: get_cosine_with_min_lr_schedule_with_warmup(opt, warm, steps, min_lr_rate=0.1), steps + 1
+    )
     one_step_ahead_during_warmup(rates, library, warm)
 
 
@@ -104,8 +115,8 @@ def test_captioning_schedule_is_transformers_cosine_with_a_floor_one_step_ahead(
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = 995
-DRAWS = 60          # batches of 64 x 128 positions, about 400k maskable positions per implementation
-SIGMAS = 5.0        # a fixed seed makes the test repeatable; 5 standard errors make a failure mean something
+DRAWS = 60  # batches of 64 x 128 positions, about 400k maskable positions per implementation
+SIGMAS = 5.0  # a fixed seed makes the test repeatable; 5 standard errors make a failure mean something
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +178,7 @@ def ours(tokenizer):
 
     def mask(ids, special, p):
         return pretraining.mask_tokens(ids, special, tokenizer.mask_token_id, candidates, p, generator=generator)
+
     return mask
 
 
@@ -179,6 +191,7 @@ def library(tokenizer):
     def mask(ids, special, p):
         collator.mlm_probability = p
         return collator.torch_mask_tokens(ids, special_tokens_mask=special.long())
+
     return mask
 
 
@@ -194,8 +207,10 @@ def test_mask_tokens_has_the_statistics_of_transformers_collator(word_tokenizer,
     the rule (with the chance that a random token is the original, or [MASK] for the library, whose random
     tokens come from the whole vocabulary) and against each other."""
     vocab, candidates = len(word_tokenizer), len(word_tokenizer) - len(SPECIALS)
-    results = {name: masking_counts(make(word_tokenizer), word_tokenizer, seed, mlm_probability)
-               for name, make, seed in [("ours", ours, 10), ("transformers", library, 11)]}
+    results = {
+        name: masking_counts(make(word_tokenizer), word_tokenizer, seed, mlm_probability)
+        for name, make, seed in [("ours", ours, 10), ("transformers", library, 11)]
+    }
     expected = {  # share of the chosen positions: (mask, random, kept)
         "ours": (0.8, 0.1 * (1 - 1 / candidates), 0.1 + 0.1 / candidates),
         "transformers": (0.8 + 0.1 / vocab, 0.1 * (1 - 2 / vocab), 0.1 + 0.1 / vocab),
@@ -222,8 +237,8 @@ def test_mask_tokens_random_replacements_are_uniform_over_the_words(word_tokeniz
         masked, labels = mask(ids.clone(), special, 0.4)
         replaced = (labels != -100) & (masked != ids) & (masked != word_tokenizer.mask_token_id)
         seen += torch.bincount(masked[replaced], minlength=len(word_tokenizer))
-    counts = seen[len(SPECIALS):].double()
-    assert seen[:len(SPECIALS)].sum() == 0
+    counts = seen[len(SPECIALS) :].double()
+    assert seen[: len(SPECIALS)].sum() == 0
     expected = counts.sum() / WORDS
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     df = WORDS - 1
@@ -231,6 +246,7 @@ def test_mask_tokens_random_replacements_are_uniform_over_the_words(word_tokeniz
 
 
 # ------------------------------------------------------------------ NER: padding, spans, prediction, confusion
+
 
 @pytest.fixture(scope="module")
 def minilm_tokenizer():
@@ -244,8 +260,10 @@ def minilm_tokenizer():
 SENTENCES = [
     (["Maria", "Lopez", "flew", "to", "Lyon", "."], ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]),
     (["Siemens"], ["B-ORG"]),
-    (["The", "Anglo-Saxon", "chronicle", "was", "read", "at", "Westminster", "Abbey", "yesterday", "."],
-     ["O", "B-MISC", "O", "O", "O", "O", "B-LOC", "I-LOC", "O", "O"]),
+    (
+        ["The", "Anglo-Saxon", "chronicle", "was", "read", "at", "Westminster", "Abbey", "yesterday", "."],
+        ["O", "B-MISC", "O", "O", "O", "O", "B-LOC", "I-LOC", "O", "O"],
+    ),
     (["Über", "café", "owners", "met", "O'Neill", "in", "Zürich"], ["O", "O", "O", "O", "B-PER", "O", "B-LOC"]),
 ]
 
@@ -266,7 +284,8 @@ def test_ner_collate_equals_data_collator_for_token_classification(minilm_tokeni
         for order in ([1], [3, 0], [2, 1, 0, 3]):  # another longest row, a batch of one
             part = [features[i] for i in order]
             theirs = DataCollatorForTokenClassification(minilm_tokenizer, return_tensors="pt")(
-                [{k: v for k, v in f.items() if k != "word_ids"} for f in part])
+                [{k: v for k, v in f.items() if k != "word_ids"} for f in part]
+            )
             mine = ner.collate(part, minilm_tokenizer.pad_token_id)
             assert all(torch.equal(mine[k], theirs[k].long()) for k in mine), order
 
@@ -292,8 +311,12 @@ def test_type_confusion_equals_a_count_over_seqeval_entities(pairs):
     gold, pred = [], []
     for tags, rng in pairs:
         gold.append(list(tags))
-        pred.append([rng.choice(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC-X"]) if rng.random() < 0.4 else t
-                     for t in tags])
+        pred.append(
+            [
+                rng.choice(["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-MISC-X"]) if rng.random() < 0.4 else t
+                for t in tags
+            ]
+        )
     names, counts = bio_tags.type_confusion(gold, pred)
     # the reference: seqeval's entities, paired by span, counted by scikit-learn
     y_true, y_pred = [], []
@@ -309,8 +332,9 @@ def test_type_confusion_equals_a_count_over_seqeval_entities(pairs):
         assert counts == confusion_matrix(y_true, y_pred, labels=names).tolist()
     else:
         assert counts == [[0]]
-    exact = sum(len(set(seqeval_labeling.get_entities(g)) & set(seqeval_labeling.get_entities(p)))
-                for g, p in zip(gold, pred))
+    exact = sum(
+        len(set(seqeval_labeling.get_entities(g)) & set(seqeval_labeling.get_entities(p))) for g, p in zip(gold, pred)
+    )
     assert sum(counts[i][i] for i in range(len(names) - 1)) == exact
 
 
@@ -321,9 +345,16 @@ def tiny_token_classifier(minilm_tokenizer):
     from transformers import BertConfig, BertForTokenClassification
 
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
-    config = BertConfig(vocab_size=len(minilm_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=len(tags), id2label=dict(enumerate(tags)),
-                        label2id={t: i for i, t in enumerate(tags)})
+    config = BertConfig(
+        vocab_size=len(minilm_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(tags),
+        id2label=dict(enumerate(tags)),
+        label2id={t: i for i, t in enumerate(tags)},
+    )
     torch.manual_seed(0)
     model = BertForTokenClassification(config).eval()
     with torch.no_grad():
@@ -345,14 +376,20 @@ TEXTS = [
 def test_predict_entities_equals_the_token_classification_pipeline(tiny_token_classifier, minilm_tokenizer, text):
     from transformers import pipeline
 
-    reader = pipeline("token-classification", model=tiny_token_classifier, tokenizer=minilm_tokenizer,
-                      aggregation_strategy="first", device="cpu")
+    reader = pipeline(
+        "token-classification",
+        model=tiny_token_classifier,
+        tokenizer=minilm_tokenizer,
+        aggregation_strategy="first",
+        device="cpu",
+    )
     theirs = reader(text) if text else []
     mine = ner.predict_entities(tiny_token_classifier, minilm_tokenizer, text)
     assert [(e["type"], e["start"], e["end"]) for e in mine] == [
-        (e["entity_group"], e["start"], e["end"]) for e in theirs]
+        (e["entity_group"], e["start"], e["end"]) for e in theirs
+    ]
     assert [e["score"] for e in mine] == pytest.approx([float(e["score"]) for e in theirs], abs=1e-4)
-    assert all(e["text"] == text[e["start"]:e["end"]] for e in mine)
+    assert all(e["text"] == text[e["start"] : e["end"]] for e in mine)
 
 
 def test_the_tiny_classifier_finds_several_entity_types(tiny_token_classifier, minilm_tokenizer):

@@ -6,6 +6,7 @@ LoraConfig is applied to the transformers model and the course's add_lora to the
 same A and B, and the two are compared before training, after AdamW steps, after merging, and in
 their trainable parameter counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,17 @@ peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
 from course_utils.text.bert_tasks import BertForTokenClassification  # noqa: E402
-from course_utils.text.lora import LoRAError, LoRALinear, add_lora, has_lora, load_lora, lora_state_dict, merge_lora, save_lora, trainable_parameters  # noqa: E402
+from course_utils.text.lora import (  # noqa: E402
+    LoRAError,
+    LoRALinear,
+    add_lora,
+    has_lora,
+    load_lora,
+    lora_state_dict,
+    merge_lora,
+    save_lora,
+    trainable_parameters,
+)
 
 # peft's module names (transformers' BertSelfAttention) -> the course's
 PEFT_TO_OURS = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
@@ -26,9 +37,17 @@ PEFT_TO_OURS = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
 
 def tiny_config(dropout: float = 0.0, **overrides):
     return transformers.BertConfig(
-        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=5, hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout, **overrides)
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=5,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        **overrides,
+    )
 
 
 def batch(seed: int = 1):
@@ -43,26 +62,34 @@ def batch(seed: int = 1):
     return ids, mask, labels
 
 
-def pair(r=4, alpha=8, target=("query", "value"), head=False, lora_dropout=0.0, seed=0, nonzero_b=True,
-         our_target=None):
+def pair(
+    r=4, alpha=8, target=("query", "value"), head=False, lora_dropout=0.0, seed=0, nonzero_b=True, our_target=None
+):
     """(peft model, course model with LoRA) built from one transformers model, holding the same A and B."""
     torch.manual_seed(seed)
     hf = transformers.BertForTokenClassification(tiny_config())
     ours = BertForTokenClassification.from_hf(hf)  # copy first: get_peft_model changes hf in place
     save = ["classifier"] if head else None
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(target), lora_dropout=lora_dropout,
-                             modules_to_save=save)
+    config = peft.LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=list(target), lora_dropout=lora_dropout, modules_to_save=save
+    )
     reference = peft.get_peft_model(hf, config)
     add_lora(ours, r=r, alpha=alpha, target=our_target or target, dropout=lora_dropout, modules_to_save=save or ())
     g = torch.Generator().manual_seed(seed + 100)
     copied = 0
     with torch.no_grad():
         for name, module in reference.named_modules():
-            if isinstance(module, peft.tuners.lora.LoraLayer) and hasattr(module, "lora_A") and "default" in module.lora_A:
+            if (
+                isinstance(module, peft.tuners.lora.LoraLayer)
+                and hasattr(module, "lora_A")
+                and "default" in module.lora_A
+            ):
                 index = int(name.split("encoder.layer.")[1].split(".")[0])
                 mine = getattr(ours.bert.encoder.layers[index].self_attn, PEFT_TO_OURS[name.rsplit(".", 1)[1]])
                 if nonzero_b:  # B starts at zero; a random B makes the LoRA path visible from step 0
-                    module.lora_B["default"].weight.copy_(torch.randn(module.lora_B["default"].weight.shape, generator=g))
+                    module.lora_B["default"].weight.copy_(
+                        torch.randn(module.lora_B["default"].weight.shape, generator=g)
+                    )
                 mine.lora_A.copy_(module.lora_A["default"].weight)
                 mine.lora_B.copy_(module.lora_B["default"].weight)
                 copied += 1
@@ -75,6 +102,7 @@ def max_diff(a, b) -> float:
 
 
 # ---------------------------------------------------------------- one layer
+
 
 def test_lora_a_init_is_nn_linear_init_and_b_is_zero():
     base = nn.Linear(12, 6)
@@ -113,6 +141,7 @@ def test_lora_linear_matches_peft_linear_forward_and_gradients():
 
 
 # ---------------------------------------------------------------- the whole model against peft
+
 
 @pytest.mark.parametrize("head", [False, True], ids=["lora-only", "lora+head"])
 def test_forward_and_adamw_training_match_peft(head):
@@ -197,9 +226,15 @@ def test_merge_matches_peft_merge_and_unload(head):
         assert max_diff(ours.to_hf().eval()(input_ids=ids, attention_mask=mask).logits, ref_logits) < 1e-5
 
 
-@pytest.mark.parametrize("r,target,head", [
-    (1, ("query", "value"), False), (4, ("query", "value"), True), (8, ("query", "key", "value"), False),
-    (2, ("key",), True)])
+@pytest.mark.parametrize(
+    "r,target,head",
+    [
+        (1, ("query", "value"), False),
+        (4, ("query", "value"), True),
+        (8, ("query", "key", "value"), False),
+        (2, ("key",), True),
+    ],
+)
 def test_trainable_parameter_counts_match_peft(r, target, head):
     reference, ours = pair(r=r, target=target, head=head, nonzero_b=False)
     trainable_ref, total_ref = reference.get_nb_trainable_parameters()
@@ -241,6 +276,7 @@ def test_adapter_file_holds_only_the_adapter_and_loads_back(tmp_path):
 
 
 # ---------------------------------------------------------------- bad input: one line, naming the fix
+
 
 def one_line(excinfo) -> str:
     message = str(excinfo.value)
@@ -332,6 +368,7 @@ def test_load_lora_bad_files(tmp_path):
 
 def test_saving_a_model_with_lora_says_merge_first():
     from course_utils.text.bert import CheckpointError
+
     m = add_lora(model(), r=4)
     with pytest.raises(CheckpointError) as excinfo:
         m.hf_state_dict()

@@ -1,4 +1,5 @@
 """Fusion modules, the patch CNN, the question encoders and the contrastive loss, against references."""
+
 import math
 
 import pytest
@@ -22,11 +23,12 @@ def encoding(batch, d, tokens=1, seed=0, pad_last=0):
     toks = torch.randn(batch, tokens, d, generator=g)
     mask = torch.ones(batch, tokens, dtype=torch.bool)
     if pad_last:
-        mask[-1, tokens - pad_last:] = False
+        mask[-1, tokens - pad_last :] = False
     return mm.QuestionEncoding(toks.mean(1), toks, mask)
 
 
 # ---------------------------------------------------------------- image side
+
 
 def test_patch_cnn_shapes_and_coordinates(data):
     cnn = patch_cnn.PatchCNN(channels=8).eval()
@@ -48,9 +50,9 @@ def test_each_output_patch_sees_its_own_15_pixels(data):
     cnn = patch_cnn.PatchCNN(channels=4).eval()
     image = data.images[:1].clone()
     before = cnn.patches(image)
-    image[..., 45:, 45:] = 0                  # bottom-right corner only
+    image[..., 45:, 45:] = 0  # bottom-right corner only
     after = cnn.patches(image)
-    assert torch.equal(before[0, 0], after[0, 0])          # top-left patch: pixels 0..14, sees up to 20
+    assert torch.equal(before[0, 0], after[0, 0])  # top-left patch: pixels 0..14, sees up to 20
     assert not torch.equal(before[0, 24], after[0, 24])
 
 
@@ -99,15 +101,16 @@ def test_describe_patches(data):
     assert d.shape == (8, 25, 10) == (8, 25, patch_cnn.D_DESCRIPTION)
     torch.testing.assert_close(d[..., :7].sum(-1), torch.ones(8, 25))
     empty = t["holds"] == 6
-    assert d[..., 7][empty].abs().max() < 1e-3                          # an empty patch says no shape ...
-    torch.testing.assert_close(d[..., 8:][empty], patch_cnn.grid_coordinates().expand(8, 25, 2)[empty],
-                               atol=1e-3, rtol=1e-3)                     # ... and sits at its centre
-    objects = data.object_descriptions(shuffle=False)                    # (8, 6, 10): colour, shape, x, y
+    assert d[..., 7][empty].abs().max() < 1e-3  # an empty patch says no shape ...
+    torch.testing.assert_close(
+        d[..., 8:][empty], patch_cnn.grid_coordinates().expand(8, 25, 2)[empty], atol=1e-3, rtol=1e-3
+    )  # ... and sits at its centre
+    objects = data.object_descriptions(shuffle=False)  # (8, 6, 10): colour, shape, x, y
     for i in range(8):
         for cell in (~empty[i]).nonzero().flatten().tolist():
             k = int(t["holds"][i, cell])
             assert d[i, cell, :7].argmax() == k
-            assert d[i, cell, 7].item() == pytest.approx(objects[i, k, 7].item(), abs=1e-3)    # circle
+            assert d[i, cell, 7].item() == pytest.approx(objects[i, k, 7].item(), abs=1e-3)  # circle
             torch.testing.assert_close(d[i, cell, 8:], objects[i, k, 8:], atol=1e-3, rtol=1e-3)
 
 
@@ -136,18 +139,22 @@ def test_cache_patches_keeps_the_most_object_like(data):
         patch_cnn.cache_patches(cnn, data.images, what="pixels")
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.zeros(3, 75, 75, dtype=torch.uint8), "single image"),
-    (torch.zeros(2, 75, 75, 3, dtype=torch.uint8), "channels-last"),
-    (torch.zeros(2, 1, 75, 75), r"\(batch, 3, 75, 75\)"),
-    (torch.zeros(2, 3, 64, 64), r"\(batch, 3, 75, 75\)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(3, 75, 75, dtype=torch.uint8), "single image"),
+        (torch.zeros(2, 75, 75, 3, dtype=torch.uint8), "channels-last"),
+        (torch.zeros(2, 1, 75, 75), r"\(batch, 3, 75, 75\)"),
+        (torch.zeros(2, 3, 64, 64), r"\(batch, 3, 75, 75\)"),
+    ],
+)
 def test_bad_images_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         patch_cnn.PatchCNN(4).patches(bad)
 
 
 # ---------------------------------------------------------------- fusions
+
 
 @pytest.mark.parametrize("name", mm.FUSIONS)
 @pytest.mark.parametrize("n_elements, d_image", [(6, 10), (25, 34)])
@@ -169,11 +176,20 @@ def test_relation_network_broadcast_add_equals_all_pairs():
     assert fast.shape == (4, 5, 5, 16)
     torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
     # and the whole module equals f(sum over explicit pairs of g)
-    pairs = torch.stack([torch.stack([torch.cat([elements[:, i], elements[:, j], question], -1) for j in range(5)], 1)
-                         for i in range(5)], 1)                                  # (4, 5, 5, 2*7+3)
+    pairs = torch.stack(
+        [
+            torch.stack([torch.cat([elements[:, i], elements[:, j], question], -1) for j in range(5)], 1)
+            for i in range(5)
+        ],
+        1,
+    )  # (4, 5, 5, 2*7+3)
     g = rn.g_rest(F.relu(rn.g_first(pairs)))
-    torch.testing.assert_close(rn(elements, mm.QuestionEncoding(question, question[:, None], torch.ones(4, 1, dtype=torch.bool))),
-                               rn.f(g.sum((1, 2))), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        rn(elements, mm.QuestionEncoding(question, question[:, None], torch.ones(4, 1, dtype=torch.bool))),
+        rn.f(g.sum((1, 2))),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 SET_FUSIONS = [f for f in mm.FUSIONS if f not in mm.EarlyFusion.OPS]
@@ -209,8 +225,9 @@ def reference_mha(mha, query, kv, key_padding=None):
         return proj(x).view(b, x.shape[1], h, d // h).transpose(1, 2)
 
     mask = None if key_padding is None else key_padding[:, None, None, :]
-    out = F.scaled_dot_product_attention(heads(query, mha.q_proj), heads(kv, mha.k_proj), heads(kv, mha.v_proj),
-                                         attn_mask=mask)
+    out = F.scaled_dot_product_attention(
+        heads(query, mha.q_proj), heads(kv, mha.k_proj), heads(kv, mha.v_proj), attn_mask=mask
+    )
     return mha.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
@@ -251,7 +268,7 @@ def test_padded_question_tokens_change_nothing():
     fusion = mm.CrossAttentionFusion(10, 6, 12, d_model=16, layers=2, token_queries=True).eval()
     elements, question = torch.randn(2, 6, 10), encoding(2, 12, tokens=4, pad_last=2)
     changed = question.tokens.clone()
-    changed[-1, 2:] = 100.0                       # garbage in the padding
+    changed[-1, 2:] = 100.0  # garbage in the padding
     with torch.no_grad():
         a = fusion(elements, question)
         b = fusion(elements, mm.QuestionEncoding(question.vector, changed, question.mask))
@@ -283,8 +300,9 @@ def test_early_fusion_ops_combine_as_named():
             h = F.relu(v + u) if op == "sum" else v * u
         for lin in linears[:-1]:
             h = F.relu(F.linear(h, lin.weight, lin.bias))
-        torch.testing.assert_close(f(elements, q), F.linear(h, linears[-1].weight, linears[-1].bias),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            f(elements, q), F.linear(h, linears[-1].weight, linears[-1].bias), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_sum_fusion_is_concat_fusion_with_split_weights():
@@ -314,6 +332,7 @@ def test_fusion_errors_name_the_problem():
 
 
 # ---------------------------------------------------------------- question encoders and the model
+
 
 def test_vector_encoder_and_model(data):
     qenc = mm.VectorQuestionEncoder(16)
@@ -349,9 +368,18 @@ def tiny_bert(tmp_path_factory):
         path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
         path.write_text("\n".join(vocab) + "\n")
         tokenizer = transformers.BertTokenizerFast(vocab_file=str(path))
-    assert len(tokenizer) == len(vocab) and tokenizer.unk_token_id not in tokenizer(shapes.ALL_QUESTION_TEXTS[0])["input_ids"]
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=32)
+    assert (
+        len(tokenizer) == len(vocab)
+        and tokenizer.unk_token_id not in tokenizer(shapes.ALL_QUESTION_TEXTS[0])["input_ids"]
+    )
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     return bert.BertModel(config).eval(), tokenizer
 
@@ -359,11 +387,11 @@ def tiny_bert(tmp_path_factory):
 def _bert_states(model, tokenizer, text):
     ids = tokenizer([text], return_tensors="pt")
     was_training = model.training
-    model.eval()                                                              # no dropout
+    model.eval()  # no dropout
     with torch.no_grad():
         states = model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state[0]
     model.train(was_training)
-    return states                                                             # (T, hidden)
+    return states  # (T, hidden)
 
 
 def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
@@ -400,12 +428,13 @@ def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
         standard = (means - means.mean(0)) / (means.var(0, unbiased=False) + eps).sqrt()
         for i, text in enumerate(texts):
             torch.testing.assert_close(enc.vector[i], frozen.proj(standard[unique.index(text)]), atol=1e-4, rtol=1e-4)
-    assert not torch.equal(sn.running_mean, before)                           # running statistics move
+    assert not torch.equal(sn.running_mean, before)  # running statistics move
     # fine-tuned: same outputs from the same weights, BERT trained at lr * lr_scale
     tuned = mm.BertQuestionEncoder(model, tokenizer, d_model=8, finetune=True)
     tuned.load_state_dict(frozen.state_dict())
-    torch.testing.assert_close(tuned.eval()(None, texts).vector, frozen.eval()(None, texts).vector,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        tuned.eval()(None, texts).vector, frozen.eval()(None, texts).vector, atol=1e-5, rtol=1e-5
+    )
     groups = vqa_training._param_groups(mm.VQAModel(tuned, mm.make_fusion("sum", 10, 6, 8)), lr=1e-3)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     model.requires_grad_(False)
@@ -414,6 +443,7 @@ def test_bert_encoder_dedupes_caches_and_standardises(tiny_bert):
 
 
 # ---------------------------------------------------------------- training and scoring
+
 
 def test_question_set_and_accuracy_by_subtype(data):
     qs = vqa_training.QuestionSet.from_data(data, data.object_descriptions())
@@ -439,8 +469,8 @@ def test_training_fits_a_small_set(name):
     torch.manual_seed(0)
     model = mm.VQAModel(mm.VectorQuestionEncoder(32), mm.make_fusion(name, 10, 6, 32))
     result = vqa_training.train_vqa(model, qs, qs, steps=150, batch_size=80, lr=3e-3, progress=False)
-    assert result.losses[0] > 2.0 and result.losses[-1] < 0.5          # from ln(10) = 2.3 to a fit
-    assert vqa_training.evaluate_vqa(model, qs)["overall"] > 0.75                 # majority answers: about 0.4
+    assert result.losses[0] > 2.0 and result.losses[-1] < 0.5  # from ln(10) = 2.3 to a fit
+    assert vqa_training.evaluate_vqa(model, qs)["overall"] > 0.75  # majority answers: about 0.4
     assert len(result.steps) == 10 and result.parameters == mm.count_parameters(model)
 
 
@@ -448,8 +478,10 @@ def _cross_attention_on_patches(data):
     torch.manual_seed(0)
     cnn = patch_cnn.PatchCNN(channels=8).eval()
     patches = patch_cnn.cache_patches(cnn, data.images).keep(6)
-    model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("cross_attention", patch_cnn.D_DESCRIPTION, 6, 16,
-                                                                     d_model=16, num_heads=2)).eval()
+    model = mm.VQAModel(
+        mm.VectorQuestionEncoder(16),
+        mm.make_fusion("cross_attention", patch_cnn.D_DESCRIPTION, 6, 16, d_model=16, num_heads=2),
+    ).eval()
     return model, patches
 
 
@@ -457,7 +489,7 @@ def test_attention_maps_are_distributions_over_the_kept_patches(data):
     model, patches = _cross_attention_on_patches(data)
     logits, maps = vqa_plots.attention_maps(model, patches.vectors[:3], data.questions[:3, 10])
     torch.testing.assert_close(logits, model(patches.vectors[:3], data.questions[:3, 10]))
-    assert len(maps) == 2 and model.fusion.last_attention is None            # not kept after the call
+    assert len(maps) == 2 and model.fusion.last_attention is None  # not kept after the call
     for w in maps:
         assert w.shape == (3, 6) and (w >= 0).all()
         torch.testing.assert_close(w.sum(-1), torch.ones(3))
@@ -469,8 +501,11 @@ def test_attention_maps_are_distributions_over_the_kept_patches(data):
             others[patches.index[i]] = False
             assert (on_grid[i, others] == 0).all()
     with pytest.raises(TypeError, match="CrossAttentionFusion"):
-        vqa_plots.attention_maps(mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 12, 6, 16)),
-                          patches.vectors[:1], data.questions[:1, 0])
+        vqa_plots.attention_maps(
+            mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("film", 12, 6, 16)),
+            patches.vectors[:1],
+            data.questions[:1, 0],
+        )
 
 
 def test_attention_widget_redraws_for_a_new_image_and_question(data):
@@ -489,6 +524,7 @@ def test_attention_widget_redraws_for_a_new_image_and_question(data):
 
 
 # ---------------------------------------------------------------- shared embedding space
+
 
 def test_contrastive_loss_by_hand():
     g = torch.Generator().manual_seed(0)
@@ -546,12 +582,22 @@ def test_train_vqa_curve_is_on_validation_and_keep_best_returns_the_best_point()
     train_data, val_data = shapes.generate(6, seed=11), shapes.generate(5, seed=12)
     train = vqa_training.QuestionSet.from_data(train_data, train_data.object_descriptions())
     validation = vqa_training.QuestionSet.from_data(val_data, val_data.object_descriptions())
-    probe = torch.arange(60)                                   # eval_questions=60: the first 60 questions
+    probe = torch.arange(60)  # eval_questions=60: the first 60 questions
     for keep_best in (False, True):
         torch.manual_seed(0)
         model = mm.VQAModel(mm.VectorQuestionEncoder(16), mm.make_fusion("concat", 10, 6, 16))
-        result = vqa_training.train_vqa(model, train, validation, steps=60, batch_size=32, lr=1e-2, eval_every=6,
-                              eval_questions=60, progress=False, keep_best=keep_best)
+        result = vqa_training.train_vqa(
+            model,
+            train,
+            validation,
+            steps=60,
+            batch_size=32,
+            lr=1e-2,
+            eval_every=6,
+            eval_questions=60,
+            progress=False,
+            keep_best=keep_best,
+        )
         overall = [a["overall"] for a in result.accuracy]
         assert len(overall) == 10 and result.steps == list(range(6, 61, 6))
         assert result.best_step == result.steps[overall.index(max(overall))]
@@ -560,7 +606,7 @@ def test_train_vqa_curve_is_on_validation_and_keep_best_returns_the_best_point()
             assert returned == pytest.approx(max(overall))
         else:
             assert returned == pytest.approx(overall[-1])
-    assert len(set(overall)) > 1                                # the curve moves, so the choice means something
+    assert len(set(overall)) > 1  # the curve moves, so the choice means something
 
 
 def test_train_vqa_keep_best_restores_an_earlier_state():
@@ -580,11 +626,12 @@ def test_train_vqa_keep_best_restores_an_earlier_state():
     vqa_training.evaluate_vqa.__globals__["evaluate_vqa"] = recording
     try:
         # lr 0.3 overfits 80 questions and wanders: validation accuracy does not peak at the end
-        result = vqa_training.train_vqa(model, train, validation, steps=40, batch_size=80, lr=0.3, eval_every=4,
-                              progress=False, keep_best=True)
+        result = vqa_training.train_vqa(
+            model, train, validation, steps=40, batch_size=80, lr=0.3, eval_every=4, progress=False, keep_best=True
+        )
     finally:
         vqa_training.evaluate_vqa.__globals__["evaluate_vqa"] = original
-    assert result.best_step < 40                                # so the state returned is an earlier one
+    assert result.best_step < 40  # so the state returned is an earlier one
     best = result.steps.index(result.best_step) + 1
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, snapshots[best][key])
@@ -603,6 +650,7 @@ def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
     """One outline per patch with weight, darker for heavier weights; the only image drawn is the
     picture itself, pixel for pixel (no heat map tinting the colours the questions ask about)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -617,7 +665,7 @@ def test_attention_overlay_outlines_patches_and_leaves_the_colours_alone(data):
     alphas = sorted(round(p.get_edgecolor()[3], 6) for p in outlines)
     assert alphas == [0.2, 0.3, 0.5] and mapping.norm.vmax == 1.0
     corners = sorted(p.get_xy() for p in outlines)
-    assert corners[0] == (0.5, 0.5)                           # patch 0: the top-left 15x15 pixels, inset by one
+    assert corners[0] == (0.5, 0.5)  # patch 0: the top-left 15x15 pixels, inset by one
     with pytest.raises(ValueError, match="one value per patch"):
         vqa_plots.plot_attention_on_image(ax, data.images[0], torch.ones(6))
     plt.close(fig)
@@ -636,7 +684,7 @@ def test_step_budgets_by_mode_and_override(fast):
         merged = vqa_training.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": 3})
         assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9 and merged["bert"] == 3
         assert merged["objects"]["film"] == budgets["objects"]["film"] and merged["patches"] == budgets["patches"]
-        assert vqa_training.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]    # defaults untouched
+        assert vqa_training.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]  # defaults untouched
         everything = vqa_training.step_budgets(5)
         assert set(everything["patches"].values()) == {5} and everything["channels"] == 5
         with pytest.raises(TypeError, match="papermill"):

@@ -3,6 +3,7 @@
 References: seqeval (entities, metrics), the tokenizers library (word boundaries and offsets),
 transformers (the saved model's logits, the token-classification pipeline).
 """
+
 from __future__ import annotations
 
 import calendar
@@ -22,10 +23,50 @@ transformers = pytest.importorskip("transformers")
 
 # ---------------------------------------------------------------- fixtures: a tiny cased BERT with a hand-made vocabulary
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "(", ")", "-",
-         "Maria", "Lopez", "flew", "to", "Lyon", "on", "Monday", "the", "in", "said", "Arnold",
-         "Schw", "##arz", "##en", "##egger", "New", "York", "visited", "San", "Francisco", "A", "B", "C",
-         "L", "##y", "##on", "a", "b", "c", "paris", "london", "berlin"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    ".",
+    ",",
+    "(",
+    ")",
+    "-",
+    "Maria",
+    "Lopez",
+    "flew",
+    "to",
+    "Lyon",
+    "on",
+    "Monday",
+    "the",
+    "in",
+    "said",
+    "Arnold",
+    "Schw",
+    "##arz",
+    "##en",
+    "##egger",
+    "New",
+    "York",
+    "visited",
+    "San",
+    "Francisco",
+    "A",
+    "B",
+    "C",
+    "L",
+    "##y",
+    "##on",
+    "a",
+    "b",
+    "c",
+    "paris",
+    "london",
+    "berlin",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +78,8 @@ def tokenizer():
     raw.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     return transformers.BertTokenizerFast(tokenizer_object=raw, do_lower_case=False)
 
 
@@ -49,10 +91,17 @@ def tiny_model(tokenizer, seed=0, max_positions=32):
     from course_utils.text.bert_tasks import BertForTokenClassification
 
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=32,
-                                     max_position_embeddings=max_positions, num_labels=len(LABELS),
-                                     id2label=dict(enumerate(LABELS)), label2id=LABEL2ID)
+    config = transformers.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=max_positions,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id=LABEL2ID,
+    )
     return BertForTokenClassification(config).eval()
 
 
@@ -71,12 +120,18 @@ def write(tmp_path, text, name="data.conll"):
 
 # ---------------------------------------------------------------- reading and writing CoNLL
 
+
 def test_read_conll_four_columns_docstart_and_blank_lines(tmp_path):
-    text = ("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n\n"
-            "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n-DOCSTART- -X- -X- O\n\nBRUSSELS NNP B-NP B-LOC")
+    text = (
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n\n"
+        "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n-DOCSTART- -X- -X- O\n\nBRUSSELS NNP B-NP B-LOC"
+    )
     sentences = ner.read_conll(write(tmp_path, text))
-    assert sentences == [(["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
-                         (["Peter", "Blackburn"], ["B-PER", "I-PER"]), (["BRUSSELS"], ["B-LOC"])]
+    assert sentences == [
+        (["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
+        (["Peter", "Blackburn"], ["B-PER", "I-PER"]),
+        (["BRUSSELS"], ["B-LOC"]),
+    ]
 
 
 def test_read_conll_two_and_three_columns_with_tabs(tmp_path):
@@ -171,6 +226,7 @@ def test_label_list_comes_from_the_data():
 
 # ---------------------------------------------------------------- sub-word alignment
 
+
 def test_align_labels_on_a_tricky_word(tokenizer):
     words = ["Arnold", "Schwarzenegger", "flew", "to", "Lyon", "."]
     tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]
@@ -186,8 +242,15 @@ def test_align_labels_on_a_tricky_word(tokenizer):
     assert ner.align_labels(enc.word_ids(), ["B-PER"], LABEL2ID, True) == [-100, per_b, per_i, per_i, per_i, -100]
 
 
-@given(st.lists(st.tuples(st.sampled_from(["Maria", "Schwarzenegger", "Lyon", "to", ".", "Lopez", "xq"]),
-                          st.sampled_from(LABELS)), min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Maria", "Schwarzenegger", "Lyon", "to", ".", "Lopez", "xq"]), st.sampled_from(LABELS)
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 @settings(max_examples=100, deadline=None)
 def test_alignment_round_trips_to_word_tags(tokenizer, pairs):
     words = [w for w, _ in pairs]
@@ -221,8 +284,12 @@ def test_encode_refuses_tags_outside_the_label_set(tokenizer):
 
 
 def test_collate_pads_labels_with_ignore_index(tokenizer):
-    feats = ner.encode(tokenizer, [(["Maria"], ["B-PER"]), (["Maria", "flew", "to", "Lyon"], ["B-PER", "O", "O", "B-LOC"])],
-                       LABEL2ID, max_length=16)
+    feats = ner.encode(
+        tokenizer,
+        [(["Maria"], ["B-PER"]), (["Maria", "flew", "to", "Lyon"], ["B-PER", "O", "O", "B-LOC"])],
+        LABEL2ID,
+        max_length=16,
+    )
     batch = ner.collate(feats, tokenizer.pad_token_id)
     assert batch["input_ids"].shape == (2, 6)
     assert batch["labels"][0].tolist() == [-100, LABEL2ID["B-PER"], -100, -100, -100, -100]
@@ -230,6 +297,7 @@ def test_collate_pads_labels_with_ignore_index(tokenizer):
 
 
 # ---------------------------------------------------------------- predictions
+
 
 def rigged(tokenizer, label):
     """A model that predicts ``label`` everywhere (zero classifier weights, a large bias)."""
@@ -246,7 +314,7 @@ def test_predict_entities_offsets_are_the_words_of_the_text(tokenizer):
     words = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)  # reference word boundaries
     entities = ner.predict_entities(rigged(tokenizer, "B-PER"), tokenizer, text)
     assert [(e["start"], e["end"]) for e in entities] == [span for _, span in words]
-    assert all(text[e["start"]:e["end"]] == e["text"] for e in entities)
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
     assert entities[1]["text"] == "Schwarzenegger" and all(e["type"] == "PER" for e in entities)
     whole = ner.predict_entities(rigged(tokenizer, "I-LOC"), tokenizer, text)
     assert [(e["type"], e["start"], e["end"]) for e in whole] == [("LOC", 0, len(text))]
@@ -257,10 +325,14 @@ def test_predict_entities_matches_transformers_pipeline(tokenizer, bert_dir):
     """Word-level grouping equals transformers' pipeline with aggregation_strategy='first'."""
     hf_model = transformers.AutoModelForTokenClassification.from_pretrained(str(bert_dir))
     ours = ner_models.token_classifier(bert_dir, LABELS)
-    pipe = transformers.pipeline("token-classification", model=hf_model, tokenizer=tokenizer,
-                                 aggregation_strategy="first", device="cpu")
-    for text in ["Maria Lopez flew to Lyon on Monday", "the New York in San Francisco said Arnold Schwarzenegger",
-                 "A B C visited paris london berlin"]:
+    pipe = transformers.pipeline(
+        "token-classification", model=hf_model, tokenizer=tokenizer, aggregation_strategy="first", device="cpu"
+    )
+    for text in [
+        "Maria Lopez flew to Lyon on Monday",
+        "the New York in San Francisco said Arnold Schwarzenegger",
+        "A B C visited paris london berlin",
+    ]:
         expected = [(e["entity_group"], e["start"], e["end"]) for e in pipe(text)]
         got = [(e["type"], e["start"], e["end"]) for e in ner.predict_entities(ours, tokenizer, text)]
         assert got == expected, text
@@ -307,6 +379,7 @@ def test_token_classifier_random_init_differs_from_pretrained(bert_dir):
 
 # ---------------------------------------------------------------- checkpoint directories
 
+
 def test_check_bert_dir_errors(tmp_path, bert_dir):
     with pytest.raises(FileNotFoundError, match="does not exist.*None for chapter 03's model"):
         ner_models.check_bert_dir(tmp_path / "missing")
@@ -342,6 +415,7 @@ def test_tokenizer_casing_is_read_from_the_tokenizer(tokenizer):
 
 # ---------------------------------------------------------------- evaluation helpers
 
+
 def test_type_confusion_counts_by_exact_span():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
     pred = [["B-LOC", "I-LOC", "O", "B-LOC"], ["B-ORG", "I-ORG", "B-PER"]]
@@ -355,11 +429,14 @@ def test_type_confusion_counts_by_exact_span():
 
 
 def test_format_entities():
-    assert bio_tags.format_entities(["Maria", "Lopez", "flew", "to", "Lyon"], ["B-PER", "I-PER", "O", "O", "B-LOC"]) \
+    assert (
+        bio_tags.format_entities(["Maria", "Lopez", "flew", "to", "Lyon"], ["B-PER", "I-PER", "O", "O", "B-LOC"])
         == "[Maria Lopez]PER flew to [Lyon]LOC"
+    )
 
 
 # ---------------------------------------------------------------- the offline data set
+
 
 @pytest.fixture(scope="module")
 def offline():
@@ -388,20 +465,51 @@ def test_dev_and_test_names_never_occur_in_training(offline):
     assert len(seen_words & train_words) >= 0.95 * len(seen_words)
     # not even a single word of a test name is a word of a training name, except shared name parts
     shared = {w.lower() for w in ner_data.ORG_SUFFIXES + ner_data.CLUB_SUFFIXES} | {
-        "&", "of", "university", "institute", "football", "tennis", "olympic", "federation", "marathon", "open",
-        "film", "festival", "book", "fair", "grand", "prix", "cup", "masters", "trophy", "new", "san", "de", "south"}
+        "&",
+        "of",
+        "university",
+        "institute",
+        "football",
+        "tennis",
+        "olympic",
+        "federation",
+        "marathon",
+        "open",
+        "film",
+        "festival",
+        "book",
+        "fair",
+        "grand",
+        "prix",
+        "cup",
+        "masters",
+        "trophy",
+        "new",
+        "san",
+        "de",
+        "south",
+    }
     test_words = {w for name in names_of(offline["test"]) for w in name.split()}
     assert (test_words & train_words) <= shared
 
 
 def made_up_share(sentences):
     """Share of the entity names with a word that is in no real name pool (a made-up name)."""
-    shared = {w.lower() for w in ner_data.ORG_SUFFIXES + ner_data.CLUB_SUFFIXES + ["&", "of", "University",
-              "Institute", "Football", "Tennis", "Olympic", "Federation"]} | {
-        w.lower() for p in ner_data.EVENT_PATTERNS for w in p.split() if "{" not in w}
+    shared = {
+        w.lower()
+        for w in ner_data.ORG_SUFFIXES
+        + ner_data.CLUB_SUFFIXES
+        + ["&", "of", "University", "Institute", "Football", "Tennis", "Olympic", "Federation"]
+    } | {w.lower() for p in ner_data.EVENT_PATTERNS for w in p.split() if "{" not in w}
     names = [n for n in names_of(sentences)]
-    odd = [n for n in names if any(w not in ner_data.REAL_NAME_WORDS and w not in shared and not
-                                   (len(w) == 3 and w.isalpha()) for w in n.split())]
+    odd = [
+        n
+        for n in names
+        if any(
+            w not in ner_data.REAL_NAME_WORDS and w not in shared and not (len(w) == 3 and w.isalpha())
+            for w in n.split()
+        )
+    ]
     return len(odd) / len(names)
 
 
@@ -409,8 +517,9 @@ def test_made_up_names_are_in_training_only(offline):
     assert made_up_share(offline["train"]) > 0.2
     for split in ("dev", "test", "test_seen", "test_new_templates"):
         assert made_up_share(offline[split]) == 0, split
-    plain = ner_data.generate(0, {"train": 300, "dev": 0, "test": 0, "test_seen": 0, "test_new_templates": 0},
-                             made_up=0.0)
+    plain = ner_data.generate(
+        0, {"train": 300, "dev": 0, "test": 0, "test_seen": 0, "test_new_templates": 0}, made_up=0.0
+    )
     assert made_up_share(plain["train"]) == 0
     rng = __import__("random").Random(5)
     for _ in range(50):
@@ -512,6 +621,7 @@ def test_load_ner_data_with_files_and_conll2003_fallback(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the chapter's inline code equals the package
 
+
 @pytest.fixture(scope="module")
 def inline():
     from notebook_code import inline_namespace
@@ -536,7 +646,9 @@ def test_inline_bio_code_equals_package(inline, tags):
 @settings(max_examples=200, deadline=None)
 def test_inline_align_labels_equals_package(inline, pieces_per_word, draw, label_all):
     word_ids = [None] + [w for w, n in enumerate(pieces_per_word) for _ in range(n)] + [None, None]
-    tags = bio_tags.repair_bio(draw.draw(st.lists(st.sampled_from(LABELS), min_size=len(pieces_per_word),
-                                             max_size=len(pieces_per_word))))
-    assert inline["align_labels"](word_ids, tags, LABEL2ID, label_all) == \
-        ner.align_labels(word_ids, tags, LABEL2ID, label_all)
+    tags = bio_tags.repair_bio(
+        draw.draw(st.lists(st.sampled_from(LABELS), min_size=len(pieces_per_word), max_size=len(pieces_per_word)))
+    )
+    assert inline["align_labels"](word_ids, tags, LABEL2ID, label_all) == ner.align_labels(
+        word_ids, tags, LABEL2ID, label_all
+    )

@@ -1,5 +1,6 @@
 """Every chapter notebook follows CONTRIBUTING.md: valid, committed without outputs, the
 Colab cell first, one `parameters` cell, config.setup, exercises and the glossary at the end."""
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,9 @@ def test_name_and_size(notebook):
     path, _ = notebook
     assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", path.name), f"{path.name}: name chapters NN_snake_case.ipynb"
     size = path.stat().st_size
-    assert size < MAX_BYTES, f"{path.name} is {size / 1000:.0f} kB (limit {MAX_BYTES // 1000} kB): outputs or images stored?"
+    assert size < MAX_BYTES, (
+        f"{path.name} is {size / 1000:.0f} kB (limit {MAX_BYTES // 1000} kB): outputs or images stored?"
+    )
 
 
 def test_valid_nbformat(notebook):
@@ -65,7 +68,8 @@ def test_first_code_cell_is_the_colab_cell(notebook):
     path, nb = notebook
     first = code_cells(nb)[0]
     assert "google.colab" in first and "course_utils" in first, (
-        f"{path.name}: the first code cell must be the Colab cell (copy it from CONTRIBUTING.md / 00_setup)")
+        f"{path.name}: the first code cell must be the Colab cell (copy it from CONTRIBUTING.md / 00_setup)"
+    )
     assert nb.cells[0].cell_type == "markdown", f"{path.name}: start with a title cell"
 
 
@@ -83,14 +87,17 @@ def test_one_parameters_cell_before_setup(notebook):
     assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters', found {len(tagged)}"
     params = nb.cells[tagged[0]]
     assert params.cell_type == "code"
-    assert re.search(r"^fast\s*=\s*None\b", params.source, re.M), f"{path.name}: the parameters cell needs `fast = None`"
+    assert re.search(r"^fast\s*=\s*None\b", params.source, re.M), (
+        f"{path.name}: the parameters cell needs `fast = None`"
+    )
     assert re.search(r"^seed\s*=", params.source, re.M), f"{path.name}: the parameters cell needs `seed = ...`"
     setup = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "config.setup(" in code_lines(c.source)]
     assert setup, f"{path.name} never calls config.setup(fast=fast, seed=seed)"
     colab = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     assert colab < tagged[0] < setup[0], f"{path.name}: order must be Colab cell, parameters cell, config.setup"
     assert re.search(r"config\.setup\([^)]*fast\s*=\s*fast[^)]*seed\s*=\s*seed", nb.cells[setup[0]].source), (
-        f"{path.name}: pass the parameters on: config.setup(fast=fast, seed=seed)")
+        f"{path.name}: pass the parameters on: config.setup(fast=fast, seed=seed)"
+    )
 
 
 def test_exercises_checked(notebook):
@@ -103,10 +110,14 @@ def test_exercises_checked(notebook):
     checked = [m.group("key") for m in calls]
     assert None not in checked, f"{path.name}: call exercises.check with the key as a string literal"
     registered = exercises.keys(chapter)
-    assert not set(checked) - set(registered), f"{path.name} checks unregistered exercises {set(checked) - set(registered)}"
+    assert not set(checked) - set(registered), (
+        f"{path.name} checks unregistered exercises {set(checked) - set(registered)}"
+    )
     assert not set(registered) - set(checked), f"{path.name} never checks {set(registered) - set(checked)}"
     shown = {m.group("key") for src in code_cells(nb) for m in SHOW_CALL.finditer(code_lines(src))}
-    assert set(checked) <= shown, f"{path.name}: show every exercise with exercises.show(key): missing {set(checked) - shown}"
+    assert set(checked) <= shown, (
+        f"{path.name}: show every exercise with exercises.show(key): missing {set(checked) - shown}"
+    )
     for src in check_cells:  # the learner starts from a placeholder, so run-all never reveals an answer
         assert re.search(r"=\s*None\b", src), f"{path.name}: the check cell needs a placeholder `answer = None`:\n{src}"
 
@@ -116,4 +127,5 @@ def test_glossary_shown(notebook):
     chapter = chapter_of(path)
     code = "\n".join(code_lines(src) for src in code_cells(nb))
     assert re.search(rf"""glossary\.show\(\s*["']{chapter}["']\s*\)""", code), (
-        f'{path.name}: end with glossary.show("{chapter}")')
+        f'{path.name}: end with glossary.show("{chapter}")'
+    )

@@ -1,6 +1,7 @@
 """tools/notebook_sources.py, the jupytext pairing of the chapters: every notebook survives the
 round trip notebook -> percent script -> notebook, an edit in a script reaches only its cell (ids kept),
 and the check names a pair that drifted apart. Runs on copies; the repository's notebooks are not touched."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,6 +1,7 @@
 """The package's layout: folders by the course's arc, imports one way, no module too long,
 old flat names still importable as the same module objects, and nothing in the repository
 importing through them."""
+
 import ast
 import importlib
 import re
@@ -49,8 +50,10 @@ def imported_modules(path: Path):
                 target = node.module or ""
             for alias in node.names:  # `from course_utils.text import bert` imports course_utils.text.bert
                 candidate = f"{target}.{alias.name}"
-                yield (candidate if (ROOT / Path(*candidate.split("."))).with_suffix(".py").is_file()
-                       else target), node.lineno
+                yield (
+                    (candidate if (ROOT / Path(*candidate.split("."))).with_suffix(".py").is_file() else target),
+                    node.lineno,
+                )
 
 
 PACKAGE_FILES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
@@ -102,8 +105,16 @@ def test_the_design_entry_points_still_import():
 
     assert MultiHeadAttention is attention.MultiHeadAttention
     assert scaled_dot_product_attention is attention.scaled_dot_product_attention
-    for thing in (BertForPreTraining, BertModel, GPTModel, generate, read_conll, write_conll, generate_scenes,
-                  TransformerEncoderLayer):
+    for thing in (
+        BertForPreTraining,
+        BertModel,
+        GPTModel,
+        generate,
+        read_conll,
+        write_conll,
+        generate_scenes,
+        TransformerEncoderLayer,
+    ):
         assert callable(thing)
 
 
@@ -114,7 +125,11 @@ OLD_IMPORT = re.compile(r"from course_utils import ([\w, ]+)")
 def repository_texts():
     for folder in ("course_utils", "tests", "benchmarks", "tools", "notebooks", "notebook_sources"):
         for path in sorted((ROOT / folder).rglob("*")):
-            if path.suffix in {".py", ".ipynb"} and "__pycache__" not in path.parts and path.name != Path(__file__).name:
+            if (
+                path.suffix in {".py", ".ipynb"}
+                and "__pycache__" not in path.parts
+                and path.name != Path(__file__).name
+            ):
                 yield path
     for name in ("README.md", "README.zh.md", "CONTRIBUTING.md", "course", "conftest.py"):
         yield ROOT / name
@@ -128,7 +143,10 @@ def test_nothing_in_the_repository_uses_the_old_names():
             continue  # the table of moved names
         found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in OLD_NAME.finditer(text)]
         for m in OLD_IMPORT.finditer(text):
-            old = [n.split(" as ")[0].strip() for n in m.group(1).split(",") if n.split(" as ")[0].strip() in
-                   course_utils.MOVED]
+            old = [
+                n.split(" as ")[0].strip()
+                for n in m.group(1).split(",")
+                if n.split(" as ")[0].strip() in course_utils.MOVED
+            ]
             found += [f"{path.relative_to(ROOT)}: from course_utils import {n}" for n in old]
     assert not found, f"use the folders' names (course_utils.text.bert, not course_utils.bert): {found[:10]}"

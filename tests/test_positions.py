@@ -1,5 +1,6 @@
 """course_utils.layers.positions (RoPE) against Hugging Face's Llama implementation and against the
 RoFormer paper's complex-number form, written here independently."""
+
 from __future__ import annotations
 
 import math
@@ -16,16 +17,28 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention
-from course_utils.layers.positions import RotaryMultiHeadAttention, apply_rope, rope_cos_sin, rope_frequencies, rotate_half
+from course_utils.layers.positions import (
+    RotaryMultiHeadAttention,
+    apply_rope,
+    rope_cos_sin,
+    rope_frequencies,
+    rotate_half,
+)
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True)
 
 
 def llama_rotary(d_head: int, num_heads: int = 2, base: float = 10000.0) -> LlamaRotaryEmbedding:
-    config = LlamaConfig(hidden_size=d_head * num_heads, num_attention_heads=num_heads,
-                         num_key_value_heads=num_heads, intermediate_size=8, num_hidden_layers=1,
-                         vocab_size=10, max_position_embeddings=64,
-                         rope_parameters={"rope_type": "default", "rope_theta": base})
+    config = LlamaConfig(
+        hidden_size=d_head * num_heads,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        vocab_size=10,
+        max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": base},
+    )
     return LlamaRotaryEmbedding(config)
 
 
@@ -53,7 +66,7 @@ def test_apply_rope_with_per_sequence_positions_equals_transformers():
     q, k = torch.randn(2, 4, 4, 8), torch.randn(2, 4, 4, 8)
     cos, sin = llama_rotary(8)(q, positions)
     want_q, _ = apply_rotary_pos_emb(q, k, cos, sin)
-    ours_cos, ours_sin = rope_cos_sin(positions, 8)          # (batch, L, d_head): broadcast over heads
+    ours_cos, ours_sin = rope_cos_sin(positions, 8)  # (batch, L, d_head): broadcast over heads
     assert torch.allclose(apply_rope(q, ours_cos[:, None], ours_sin[:, None]), want_q, atol=1e-5)
 
 
@@ -73,7 +86,7 @@ def test_rope_is_the_roformer_rotation_up_to_a_fixed_feature_order():
     torch.manual_seed(1)
     d, length = 8, 6
     x = torch.randn(length, d)
-    interleaved_to_halves = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])   # [0 2 4 6 1 3 5 7]
+    interleaved_to_halves = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])  # [0 2 4 6 1 3 5 7]
     ours = apply_rope(x[:, interleaved_to_halves], *rope_cos_sin(torch.arange(length), d))
     want = roformer_complex(x, torch.arange(length))[:, interleaved_to_halves]
     assert torch.allclose(ours, want, atol=1e-5)
@@ -99,7 +112,7 @@ def test_rotation_keeps_lengths_and_position_zero_is_the_identity():
     rotated = apply_rope(x, *rope_cos_sin(torch.arange(10), 8))
     assert torch.allclose(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
     assert torch.equal(rotated[0], x[0])
-    assert torch.equal(rotate_half(rotate_half(x)), -x)        # two quarter turns: a half turn
+    assert torch.equal(rotate_half(rotate_half(x)), -x)  # two quarter turns: a half turn
 
 
 def reference_rotary_attention(mha: MultiHeadAttention, x: torch.Tensor, mask=None) -> torch.Tensor:
@@ -136,21 +149,24 @@ def test_rotary_attention_equals_a_reference_built_from_transformers(need_weight
 def test_rotary_attention_shares_the_plain_modules_weights_and_differs_only_by_position():
     torch.manual_seed(4)
     rotary, plain = RotaryMultiHeadAttention(8, 2).eval(), MultiHeadAttention(8, 2).eval()
-    plain.load_state_dict(rotary.state_dict())                      # same parameter names
-    x = torch.randn(2, 1, 8)                                        # one position: rotation by 0
+    plain.load_state_dict(rotary.state_dict())  # same parameter names
+    x = torch.randn(2, 1, 8)  # one position: rotation by 0
     with torch.no_grad():
         assert torch.allclose(rotary(x, x, x)[0], plain(x, x, x)[0], atol=1e-6)
         x = torch.randn(2, 6, 8)
         perm = torch.randperm(6)
         diff = (rotary(x[:, perm], x[:, perm], x[:, perm])[0] - rotary(x, x, x)[0][:, perm]).abs().max()
-    assert diff > 1e-3                                              # not permutation equivariant
+    assert diff > 1e-3  # not permutation equivariant
 
 
-@pytest.mark.parametrize("d_head, base, message", [
-    (7, 10000.0, "d_head must be a positive even integer, got 7"),
-    (0, 10000.0, "d_head must be a positive even integer, got 0"),
-    (8, 1.0, "base must be larger than 1"),
-])
+@pytest.mark.parametrize(
+    "d_head, base, message",
+    [
+        (7, 10000.0, "d_head must be a positive even integer, got 7"),
+        (0, 10000.0, "d_head must be a positive even integer, got 0"),
+        (8, 1.0, "base must be larger than 1"),
+    ],
+)
 def test_bad_frequencies_say_what_to_change(d_head, base, message):
     with pytest.raises(ValueError, match=message):
         rope_frequencies(d_head, base)
@@ -170,6 +186,7 @@ def test_apply_rope_refuses_mismatched_tables():
 
 def test_rotary_attention_checks_shapes_like_the_course_attention():
     from course_utils.layers.positions import RotaryMultiHeadAttention
+
     attn = RotaryMultiHeadAttention(8, 2)
     q, k, v = torch.randn(1, 3, 8), torch.randn(1, 5, 8), torch.randn(1, 4, 8)
     for need_weights in (True, False):  # torch's fused kernel alone would not notice L_k != L_v

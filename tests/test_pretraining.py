@@ -1,5 +1,6 @@
 """NSP pairs and MLM masking (proved statistically, with binomial tolerances), batching,
 evaluation against a reference computation, and the chapter's inline code."""
+
 import math
 import random
 from collections import Counter
@@ -47,6 +48,7 @@ def synthetic_documents(n_docs=40, seed=0):
 
 
 # --------------------------------------------------------------------------------------------- masking
+
 
 def masking_sample(n=200_000, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -103,6 +105,7 @@ def test_masking_rejects_bad_arguments():
 
 # --------------------------------------------------------------------------------------------- whole words
 
+
 def reference_words(special: list[bool], continuation: list[bool]) -> list[list[int]]:
     """Words as Google's create_pretraining_data.py groups them: a piece and the ## pieces after it
     (here a ## piece right after a special token starts its own word). Plain Python, one row."""
@@ -125,8 +128,9 @@ def whole_word_sample(rows=400, length=60, p=0.15, seed=0):
     ids[special] = SEP
     continuation = torch.rand(rows, length, generator=generator) < 0.4  # words of 1.67 pieces on average
     candidates = torch.arange(5, 50)
-    masked, labels = pretraining.mask_tokens(ids, special, MASK, candidates, p, torch.Generator().manual_seed(seed + 1),
-                                             continuation_mask=continuation)
+    masked, labels = pretraining.mask_tokens(
+        ids, special, MASK, candidates, p, torch.Generator().manual_seed(seed + 1), continuation_mask=continuation
+    )
     words = [reference_words(special[r].tolist(), continuation[r].tolist()) for r in range(rows)]
     return ids, special, masked, labels, words
 
@@ -174,8 +178,15 @@ def test_whole_word_masking_without_continuations_is_token_masking():
     special = torch.rand(32, 40, generator=torch.Generator().manual_seed(1)) < 0.1
     candidates = torch.arange(5, 50)
     tokens = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2))
-    words = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2),
-                                    continuation_mask=torch.zeros_like(special))
+    words = pretraining.mask_tokens(
+        ids,
+        special,
+        MASK,
+        candidates,
+        0.15,
+        torch.Generator().manual_seed(2),
+        continuation_mask=torch.zeros_like(special),
+    )
     assert all(torch.equal(a, b) for a, b in zip(tokens, words))
 
 
@@ -189,8 +200,13 @@ def test_word_start_index_follows_the_pieces():
 def test_whole_word_masking_refuses_a_mask_of_the_wrong_shape():
     ids = torch.tensor([[2, 7, 3]])
     with pytest.raises(ValueError, match="continuation_mask"):
-        pretraining.mask_tokens(ids, torch.zeros_like(ids, dtype=torch.bool), MASK, torch.arange(5, 9),
-                                continuation_mask=torch.zeros(1, 2, dtype=torch.bool))
+        pretraining.mask_tokens(
+            ids,
+            torch.zeros_like(ids, dtype=torch.bool),
+            MASK,
+            torch.arange(5, 9),
+            continuation_mask=torch.zeros(1, 2, dtype=torch.bool),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +214,10 @@ def minilm_tokenizer():
     return transformers.AutoTokenizer.from_pretrained(str(bert.minilm_path()))
 
 
-WORDS = ("the man jumped up put his basket on philammon head tokenization unhashable asynchronous iterator "
-         "module returns value list sequence mutable immutable dictionary comprehension generator").split()
+WORDS = (
+    "the man jumped up put his basket on philammon head tokenization unhashable asynchronous iterator "
+    "module returns value list sequence mutable immutable dictionary comprehension generator"
+).split()
 
 
 def word_sentences(n, seed):
@@ -211,8 +229,9 @@ def word_sentences(n, seed):
 
 def test_collator_whole_word_keeps_words_of_a_real_tokenizer_together(minilm_tokenizer):
     tokenizer = minilm_tokenizer
-    examples = [{"input_ids": ids, "token_type_ids": [0] * len(ids)}
-                for ids in tokenizer(word_sentences(300, 0))["input_ids"]]
+    examples = [
+        {"input_ids": ids, "token_type_ids": [0] * len(ids)} for ids in tokenizer(word_sentences(300, 0))["input_ids"]
+    ]
     collator = Collator(tokenizer, seed=0, whole_word=True)
     assert all(tokenizer.convert_ids_to_tokens(int(i)).startswith("##") for i in collator.continuation_ids[:50])
     batch = collator(examples)
@@ -245,12 +264,15 @@ def test_whole_word_masking_agrees_with_transformers_collator(minilm_tokenizer):
     from transformers import DataCollatorForLanguageModeling
 
     if "whole_word_mask" not in getattr(DataCollatorForLanguageModeling, "__dataclass_fields__", {}):
-        pytest.skip(f"transformers {transformers.__version__} has no DataCollatorForLanguageModeling(whole_word_mask=)"
-                    " (before 5.0 it was DataCollatorForWholeWordMask, a fixed-budget variant): compared on 5.x")
+        pytest.skip(
+            f"transformers {transformers.__version__} has no DataCollatorForLanguageModeling(whole_word_mask=)"
+            " (before 5.0 it was DataCollatorForWholeWordMask, a fixed-budget variant): compared on 5.x"
+        )
     tokenizer = minilm_tokenizer
     # Padded up front: the library's collator cannot pad offset mappings itself. Pads are special tokens.
-    encoded = tokenizer(word_sentences(3000, 1), padding=True, return_offsets_mapping=True,
-                        return_special_tokens_mask=True)
+    encoded = tokenizer(
+        word_sentences(3000, 1), padding=True, return_offsets_mapping=True, return_special_tokens_mask=True
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Random token replacement is not supported with whole word masking"
         library = DataCollatorForLanguageModeling(tokenizer, whole_word_mask=True, mlm_probability=0.15, seed=3)
@@ -263,8 +285,17 @@ def test_whole_word_masking_agrees_with_transformers_collator(minilm_tokenizer):
             if name == "transformers":
                 batch = library([{k: encoded[k][i] for k in encoded} for i in rows])
             else:
-                batch = ours([{"input_ids": [t for t, a in zip(encoded["input_ids"][i], encoded["attention_mask"][i]) if a],
-                               "token_type_ids": [0] * sum(encoded["attention_mask"][i])} for i in rows])
+                batch = ours(
+                    [
+                        {
+                            "input_ids": [
+                                t for t, a in zip(encoded["input_ids"][i], encoded["attention_mask"][i]) if a
+                            ],
+                            "token_type_ids": [0] * sum(encoded["attention_mask"][i]),
+                        }
+                        for i in rows
+                    ]
+                )
             for r, i in enumerate(rows):
                 pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][i])
                 special = [bool(m) for m in encoded["special_tokens_mask"][i]]
@@ -290,14 +321,23 @@ def test_whole_word_masking_agrees_with_transformers_collator(minilm_tokenizer):
 
 # --------------------------------------------------------------------------------------------- batches
 
+
 def test_collator_pads_and_never_masks_special_tokens_or_padding():
     rng = random.Random(0)
     examples = []
     for _ in range(400):
         a, b = rng.randint(1, 20), rng.randint(1, 20)
-        examples.append({"input_ids": [CLS] + [rng.randint(5, 49) for _ in range(a)] + [SEP]
-                         + [rng.randint(5, 49) for _ in range(b)] + [SEP],
-                         "token_type_ids": [0] * (a + 2) + [1] * (b + 1), "next_sentence_label": rng.randint(0, 1)})
+        examples.append(
+            {
+                "input_ids": [CLS]
+                + [rng.randint(5, 49) for _ in range(a)]
+                + [SEP]
+                + [rng.randint(5, 49) for _ in range(b)]
+                + [SEP],
+                "token_type_ids": [0] * (a + 2) + [1] * (b + 1),
+                "next_sentence_label": rng.randint(0, 1),
+            }
+        )
     batch = Collator(FakeTokenizer(), seed=0)(examples)
     length = max(len(e["input_ids"]) for e in examples)
     assert batch["input_ids"].shape == (400, length)
@@ -336,11 +376,12 @@ def test_collator_refuses_an_empty_batch():
 
 # --------------------------------------------------------------------------------------------- NSP
 
+
 def split_pair(example):
     ids = example["input_ids"]
     assert ids[0] == CLS and ids[-1] == SEP and ids.count(SEP) == 2
     first_sep = ids.index(SEP)
-    a, b = ids[1:first_sep], ids[first_sep + 1:-1]
+    a, b = ids[1:first_sep], ids[first_sep + 1 : -1]
     assert example["token_type_ids"] == [0] * (len(a) + 2) + [1] * (len(b) + 1)
     return a, b
 
@@ -365,10 +406,12 @@ def test_nsp_pairs_are_half_real_half_random_and_well_formed():
 
 def test_nsp_pairs_are_deterministic_for_a_seed():
     docs = synthetic_documents(30)
-    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) == \
-        pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1)
-    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) != \
-        pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=2)
+    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) == pretraining.make_nsp_examples(
+        docs, 32, CLS, SEP, seed=1
+    )
+    assert pretraining.make_nsp_examples(docs, 32, CLS, SEP, seed=1) != pretraining.make_nsp_examples(
+        docs, 32, CLS, SEP, seed=2
+    )
 
 
 def test_truncation_keeps_the_junction_between_a_and_b():
@@ -387,11 +430,19 @@ def test_nsp_bad_input_is_refused():
 
 # --------------------------------------------------------------------------------------------- model and evaluation
 
+
 @pytest.fixture(scope="module")
 def tiny_models():
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                                     attention_probs_dropout_prob=0.0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     hf = transformers.BertForPreTraining(config).eval()
     own = bert.BertForPreTraining.from_hf(hf).eval()
@@ -404,8 +455,13 @@ def random_batch(seed=0, n=16):
     for _ in range(n):
         a = [rng.randint(5, 49) for _ in range(rng.randint(2, 12))]
         b = [rng.randint(5, 49) for _ in range(rng.randint(2, 12))]
-        examples.append({"input_ids": [CLS, *a, SEP, *b, SEP], "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
-                         "next_sentence_label": rng.randint(0, 1)})
+        examples.append(
+            {
+                "input_ids": [CLS, *a, SEP, *b, SEP],
+                "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                "next_sentence_label": rng.randint(0, 1),
+            }
+        )
     return Collator(FakeTokenizer(), mlm_probability=0.3, seed=seed)(examples)
 
 
@@ -413,8 +469,9 @@ def test_own_model_with_masked_only_gives_transformers_losses(tiny_models):
     hf, own = tiny_models
     batch = random_batch()
     mine = pretraining.pretraining_outputs(own, batch, masked_only=True)
-    reference = hf(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
-                                            "next_sentence_label")})
+    reference = hf(
+        **{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")}
+    )
     # transformers' loss is the mean MLM cross-entropy over labelled positions plus the NSP one.
     assert torch.allclose(mine.loss, reference.loss, atol=1e-5)
     labelled = batch["labels"] != IGNORE_INDEX
@@ -502,5 +559,6 @@ def test_notebook_inline_masking_and_pairs_equal_the_package():
     package = pretraining.mask_tokens(ids, special, MASK, candidates, 0.15, torch.Generator().manual_seed(2))
     assert all(torch.equal(x, y) for x, y in zip(mine, package))
     docs = synthetic_documents(50)
-    assert ns["make_nsp_examples"](docs, 40, CLS, SEP, seed=4) == \
-        pretraining.make_nsp_examples(docs, 40, CLS, SEP, seed=4)
+    assert ns["make_nsp_examples"](docs, 40, CLS, SEP, seed=4) == pretraining.make_nsp_examples(
+        docs, 40, CLS, SEP, seed=4
+    )

@@ -1,6 +1,7 @@
 """Chapter 08's techniques leave the mathematics unchanged; references are plain torch computations:
 the big-batch gradient, fp32, the un-checkpointed model, chapter 01's attention and torch's SDPA,
 and tensor sizes computed from shapes."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,6 +29,7 @@ def _big_batch_grads(model, sequences):
 
 # ----------------------------------------------------------------------------- accumulation
 
+
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_token_normalised_accumulation_equals_big_batch(k):
     sequences = scaling.make_token_data(10, seed=k)
@@ -44,14 +46,16 @@ def test_mean_of_means_fails_on_unequal_lengths_and_passes_on_equal():
     model = scaling.TinyTokenModel()
     want = _big_batch_grads(model, sequences)
     model.zero_grad()
-    scaling.accumulate_gradients(model, [scaling.collate_tokens(mb) for mb in scaling.split_batch(sequences, 4)],
-                                 normalize="mean_of_means")
+    scaling.accumulate_gradients(
+        model, [scaling.collate_tokens(mb) for mb in scaling.split_batch(sequences, 4)], normalize="mean_of_means"
+    )
     assert scaling.max_abs_diff(want, scaling.gradients(model)) > 1e-4
     equal = [s[:6] for s in scaling.make_token_data(8, min_len=6, max_len=6, seed=4)]
     want = _big_batch_grads(model, equal)
     model.zero_grad()
-    scaling.accumulate_gradients(model, [scaling.collate_tokens(mb) for mb in scaling.split_batch(equal, 4)],
-                                 normalize="mean_of_means")
+    scaling.accumulate_gradients(
+        model, [scaling.collate_tokens(mb) for mb in scaling.split_batch(equal, 4)], normalize="mean_of_means"
+    )
     assert scaling.max_abs_diff(want, scaling.gradients(model)) < 1e-6
 
 
@@ -86,10 +90,18 @@ def test_bad_inputs_name_the_problem():
 
 # ----------------------------------------------------------------------------- mixed precision
 
+
 def _tiny_bert(dropout=0.0, layers=1):
-    config = transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                                     attention_probs_dropout_prob=dropout)
+    config = transformers.BertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     return bert.BertForPreTraining(config)
 
 
@@ -140,6 +152,7 @@ def test_grad_scaler_skips_a_step_with_inf_gradients():
 
 # ----------------------------------------------------------------------------- checkpointing
 
+
 def _grads_with(model, ids, labels, nsp, seed=7):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
@@ -154,11 +167,11 @@ def test_checkpointing_gives_identical_gradients_with_dropout():
     assert scaling.checkpoint_layers(model.bert.encoder.layers) == 2
     names = [n for n, _ in model.named_parameters()]
     checkpointed = _grads_with(model, ids, labels, nsp)
-    assert [n for n, _ in model.named_parameters()] == names          # weights keep their names
+    assert [n for n, _ in model.named_parameters()] == names  # weights keep their names
     assert scaling.max_abs_diff(plain, checkpointed) < 1e-6
     scaling.checkpoint_layers(model.bert.encoder.layers, enabled=False)
     scaling.checkpoint_layers(model.bert.encoder.layers, preserve_rng_state=False)
-    assert scaling.max_abs_diff(plain, _grads_with(model, ids, labels, nsp)) > 1e-4   # new dropout masks
+    assert scaling.max_abs_diff(plain, _grads_with(model, ids, labels, nsp)) > 1e-4  # new dropout masks
     scaling.checkpoint_layers(model.bert.encoder.layers, enabled=False)
     assert "forward" not in model.bert.encoder.layers[0].__dict__
 
@@ -177,6 +190,7 @@ def test_checkpointing_saves_fewer_tensors_and_lowers_peak_memory():
         def step():
             model.zero_grad(set_to_none=True)
             model(ids, labels=labels, next_sentence_label=nsp, masked_only=True).loss.backward()
+
         peaks[enabled] = scaling.peak_memory(step)
     assert counts[True][0] < counts[False][0] and counts[True][1] < counts[False][1]
     assert peaks[True] < peaks[False]
@@ -185,8 +199,8 @@ def test_checkpointing_saves_fewer_tensors_and_lowers_peak_memory():
 def test_saved_tensors_counts_what_autograd_keeps():
     x = torch.randn(10, 20, requires_grad=True)
     with scaling.SavedTensors() as saved:
-        y = torch.exp(x)          # exp saves its output
-        z = (y * 3).sum()         # mul by a python number saves nothing
+        y = torch.exp(x)  # exp saves its output
+        z = (y * 3).sum()  # mul by a python number saves nothing
     assert saved.count == 1 and saved.bytes == 10 * 20 * 4
     del z
 
@@ -198,15 +212,16 @@ def test_checkpoint_layers_rejects_non_modules():
 
 # ----------------------------------------------------------------------------- memory tracker
 
+
 def test_memory_tracker_counts_allocations_and_frees():
     a = torch.randn(100)
     with scaling.MemoryTracker() as tracker:
-        b = a * 2                  # 400 bytes
-        c = b + 1                  # 400 more: peak 800
-        del b                      # freed
-        d = c.exp()                # 400: alive c, d -> 800
-        c.add_(1)                  # in place: nothing new
-        e = d.view(10, 10)         # a view: nothing new
+        b = a * 2  # 400 bytes
+        c = b + 1  # 400 more: peak 800
+        del b  # freed
+        d = c.exp()  # 400: alive c, d -> 800
+        c.add_(1)  # in place: nothing new
+        e = d.view(10, 10)  # a view: nothing new
     assert tracker.peak == 800 and tracker.allocated == 1200 and tracker.current == 800
     del c, d, e
     assert tracker.current == 0
@@ -217,7 +232,7 @@ def test_memory_tracker_sees_the_score_matrix():
     with torch.no_grad():
         peak = scaling.peak_memory(lambda: attention.scaled_dot_product_attention(q, q, q)[0])
     scores = 2 * 256 * 256 * 4
-    assert 2 * scores <= peak < 3 * scores       # scores and weights alive together, plus the output
+    assert 2 * scores <= peak < 3 * scores  # scores and weights alive together, plus the output
 
 
 # ----------------------------------------------------------------------------- tiled attention
@@ -257,6 +272,7 @@ def test_tiled_attention_memory_grows_linearly_plain_quadratically():
             with torch.no_grad():
                 out.append(scaling.peak_memory(lambda q=q: fn(q)))
         return out[1] / out[0]
+
     plain = peaks(lambda q: attention.scaled_dot_product_attention(q, q, q)[0])
     tiled = peaks(lambda q: scaling.tiled_attention(q, q, q, block_size=64))
     assert plain > 3.5 and tiled < 2.5
@@ -274,6 +290,7 @@ def test_tiled_attention_bad_input():
 
 # ----------------------------------------------------------------------------- launcher (no torchrun needed)
 
+
 def test_launcher_turns_a_failing_module_into_one_line(tmp_path):
     with pytest.raises(launch.LaunchError) as err:
         launch.torchrun("course_utils.scale.scripts.ddp_check", [], nproc=1, log_file=tmp_path / "log.txt", timeout=120)
@@ -283,8 +300,13 @@ def test_launcher_turns_a_failing_module_into_one_line(tmp_path):
 
 def test_launcher_stops_a_run_that_takes_too_long(tmp_path):
     with pytest.raises(launch.LaunchError, match="did not finish within 1 s"):
-        launch.torchrun("course_utils.scale.scripts.ddp_check", ["--out", tmp_path], nproc=1,
-                        log_file=tmp_path / "log.txt", timeout=1)
+        launch.torchrun(
+            "course_utils.scale.scripts.ddp_check",
+            ["--out", tmp_path],
+            nproc=1,
+            log_file=tmp_path / "log.txt",
+            timeout=1,
+        )
 
 
 def test_launcher_bad_arguments():

@@ -1,6 +1,7 @@
 """Chapter 09's models: every fusion's shapes, late fusion = the average of probabilities, the gate's
 extremes = one modality, cross-attention = torch's MultiheadAttention and SDPA, modality dropout,
 macro-F1 = scikit-learn, save -> load in a fresh process, predict_sentiment and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def test_tokenizer_reads_every_post_and_splits_chinese_into_characters():
     for text, lang in zip(posts.texts, posts.languages):
         tokens = TOK.tokenize(text)
         assert "[UNK]" not in tokens, text
-        if lang == "zh":   # one token per character, punctuation included
+        if lang == "zh":  # one token per character, punctuation included
             assert tokens == [c for c in text if not c.isspace()], (text, tokens)
 
 
@@ -51,20 +52,21 @@ def test_text_encoder_runs_once_per_distinct_sentence_and_matches_one_by_one():
     with torch.no_grad():
         states, mask = model.encode_texts(texts)
     hook.remove()
-    assert calls == [3]                                # three distinct sentences, one BERT call
+    assert calls == [3]  # three distinct sentences, one BERT call
     for i, t in enumerate(texts):
         ids = torch.tensor([TOK(t)["input_ids"]])
         with torch.no_grad():
             alone = model.text(ids).last_hidden_state[0]
-        assert torch.allclose(states[i, :ids.shape[1]], alone, atol=1e-5) and mask[i].sum() == ids.shape[1]
+        assert torch.allclose(states[i, : ids.shape[1]], alone, atol=1e-5) and mask[i].sum() == ids.shape[1]
 
 
 def test_late_fusion_is_the_average_of_the_two_probabilities():
     text_model, image_model = small("text", 1), small("image", 2)
     late = st.LateFusion(text_model, image_model)
     with torch.no_grad():
-        expected = (F.softmax(text_model(POSTS.texts, POSTS.images), -1)
-                    + F.softmax(image_model(POSTS.texts, POSTS.images), -1)) / 2
+        expected = (
+            F.softmax(text_model(POSTS.texts, POSTS.images), -1) + F.softmax(image_model(POSTS.texts, POSTS.images), -1)
+        ) / 2
         got = late.probabilities(POSTS.texts, POSTS.images)
     assert torch.allclose(got, expected, atol=1e-6) and torch.allclose(got.sum(-1), torch.ones(len(POSTS)))
 
@@ -75,13 +77,13 @@ def test_gate_extremes_reduce_to_one_modality():
     t, i, other_i, other_t = torch.randn(3, 6), torch.randn(3, 10), torch.randn(3, 10), torch.randn(3, 6)
     with torch.no_grad():
         gmu.gate.weight.zero_()
-        gmu.gate.bias.fill_(60.0)                      # z = 1: text only
+        gmu.gate.bias.fill_(60.0)  # z = 1: text only
         only_text = torch.tanh(t @ gmu.text_proj.weight.T + gmu.text_proj.bias)
         assert torch.allclose(gmu(t, i), only_text) and torch.allclose(gmu(t, other_i), only_text)
-        gmu.gate.bias.fill_(-60.0)                     # z = 0: image only
+        gmu.gate.bias.fill_(-60.0)  # z = 0: image only
         only_image = torch.tanh(i @ gmu.image_proj.weight.T + gmu.image_proj.bias)
         assert torch.allclose(gmu(t, i), only_image) and torch.allclose(gmu(other_t, i), only_image)
-        gmu.gate.bias.fill_(0.0)                       # z = 1/2: the mean
+        gmu.gate.bias.fill_(0.0)  # z = 1/2: the mean
         assert torch.allclose(gmu(t, i), (only_text + only_image) / 2, atol=1e-6)
 
 
@@ -130,13 +132,17 @@ def test_modality_dropout_drops_what_it_says():
 
 def test_macro_f1_equals_scikit_learn():
     from sklearn.metrics import f1_score
+
     rng = np.random.default_rng(0)
     for _ in range(20):
         gold, pred = rng.integers(2, size=30), rng.integers(2, size=30)
-        assert st.macro_f1(pred, gold) == pytest.approx(f1_score(gold, pred, average="macro", labels=[0, 1],
-                                                                  zero_division=0))
+        assert st.macro_f1(pred, gold) == pytest.approx(
+            f1_score(gold, pred, average="macro", labels=[0, 1], zero_division=0)
+        )
     ones = np.ones(5, dtype=int)
-    assert st.macro_f1(ones, ones) == pytest.approx(f1_score(ones, ones, average="macro", labels=[0, 1], zero_division=0))
+    assert st.macro_f1(ones, ones) == pytest.approx(
+        f1_score(ones, ones, average="macro", labels=[0, 1], zero_division=0)
+    )
 
 
 def test_training_steps_lower_the_loss_and_evaluate_reports_every_slice():
@@ -164,11 +170,17 @@ def test_save_then_load_in_a_fresh_process_predicts_the_same(tmp_path):
     st.save_model(model, tmp_path / "model")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "model"), str(tmp_path / "p.safetensors")],
-                   check=True, env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "model"), str(tmp_path / "p.safetensors")],
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     with torch.no_grad():
         expected = model.probabilities(POSTS.texts, POSTS.images)
     from safetensors.torch import load_file
+
     assert torch.equal(load_file(tmp_path / "p.safetensors")["p"], expected)
 
 
@@ -199,18 +211,22 @@ def test_predict_sentiment_answers_and_names_the_driver():
     # channels-last arrays are accepted
     hwc = POSTS.images[0].permute(1, 2, 0).numpy()
     assert st.predict_sentiment(cross, "look at this", hwc)["positive"] == pytest.approx(
-        st.predict_sentiment(cross, "look at this", POSTS.images[0])["positive"])
+        st.predict_sentiment(cross, "look at this", POSTS.images[0])["positive"]
+    )
 
 
-@pytest.mark.parametrize("text, image, error, match", [
-    ("", POSTS.images[0], ValueError, "empty"),
-    ("   ", POSTS.images[0], ValueError, "empty"),
-    ("好" * 40, POSTS.images[0], ValueError, "positions"),
-    ("i love this", torch.zeros(3, 32, 32, dtype=torch.uint8), ValueError, "shape"),
-    ("i love this", POSTS.images[0].float() / 255, TypeError, "uint8"),
-    ("i love this", [[0]], TypeError, "uint8 tensor"),
-    (None, POSTS.images[0], TypeError, "string"),
-])
+@pytest.mark.parametrize(
+    "text, image, error, match",
+    [
+        ("", POSTS.images[0], ValueError, "empty"),
+        ("   ", POSTS.images[0], ValueError, "empty"),
+        ("好" * 40, POSTS.images[0], ValueError, "positions"),
+        ("i love this", torch.zeros(3, 32, 32, dtype=torch.uint8), ValueError, "shape"),
+        ("i love this", POSTS.images[0].float() / 255, TypeError, "uint8"),
+        ("i love this", [[0]], TypeError, "uint8 tensor"),
+        (None, POSTS.images[0], TypeError, "string"),
+    ],
+)
 def test_bad_input_is_one_line(text, image, error, match):
     with pytest.raises(error, match=match) as info:
         st.predict_sentiment(small("cross"), text, image)
@@ -236,11 +252,11 @@ def test_widget_callback_explains_and_reports_bad_input_in_one_line():
     assert summary.startswith(f"{answer['label']} (") and f"driven by the {answer['driver']}" in summary
     overlay = fig.axes[0].images[1].get_array()
     assert overlay.shape == (sd.IMAGE_SIZE, sd.IMAGE_SIZE)
-    assert np.allclose(overlay[:st.CELL, :st.CELL], float(answer["attention"][0]))
+    assert np.allclose(overlay[: st.CELL, : st.CELL], float(answer["attention"][0]))
     summary, fig = st.explain(model, "", POSTS.images[1])
     assert fig is None and "empty" in summary and "\n" not in summary
     summary, fig = st.explain(small("early"), "i love this", POSTS.images[1])
-    assert len(fig.axes[0].images) == 1                       # no attention to draw
+    assert len(fig.axes[0].images) == 1  # no attention to draw
 
 
 @pytest.mark.parametrize("modality_dropout", [0.0, 0.5])
@@ -254,15 +270,17 @@ def test_train_model_is_the_plain_loop_bit_for_bit(modality_dropout):
     steps, batch, lr = 6, 8, 2e-3
     model, twin = small("cross", seed=1), small("cross", seed=1)
     torch.manual_seed(4)
-    losses = st.train_model(model, posts, steps, batch_size=batch, lr=lr, modality_dropout=modality_dropout,
-                            seed=2, progress=False)
+    losses = st.train_model(
+        model, posts, steps, batch_size=batch, lr=lr, modality_dropout=modality_dropout, seed=2, progress=False
+    )
 
     torch.manual_seed(4)
     g = torch.Generator().manual_seed(2)
     opt = torch.optim.AdamW(twin.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     expected = []
     twin.train()
     for _ in range(steps):

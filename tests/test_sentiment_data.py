@@ -1,6 +1,7 @@
 """Chapter 09's post generator: labels re-derived by this file's own reading of the stated rules
 (from the words of the texts and the pixels of the images, not from the generator's labeller),
 the slices' single-modality floors confirmed by counting, determinism and bad input."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -12,7 +13,7 @@ import torch
 from course_utils.vision import sentiment_data as sd
 
 POSTS = sd.generate(1500, seed=3)
-BIG = sd.generate(6000, seed=11)      # for the statistics
+BIG = sd.generate(6000, seed=11)  # for the statistics
 
 # this test's own word lists, written from the module docstring's rules (not imported)
 EN_POSITIVE = {"love", "like", "enjoy", "great", "wonderful", "lovely", "amazing", "nice", "happy", "glad", "cheerful"}
@@ -29,14 +30,15 @@ def text_says(text: str, lang: str) -> tuple[str, object]:
     sunny = ("sun" in t) or ("晴" in t) or ("太阳" in t) or ("好天气" in t)
     if any(w in t for w in ("hoping for", "need some", "i want a", "please let", "希望", "需要", "周末想要", "拜托")):
         return "wish", "rain" if rainy else "sun"
-    if rainy or sunny:                           # praise + named weather: sarcasm the text gives away
+    if rainy or sunny:  # praise + named weather: sarcasm the text gives away
         return "polar", int(sunny and not rainy)
     if lang == "en":
         words = t.replace(",", " ").split()
         pos = [w for w in words if w in EN_POSITIVE]
         neg = [w for w in words if w in EN_NEGATIVE]
-        if len(pos) + len(neg) != 1 or any(p in t for p in ("just what", "this again", "another one", "just great",
-                                                           "as planned", "simply amazing")):
+        if len(pos) + len(neg) != 1 or any(
+            p in t for p in ("just what", "this again", "another one", "just great", "as planned", "simply amazing")
+        ):
             return "nothing", None
         return "polar", int(bool(pos)) ^ int(" not " in f" {t} ")
     pos = [w for w in ZH_POSITIVE if w in t]
@@ -57,7 +59,7 @@ def image_says(image: torch.Tensor) -> tuple[str, object]:
     cloud = ((abs(r - g) < 15) & (r > 70) & (r < 145) & (b - r > -10) & (b - r < 35)).sum()
     if sky > 600 and yellow_sun > 50:
         return "sun", 1
-    if rain_drops > 10 and cloud > 80:         # drops under a grey cloud (a blue book has no cloud)
+    if rain_drops > 10 and cloud > 80:  # drops under a grey cloud (a blue book has no cloud)
         return "rain", 0
     if dark > 8:
         return "face", None
@@ -69,7 +71,7 @@ def face_smiles(image: torch.Tensor) -> bool:
     rgb = image.permute(1, 2, 0).numpy().astype(int)
     dark = (rgb < 60).all(-1)
     ys, xs = np.nonzero(dark)
-    low = ys > np.median(ys)                      # eyes sit above, the mouth below
+    low = ys > np.median(ys)  # eyes sit above, the mouth below
     ys, xs = ys[low | (ys >= ys.max() - 8)], xs[low | (ys >= ys.max() - 8)]
     mid = np.abs(xs - xs.mean()) <= 1
     ends = np.abs(xs - xs.mean()) >= (xs.max() - xs.min()) / 2 - 1
@@ -137,7 +139,12 @@ def test_floors_match_counting_on_a_large_sample():
 
 def test_balance_and_shares():
     for s, n, positive, zh in sd.slice_table(BIG):
-        assert abs(n / 6000 - 1 / 3) < 0.03 and abs(positive - 0.5) < 0.05 and abs(zh - 0.5) < 0.05, (s, n, positive, zh)
+        assert abs(n / 6000 - 1 / 3) < 0.03 and abs(positive - 0.5) < 0.05 and abs(zh - 0.5) < 0.05, (
+            s,
+            n,
+            positive,
+            zh,
+        )
 
 
 def test_same_seed_same_posts_and_indexing():

@@ -1,4 +1,5 @@
 """Sort-of-CLEVR, checked against the pixels and against a separate, plain-Python implementation."""
+
 import collections
 import math
 
@@ -59,7 +60,7 @@ def _circle_masks(data):
         for k in range(6):
             if int(data.shapes[i, k]) == 1:
                 x, y = data.centers[i, k].tolist()
-                crop = (img[y - r:y + r + 1, x - r:x + r + 1] == rgb[k]).all(-1)
+                crop = (img[y - r : y + r + 1, x - r : x + r + 1] == rgb[k]).all(-1)
                 yield {(dx - r, dy - r) for dy, dx in crop.nonzero().tolist()}
 
 
@@ -138,8 +139,14 @@ def test_no_ambiguous_closest_or_furthest(data):
 def test_ten_of_each_kind_and_answers_fit_the_subtype(data):
     relational = torch.tensor(shapes.RELATIONAL)[data.subtypes]
     assert relational[:, :10].logical_not().all() and relational[:, 10:].all()
-    allowed = {0: {"square", "circle"}, 1: {"yes", "no"}, 2: {"yes", "no"}, 3: {"square", "circle"},
-               4: {"square", "circle"}, 5: {"1", "2", "3", "4", "5", "6"}}
+    allowed = {
+        0: {"square", "circle"},
+        1: {"yes", "no"},
+        2: {"yes", "no"},
+        3: {"square", "circle"},
+        4: {"square", "circle"},
+        5: {"1", "2", "3", "4", "5", "6"},
+    }
     for i in range(N):
         for j in range(20):
             assert data.answer_text(i, j) in allowed[int(data.subtypes[i, j])]
@@ -185,8 +192,9 @@ def test_subset_keeps_questions_with_their_images(data):
 def test_answer_balance_matches_a_count(data):
     balance = shapes.answer_balance(data)
     for s, name in enumerate(shapes.SUBTYPES):
-        counter = collections.Counter(data.answer_text(i, j) for i in range(N) for j in range(20)
-                                      if int(data.subtypes[i, j]) == s)
+        counter = collections.Counter(
+            data.answer_text(i, j) for i in range(N) for j in range(20) if int(data.subtypes[i, j]) == s
+        )
         top = max(counter.values())
         assert balance[name]["baseline"] == pytest.approx(top / sum(counter.values()))
         assert balance[name]["counts"] == dict(counter)

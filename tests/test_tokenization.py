@@ -4,6 +4,7 @@ The WordPiece trainer is not bit-for-bit deterministic, so no test pins the id o
 token: the checks compare the tokenizer with an independent greedy longest-match reference
 over its own vocabulary, and with its reloaded copy.
 """
+
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -41,8 +42,13 @@ def greedy_wordpiece(word: str, vocab: dict) -> list[str]:
 
 def test_special_tokens_come_first_in_bert_order(tokenizer):
     assert tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == [0, 1, 2, 3, 4]
-    assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id,
-            tokenizer.sep_token_id, tokenizer.mask_token_id) == (0, 1, 2, 3, 4)
+    assert (
+        tokenizer.pad_token_id,
+        tokenizer.unk_token_id,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.mask_token_id,
+    ) == (0, 1, 2, 3, 4)
     assert len(tokenizer) == 1500
 
 

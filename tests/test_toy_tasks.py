@@ -1,6 +1,7 @@
 """course_utils.layers.toy_tasks: the data generator against plain-Python references, the held-out
 split, the model's shapes, masking and equivariance, the accuracies against hand counts,
 and a short training run that learns far above chance."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,6 +21,7 @@ def reference_target(row: list[int], task: str, pad: int) -> list[int]:
 
 # ----------------------------------------------------------------------------- the generator
 
+
 @pytest.mark.parametrize("task", ["reverse", "sort"])
 @pytest.mark.parametrize("min_length", [None, 1, 3])
 def test_targets_match_a_python_reference(task, min_length):
@@ -36,9 +38,9 @@ def test_padding_only_on_the_right_and_lengths_in_range():
     assert pad == 10
     real = inputs != pad
     lengths = real.sum(dim=1)
-    assert torch.equal(real, torch.arange(9)[None, :] < lengths[:, None])   # no padding before a real token
-    assert int(lengths.min()) == 2 and int(lengths.max()) == 9               # both ends occur in 2000 draws
-    assert set(inputs[real].unique().tolist()) == set(range(10))             # every symbol occurs
+    assert torch.equal(real, torch.arange(9)[None, :] < lengths[:, None])  # no padding before a real token
+    assert int(lengths.min()) == 2 and int(lengths.max()) == 9  # both ends occur in 2000 draws
+    assert set(inputs[real].unique().tolist()) == set(range(10))  # every symbol occurs
 
 
 def test_fixed_length_has_no_padding():
@@ -59,8 +61,8 @@ def test_split_is_distinct_and_held_out():
     train = [tuple(r) for r in split.train_inputs.tolist()]
     test = [tuple(r) for r in split.test_inputs.tolist()]
     assert len(train) == 3000 and len(test) == 500
-    assert len(set(train)) == 3000 and len(set(test)) == 500               # no duplicates anywhere
-    assert not set(train) & set(test)                                      # no test sequence in training
+    assert len(set(train)) == 3000 and len(set(test)) == 500  # no duplicates anywhere
+    assert not set(train) & set(test)  # no test sequence in training
     for row, target in zip(split.test_inputs.tolist(), split.test_targets.tolist()):
         assert target == reference_target(row, "reverse", pad=6)
     assert split.length == 6 and split.pad_id == 6 and split.task == "reverse"
@@ -71,12 +73,15 @@ def test_split_refuses_more_sequences_than_exist():
         make_split(8, 2, length=3, min_length=2, num_symbols=2)  # 2**2 + 2**3 = 12 < 2 * 10
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(task="shuffle"), r"task must be one of \('reverse', 'sort'\), got 'shuffle'"),
-    (dict(min_length=9), r"min_length must be an integer in 1..length=8, got 9"),
-    (dict(min_length=0), r"min_length must be an integer in 1..length=8, got 0"),
-    (dict(num_symbols=0), r"num_symbols must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(task="shuffle"), r"task must be one of \('reverse', 'sort'\), got 'shuffle'"),
+        (dict(min_length=9), r"min_length must be an integer in 1..length=8, got 9"),
+        (dict(min_length=0), r"min_length must be an integer in 1..length=8, got 0"),
+        (dict(num_symbols=0), r"num_symbols must be a positive integer, got 0"),
+    ],
+)
 def test_bad_generator_arguments_say_what_to_change(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_sequences(**{"num_sequences": 4, "length": 8, **kwargs})
@@ -84,15 +89,24 @@ def test_bad_generator_arguments_say_what_to_change(kwargs, message):
 
 # ----------------------------------------------------------------------------- the model
 
+
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "none"])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_forward_shapes(positions, norm_first):
-    model = ToyEncoder(num_symbols=7, max_len=12, d_model=16, num_heads=2, d_ff=32, num_layers=2,
-                       positions=positions, norm_first=norm_first)
+    model = ToyEncoder(
+        num_symbols=7,
+        max_len=12,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        num_layers=2,
+        positions=positions,
+        norm_first=norm_first,
+    )
     tokens, _ = make_sequences(3, 12, num_symbols=7, min_length=4, seed=0)
     logits = model(tokens)
     assert logits.shape == (3, 12, 7)
-    assert model(tokens[:, :5]).shape == (3, 5, 7)   # shorter than max_len is fine
+    assert model(tokens[:, :5]).shape == (3, 5, 7)  # shorter than max_len is fine
 
 
 def test_padding_does_not_change_real_positions():
@@ -119,13 +133,16 @@ def test_without_positions_the_model_is_permutation_equivariant():
         assert (diff < 1e-5) == equivariant, f"positions={positions}: diff {diff}"
 
 
-@pytest.mark.parametrize("tokens, message", [
-    (torch.zeros(2, 5), r"tokens must be a \(batch, length\) int64 tensor, got torch.float32 \(2, 5\)"),
-    (torch.zeros(5, dtype=torch.long), r"tokens must be a \(batch, length\) int64 tensor, got torch.int64 \(5,\)"),
-    (torch.zeros(1, 9, dtype=torch.long), r"sequence length 9 > max_len=8: build the model with max_len >= 9"),
-    (torch.tensor([[0, 11]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values 0..11"),
-    (torch.tensor([[-1, 2]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values -1..2"),
-])
+@pytest.mark.parametrize(
+    "tokens, message",
+    [
+        (torch.zeros(2, 5), r"tokens must be a \(batch, length\) int64 tensor, got torch.float32 \(2, 5\)"),
+        (torch.zeros(5, dtype=torch.long), r"tokens must be a \(batch, length\) int64 tensor, got torch.int64 \(5,\)"),
+        (torch.zeros(1, 9, dtype=torch.long), r"sequence length 9 > max_len=8: build the model with max_len >= 9"),
+        (torch.tensor([[0, 11]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values 0..11"),
+        (torch.tensor([[-1, 2]]), r"tokens must lie in 0..9 \(or be the padding id 10\), got values -1..2"),
+    ],
+)
 def test_bad_tokens_say_what_is_wrong(tokens, message):
     model = ToyEncoder(max_len=8, d_model=8, num_heads=2, d_ff=16)
     with pytest.raises(ValueError, match=message):
@@ -133,13 +150,17 @@ def test_bad_tokens_say_what_is_wrong(tokens, message):
 
 
 def test_unknown_positions_kind():
-    with pytest.raises(ValueError, match=r"positions must be one of \('learned', 'sinusoidal', 'rope', 'none'\), "
-                                         r"got 'alibi'"):
+    with pytest.raises(
+        ValueError,
+        match=r"positions must be one of \('learned', 'sinusoidal', 'rope', 'none'\), "
+        r"got 'alibi'",
+    ):
         ToyEncoder(positions="alibi")
 
 
 def test_rope_model_adds_nothing_to_the_embeddings_and_rotates_in_every_layer():
     from course_utils.layers.positions import RotaryMultiHeadAttention
+
     model = ToyEncoder(max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=3, positions="rope")
     assert isinstance(model.position, nn.Identity)
     assert all(isinstance(layer.self_attn, RotaryMultiHeadAttention) for layer in model.encoder.layers)
@@ -148,26 +169,29 @@ def test_rope_model_adds_nothing_to_the_embeddings_and_rotates_in_every_layer():
     def n_params(m):
         return sum(p.numel() for p in m.parameters())
 
-    assert n_params(learned) - n_params(model) == 8 * 16          # only the position table is gone
+    assert n_params(learned) - n_params(model) == 8 * 16  # only the position table is gone
 
 
 # ----------------------------------------------------------------------------- the position-blind optimum
+
 
 def brute_force_blind_accuracy(num_symbols: int, length: int) -> float:
     """Expected reversal accuracy of the best function of (own symbol, bag of symbols), found by
     enumerating every sequence: for each view, the guess right most often."""
     import itertools
     from collections import Counter
+
     hits_by_view: dict = {}
     for seq in itertools.product(range(num_symbols), repeat=length):
         for i, symbol in enumerate(seq):
             hits_by_view.setdefault((symbol, tuple(sorted(seq))), Counter())[seq[length - 1 - i]] += 1
-    return sum(max(c.values()) for c in hits_by_view.values()) / (length * num_symbols ** length)
+    return sum(max(c.values()) for c in hits_by_view.values()) / (length * num_symbols**length)
 
 
 @pytest.mark.parametrize("num_symbols, length", [(2, 1), (2, 2), (2, 3), (3, 3), (3, 4), (3, 5), (4, 5), (2, 6)])
 def test_best_position_blind_guess_reaches_the_brute_force_optimum(num_symbols, length):
     import itertools
+
     rows = torch.tensor(list(itertools.product(range(num_symbols), repeat=length)))
     padded = torch.cat([rows, torch.full((rows.shape[0], 2), pad_id(num_symbols))], dim=1)  # and padding
     targets = toy_tasks.target_for(padded, "reverse", num_symbols)
@@ -186,7 +210,7 @@ def test_best_position_blind_guess_is_a_function_of_own_symbol_and_bag():
         shuffled = row.clone()
         shuffled[:length] = row[:length][torch.randperm(int(length))]
         a, b = toy_tasks.best_position_blind_guess(torch.stack([row, shuffled]))
-        for symbol in row[:length].unique():   # the same own symbol and bag -> the same guess
+        for symbol in row[:length].unique():  # the same own symbol and bag -> the same guess
             assert len(set(a[row == symbol].tolist()) | set(b[shuffled == symbol].tolist())) == 1
 
 
@@ -197,6 +221,7 @@ def test_best_position_blind_guess_refuses_floats():
 
 # ----------------------------------------------------------------------------- evaluation and training
 
+
 class FixedGuess(nn.Module):
     """Predicts a given (N, L) tensor of tokens, whatever the input."""
 
@@ -206,14 +231,14 @@ class FixedGuess(nn.Module):
         self.guesses, self.num_symbols, self.seen = guesses, num_symbols, 0
 
     def forward(self, tokens):
-        batch = self.guesses[self.seen:self.seen + tokens.shape[0]]
+        batch = self.guesses[self.seen : self.seen + tokens.shape[0]]
         self.seen += tokens.shape[0]
         return nn.functional.one_hot(batch, self.num_symbols).float()
 
 
 def test_accuracies_match_hand_counts():
     inputs = torch.tensor([[1, 2, 3, 10], [4, 5, 10, 10], [6, 7, 8, 9]])
-    targets = toy_tasks.target_for(inputs, "reverse")     # [3 2 1 -], [5 4 - -], [9 8 7 6]
+    targets = toy_tasks.target_for(inputs, "reverse")  # [3 2 1 -], [5 4 - -], [9 8 7 6]
     guesses = torch.tensor([[3, 2, 0, 0], [5, 4, 7, 7], [9, 0, 7, 6]])
     # right: 2 of 3, 2 of 2 (padding guesses ignored), 3 of 4 -> 7 of 9 tokens; one sequence fully right
     scores = toy_tasks.evaluate(FixedGuess(guesses), inputs, targets, batch_size=2)
@@ -226,14 +251,13 @@ def test_short_training_run_learns_far_above_chance():
     split = make_split(2000, 300, length=6, num_symbols=10, seed=0)
     model = ToyEncoder(max_len=6, d_model=32, num_heads=2, d_ff=64, num_layers=1)
     before = toy_tasks.evaluate(model, split.test_inputs, split.test_targets)["token_accuracy"]
-    history = toy_tasks.train(model, split, steps=150, batch_size=32, lr=3e-3, warmup=10, eval_every=50,
-                              progress=False)
+    history = toy_tasks.train(model, split, steps=150, batch_size=32, lr=3e-3, warmup=10, eval_every=50, progress=False)
     after = toy_tasks.evaluate(model, split.test_inputs, split.test_targets)
     losses = history.values("loss")
     assert len(losses) == 150 and history.steps("eval_token_accuracy") == [50, 100, 150]
     assert history.last("eval_token_accuracy") == pytest.approx(after["token_accuracy"])
     assert history.last("eval_sequence_accuracy") == pytest.approx(after["sequence_accuracy"])
-    assert before < 0.25                                   # chance is 0.1
+    assert before < 0.25  # chance is 0.1
     assert after["token_accuracy"] > 0.6, after
     assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
 
@@ -253,8 +277,18 @@ def test_train_is_the_plain_loop_bit_for_bit(warmup, optimizer):
     twin.load_state_dict(model.state_dict())
 
     torch.manual_seed(7)
-    history = toy_tasks.train(model, split, steps, batch_size=batch, lr=lr, warmup=warmup, eval_every=every,
-                              seed=2, progress=False, optimizer=optimizer)
+    history = toy_tasks.train(
+        model,
+        split,
+        steps,
+        batch_size=batch,
+        lr=lr,
+        warmup=warmup,
+        eval_every=every,
+        seed=2,
+        progress=False,
+        optimizer=optimizer,
+    )
 
     def factor(step):  # warm-up from lr / warmup, then cosine to 0 (the schedule the chapter states)
         if step < warmup:
@@ -270,8 +304,9 @@ def test_train_is_the_plain_loop_bit_for_bit(warmup, optimizer):
     for step in range(1, steps + 1):
         index = torch.randint(split.train_inputs.shape[0], (batch,), generator=generator)
         logits = twin(split.train_inputs[index])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, 10), split.train_targets[index].reshape(-1),
-                                           ignore_index=IGNORE_INDEX)
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, 10), split.train_targets[index].reshape(-1), ignore_index=IGNORE_INDEX
+        )
         adam.zero_grad()
         loss.backward()
         adam.step()
@@ -292,15 +327,17 @@ def test_train_is_the_plain_loop_bit_for_bit(warmup, optimizer):
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"warmup": -1}, r"warmup must be a whole number of steps >= 0 \(0: no warm-up\), got -1"),
-    ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'radam'\], got 'sgd'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"warmup": -1}, r"warmup must be a whole number of steps >= 0 \(0: no warm-up\), got -1"),
+        ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'radam'\], got 'sgd'"),
+    ],
+)
 def test_train_refuses_bad_warmup_or_optimizer(kwargs, message):
     split = make_split(20, 5, length=4)
     with pytest.raises(ValueError, match=message):
-        toy_tasks.train(ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8), split, steps=2, progress=False,
-                        **kwargs)
+        toy_tasks.train(ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8), split, steps=2, progress=False, **kwargs)
 
 
 def test_no_warmup_starts_at_the_peak_rate_and_radam_is_torchs():
@@ -314,8 +351,9 @@ def test_no_warmup_starts_at_the_peak_rate_and_radam_is_torchs():
         twin = ToyEncoder(max_len=4, d_model=8, num_heads=2, d_ff=8)
         index = torch.randint(split.train_inputs.shape[0], (8,), generator=torch.Generator().manual_seed(0))
         logits = twin(split.train_inputs[index])
-        nn.functional.cross_entropy(logits.reshape(-1, 10), split.train_targets[index].reshape(-1),
-                                    ignore_index=IGNORE_INDEX).backward()
+        nn.functional.cross_entropy(
+            logits.reshape(-1, 10), split.train_targets[index].reshape(-1), ignore_index=IGNORE_INDEX
+        ).backward()
         torch_class(twin.parameters(), lr=0.1).step()
         for p, q, s in zip(model.parameters(), twin.parameters(), start):
             assert torch.allclose(p, q, atol=1e-6)

@@ -1,5 +1,6 @@
 """Training helpers: schedule vs transformers, parameter groups, the loop, early stopping,
 safetensors checkpoints, and the errors of load_or_pretrain."""
+
 import json
 
 import pytest
@@ -13,11 +14,18 @@ from course_utils import training
 
 
 def tiny_bert_config():
-    return transformers.BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                   intermediate_size=32, max_position_embeddings=32)
+    return transformers.BertConfig(
+        vocab_size=60,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
 
 
 # --------------------------------------------------------------------------------------------- schedule
+
 
 @pytest.mark.parametrize("warmup, total", [(6, 100), (0, 20), (20, 20), (1, 3)])
 def test_schedule_equals_transformers_linear_warmup(warmup, total):
@@ -37,7 +45,7 @@ def test_schedule_equals_transformers_linear_warmup(warmup, total):
     assert mine == pytest.approx(reference, abs=1e-12)
     if 0 < warmup < total:
         assert mine[:2] == [0.0, 0.0] and max(mine) == pytest.approx(1e-3)
-    assert mine[2 * total:] == [0.0] * 4
+    assert mine[2 * total :] == [0.0] * 4
 
 
 def test_schedule_rejects_impossible_lengths():
@@ -47,6 +55,7 @@ def test_schedule_rejects_impossible_lengths():
 
 
 # --------------------------------------------------------------------------------------------- parameter groups
+
 
 def test_no_decay_on_biases_and_layernorm_matches_the_transformers_convention():
     model = transformers.BertForPreTraining(tiny_bert_config())
@@ -74,7 +83,9 @@ def test_own_bert_groups_cover_every_parameter_once_and_skip_frozen_ones():
     for module in model.modules():
         if isinstance(module, nn.LayerNorm) and module.weight.requires_grad:
             assert id(module.weight) in {id(p) for p in groups[1]["params"]}
-        if isinstance(module, nn.Linear) and module.weight.requires_grad:  # the decoder is tied to the frozen embeddings
+        if (
+            isinstance(module, nn.Linear) and module.weight.requires_grad
+        ):  # the decoder is tied to the frozen embeddings
             assert id(module.weight) in {id(p) for p in groups[0]["params"]}
 
 
@@ -89,6 +100,7 @@ def test_bad_optimizer_settings_are_refused():
 
 
 # --------------------------------------------------------------------------------------------- loop
+
 
 def regression_batches(n=8, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -114,8 +126,9 @@ def test_loop_equals_a_plain_torch_loop_and_logs_every_step():
         scheduler = training.linear_warmup_schedule(optimizer, 4, 40)
         batches = regression_batches()
         if use_helper:
-            history = training.train(model, batches, mse_step, optimizer, scheduler, epochs=5,
-                                     max_grad_norm=1.0, progress=False)
+            history = training.train(
+                model, batches, mse_step, optimizer, scheduler, epochs=5, max_grad_norm=1.0, progress=False
+            )
             return model, history
         for _ in range(5):
             for x, y in batches:
@@ -171,6 +184,7 @@ def test_loop_needs_steps_for_an_endless_stream():
 
 # --------------------------------------------------------------------------------------------- early stopping
 
+
 def test_early_stopping_keeps_the_best_weights_and_stops_after_patience():
     model = nn.Linear(2, 1)
     stopper = training.EarlyStopping(patience=2, mode="max")
@@ -197,8 +211,17 @@ def test_early_stopping_in_the_loop_restores_the_best_model():
         return {"f1": next(scores)}
 
     stopper = training.EarlyStopping(patience=2, mode="max", monitor="f1")
-    history = training.train(model, regression_batches(), mse_step, training.make_optimizer(model, lr=0.1),
-                             steps=40, eval_fn=evaluate, eval_every=5, early_stopping=stopper, progress=False)
+    history = training.train(
+        model,
+        regression_batches(),
+        mse_step,
+        training.make_optimizer(model, lr=0.1),
+        steps=40,
+        eval_fn=evaluate,
+        eval_every=5,
+        early_stopping=stopper,
+        progress=False,
+    )
     assert history.steps("eval_f1") == [5, 10, 15, 20]
     assert stopper.best_step == 10 and torch.equal(model.weight, snapshots[1])
 
@@ -214,11 +237,19 @@ def test_early_stopping_min_mode_and_errors():
         training.EarlyStopping().restore(nn.Linear(1, 1))
     model = nn.Linear(3, 1)
     with pytest.raises(ValueError, match="early stopping needs eval_fn"):
-        training.train(model, regression_batches(), mse_step, training.make_optimizer(model), steps=2,
-                       early_stopping=training.EarlyStopping(), progress=False)
+        training.train(
+            model,
+            regression_batches(),
+            mse_step,
+            training.make_optimizer(model),
+            steps=2,
+            early_stopping=training.EarlyStopping(),
+            progress=False,
+        )
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
+
 
 def test_checkpoint_round_trip_with_tied_weights(tmp_path):
     torch.manual_seed(0)
@@ -247,9 +278,13 @@ def test_checkpoint_errors_say_the_fix(tmp_path):
 
 # --------------------------------------------------------------------------------------------- load_or_pretrain
 
+
 def save_tiny_bert(directory):
-    tokenizer = transformers.BertTokenizerFast(vocab={t: i for i, t in enumerate(
-        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(55)]])})
+    tokenizer = transformers.BertTokenizerFast(
+        vocab={
+            t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(55)]])
+        }
+    )
     pretraining.save_bert(bert.BertForPreTraining(tiny_bert_config()), tokenizer, directory)
     return directory
 

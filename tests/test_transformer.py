@@ -1,5 +1,6 @@
 """course_utils.layers.transformer against torch.nn.TransformerEncoderLayer / TransformerEncoder,
 and the sinusoidal table against the paper's formula computed independently with numpy."""
+
 from __future__ import annotations
 
 import math
@@ -12,18 +13,25 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from torch import nn
 
 from course_utils.layers.attention import AttentionShapeError
-from course_utils.layers.transformer import FeedForward, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerEncoder, TransformerEncoderLayer, sinusoidal_positions
+from course_utils.layers.transformer import (
+    FeedForward,
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    sinusoidal_positions,
+)
 
-PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 D_MODEL, HEADS, D_FF, BATCH, LENGTH = 16, 4, 32, 3, 6
 LENGTHS = torch.tensor([6, 4, 1])  # real tokens per sequence; the rest is padding
 
 
 def torch_layer(norm_first: bool, activation: str, seed: int = 0, dropout: float = 0.0) -> nn.TransformerEncoderLayer:
     torch.manual_seed(seed)
-    layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, dropout=dropout, activation=activation,
-                                       norm_first=norm_first, batch_first=True)
+    layer = nn.TransformerEncoderLayer(
+        D_MODEL, HEADS, D_FF, dropout=dropout, activation=activation, norm_first=norm_first, batch_first=True
+    )
     with torch.no_grad():  # LayerNorm starts at (1, 0): randomise it so a swapped norm shows
         for norm in (layer.norm1, layer.norm2):
             norm.weight.uniform_(0.5, 1.5)
@@ -54,8 +62,8 @@ def test_layer_from_torch_equals_torch(norm_first, activation, kind):
     actual = ours(x, mask=attn, key_padding_mask=keys)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=2e-5)
     cotangent = torch.randn_like(actual)
-    own_grad, = torch.autograd.grad((actual * cotangent).sum(), x)
-    ref_grad, = torch.autograd.grad((expected * cotangent).sum(), x)
+    (own_grad,) = torch.autograd.grad((actual * cotangent).sum(), x)
+    (ref_grad,) = torch.autograd.grad((expected * cotangent).sum(), x)
     torch.testing.assert_close(own_grad, ref_grad, rtol=1e-4, atol=1e-5)
 
 
@@ -98,8 +106,15 @@ def test_kept_attention_equals_torch_weights(norm_first):
     (attn, keys), (src_mask, src_kpm), real = masks("both")
     ours(x, mask=attn, key_padding_mask=keys)
     attended = theirs.norm1(x) if norm_first else x  # what the attention block sees
-    _, expected = theirs.self_attn(attended, attended, attended, attn_mask=src_mask, key_padding_mask=src_kpm,
-                                   need_weights=True, average_attn_weights=False)
+    _, expected = theirs.self_attn(
+        attended,
+        attended,
+        attended,
+        attn_mask=src_mask,
+        key_padding_mask=src_kpm,
+        need_weights=True,
+        average_attn_weights=False,
+    )
     torch.testing.assert_close(ours.last_attention, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -164,9 +179,13 @@ def test_positional_encodings_add_their_table():
 
 @pytest.mark.parametrize("module", [SinusoidalPositionalEncoding, LearnedPositionalEmbedding])
 def test_position_table_too_short(module):
-    with pytest.raises(AttentionShapeError, match=r"sequence length 12 is longer than the position table \(10\).*max_len >= 12"):
+    with pytest.raises(
+        AttentionShapeError, match=r"sequence length 12 is longer than the position table \(10\).*max_len >= 12"
+    ):
         module(8, max_len=10)(torch.randn(2, 12, 8))
-    with pytest.raises(AttentionShapeError, match=r"expected \(batch, length, d_model\) embeddings, got shape \(12, 8\)"):
+    with pytest.raises(
+        AttentionShapeError, match=r"expected \(batch, length, d_model\) embeddings, got shape \(12, 8\)"
+    ):
         module(8, max_len=10)(torch.randn(12, 8))
 
 

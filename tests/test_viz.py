@@ -1,4 +1,5 @@
 """course_utils.layers.viz: the plots draw what they are given, the widgets respond, bad input is named."""
+
 import base64
 
 import matplotlib
@@ -26,6 +27,7 @@ def _weights(n_q=3, n_k=4, seed=0):
 
 
 # ----------------------------------------------------------------------------- plot_attention
+
 
 def test_plot_attention_draws_the_matrix_with_labels():
     w = _weights()
@@ -63,11 +65,14 @@ def test_plot_attention_colour_range_defaults_and_overrides():
     assert viz.plot_attention(w, vmin=0, vmax=1).get_images()[0].get_clim() == (0, 1)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.rand(2, 3, 4), "weights must be 2-D (L_q, L_k), got shape (2, 3, 4). For one head"),
-    (torch.rand(5), "weights must be 2-D (L_q, L_k), got shape (5,)"),
-    (torch.rand(0, 3), "nothing to plot"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.rand(2, 3, 4), "weights must be 2-D (L_q, L_k), got shape (2, 3, 4). For one head"),
+        (torch.rand(5), "weights must be 2-D (L_q, L_k), got shape (5,)"),
+        (torch.rand(0, 3), "nothing to plot"),
+    ],
+)
 def test_plot_attention_rejects_wrong_shapes(bad, message):
     with pytest.raises(ValueError) as err:
         viz.plot_attention(bad)
@@ -82,6 +87,7 @@ def test_plot_attention_rejects_mismatched_labels_and_rows():
 
 
 # ----------------------------------------------------------------------------- plot_mask
+
 
 def test_plot_mask_shows_true_as_filled():
     mask = attention.causal_mask(4)
@@ -107,6 +113,7 @@ def test_plot_mask_rejects_non_boolean_and_batched_masks():
 
 # ----------------------------------------------------------------------------- plot_curves
 
+
 def test_plot_curves_draws_each_curve_with_its_values():
     ax = viz.plot_curves({"train": [3.0, 2.0, 1.5], "dev": ([0, 2], [2.5, 1.8])}, ylabel="loss", title="c")
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -123,12 +130,15 @@ def test_plot_curves_smooths_with_a_trailing_mean():
     np.testing.assert_allclose(smoothed.get_ydata(), [1.0, 2.0, 4.0, 6.0, 8.0])
 
 
-@pytest.mark.parametrize("curves, kwargs, message", [
-    ({}, {}, "curves must be a non-empty dict"),
-    ({"loss": [[1, 2], [3, 4]]}, {}, "curve 'loss' must be a non-empty 1-D sequence"),
-    ({"dev": ([0, 1, 2], [1.0, 2.0])}, {}, "curve 'dev' has 3 x values but 2 y values"),
-    ({"loss": [1.0, 2.0]}, {"smooth": 0}, "smooth must be a whole number of points >= 1"),
-])
+@pytest.mark.parametrize(
+    "curves, kwargs, message",
+    [
+        ({}, {}, "curves must be a non-empty dict"),
+        ({"loss": [[1, 2], [3, 4]]}, {}, "curve 'loss' must be a non-empty 1-D sequence"),
+        ({"dev": ([0, 1, 2], [1.0, 2.0])}, {}, "curve 'dev' has 3 x values but 2 y values"),
+        ({"loss": [1.0, 2.0]}, {"smooth": 0}, "smooth must be a whole number of points >= 1"),
+    ],
+)
 def test_plot_curves_rejects_bad_input(curves, kwargs, message):
     with pytest.raises(ValueError) as err:
         viz.plot_curves(curves, **kwargs)
@@ -136,6 +146,7 @@ def test_plot_curves_rejects_bad_input(curves, kwargs, message):
 
 
 # ----------------------------------------------------------------------------- attention_viewer
+
 
 def _png(output_widget):
     (shown,) = output_widget.outputs
@@ -171,12 +182,19 @@ def test_attention_viewer_takes_transformers_style_outputs_and_callables():
     assert [label for label, _ in box.viewer.query.options] == ["0: x", "1: y", "2: z"]
 
 
-@pytest.mark.parametrize("attentions, tokens, message", [
-    ([torch.rand(2, 2, 3, 3)], list("abc"), "each layer must be (heads, L_q, L_k) for ONE example"),
-    ([torch.rand(2, 3, 3), torch.rand(2, 4, 4)], list("abc"), "every layer must cover the same query and key tokens"),
-    ([torch.rand(2, 3, 3)], list("ab"), "tokens has 2 labels but the matrix has 3 keys"),
-    ([], list("abc"), "attentions is empty"),
-])
+@pytest.mark.parametrize(
+    "attentions, tokens, message",
+    [
+        ([torch.rand(2, 2, 3, 3)], list("abc"), "each layer must be (heads, L_q, L_k) for ONE example"),
+        (
+            [torch.rand(2, 3, 3), torch.rand(2, 4, 4)],
+            list("abc"),
+            "every layer must cover the same query and key tokens",
+        ),
+        ([torch.rand(2, 3, 3)], list("ab"), "tokens has 2 labels but the matrix has 3 keys"),
+        ([], list("abc"), "attentions is empty"),
+    ],
+)
 def test_attention_viewer_rejects_bad_input(attentions, tokens, message):
     with pytest.raises(ValueError) as err:
         viz.attention_viewer(attentions, tokens)
@@ -185,12 +203,13 @@ def test_attention_viewer_rejects_bad_input(attentions, tokens, message):
 
 # ----------------------------------------------------------------------------- attention_explorer
 
+
 def test_attention_explorer_computes_with_the_package_attention():
     box = viz.attention_explorer(temperature=0.5, length=5, d_k=8, mask_type="causal", seed=3)
     explorer = box.explorer
     weights, mask, tokens = explorer.compute()
     q, k = viz.explorer_inputs(5, 8, 3)
-    want = torch.softmax((q @ k.T / (8 ** 0.5 * 0.5)).masked_fill(~torch.ones(5, 5).tril().bool(), float("-inf")), -1)
+    want = torch.softmax((q @ k.T / (8**0.5 * 0.5)).masked_fill(~torch.ones(5, 5).tril().bool(), float("-inf")), -1)
     torch.testing.assert_close(weights, want)
     assert torch.equal(mask, attention.causal_mask(5)) and len(tokens) == 5
     assert "course-attention-explorer" in explorer.output._dom_classes
@@ -200,8 +219,14 @@ def test_attention_explorer_computes_with_the_package_attention():
 def test_attention_explorer_redraws_when_a_control_moves():
     explorer = viz.attention_explorer().explorer
     seen = {explorer.last_png}
-    for control, value in ((explorer.temperature, 3.0), (explorer.mask_type, "both"), (explorer.length, 9),
-                           (explorer.scaled, False), (explorer.d_k, 256), (explorer.seed, 5)):
+    for control, value in (
+        (explorer.temperature, 3.0),
+        (explorer.mask_type, "both"),
+        (explorer.length, 9),
+        (explorer.scaled, False),
+        (explorer.d_k, 256),
+        (explorer.seed, 5),
+    ):
         control.value = value
         assert explorer.last_png not in seen, f"no new picture after changing {control.description}"
         seen.add(explorer.last_png)
@@ -222,7 +247,9 @@ def test_attention_explorer_temperature_sharpens_and_flattens():
 
 
 def test_attention_explorer_rejects_unknown_mask_type():
-    with pytest.raises(ValueError, match=r"mask_type must be one of \('none', 'padding', 'causal', 'both'\), got 'future'"):
+    with pytest.raises(
+        ValueError, match=r"mask_type must be one of \('none', 'padding', 'causal', 'both'\), got 'future'"
+    ):
         viz.attention_explorer(mask_type="future")
 
 
@@ -231,7 +258,7 @@ def test_attention_explorer_masked_cells_show_only_the_cross():
     texts = [t.get_text() for t in explorer._heat_ax.texts]
     weights, mask, _ = explorer.compute()
     numbers, crosses = texts[:36], texts[36:]
-    assert crosses == ["×"] * int((~mask).sum())          # one grey cross per masked cell
+    assert crosses == ["×"] * int((~mask).sum())  # one grey cross per masked cell
     for value, ok, text in zip(weights.flatten().tolist(), mask.flatten().tolist(), numbers):
         assert text == (f"{value:.2f}" if ok else ""), "a masked cell must not print a weight under its ×"
 

@@ -1,5 +1,6 @@
 """Single-stream and co-attention fusions, image-text matching and zero-shot retrieval (chapter 05),
 against transformers' BertModel, torch's nn.MultiheadAttention, the scenes' own text and brute force."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,20 +30,19 @@ def sentences(text):
     return [s.strip() for s in text.split(".") if s.strip()]
 
 
-
-
 # ---------------------------------------------------------------- single stream
+
 
 def test_single_stream_encoder_equals_transformers_bert_given_inputs_embeds():
     config = vl.bert_config(hidden=32, layers=2, heads=4, max_positions=16)
     torch.manual_seed(0)
-    reference = transformers.BertModel(config).eval()          # transformers' own initialisation
+    reference = transformers.BertModel(config).eval()  # transformers' own initialisation
     ours = vl.SingleStreamEncoder(config).eval()
     ours.bert.load_hf_state_dict(reference.state_dict())
     g = torch.Generator().manual_seed(1)
     text, image = torch.randn(3, 5, 32, generator=g), torch.randn(3, 4, 32, generator=g)
     text_mask = torch.ones(3, 5, dtype=torch.bool)
-    text_mask[1, 3:] = False                                    # a shorter question in row 1
+    text_mask[1, 3:] = False  # a shorter question in row 1
     inputs = ours.embed_inputs(text, text_mask, image)
     # the sequence is [CLS; text; image] with segments 0 / 1 and positions 0..T, then 0 for the image
     assert inputs["token_type_ids"][0].tolist() == [0] * 6 + [1] * 4
@@ -66,25 +66,26 @@ def test_single_stream_fusion_blind_to_element_order_and_padding():
         logits = fusion(elements, question)
         shuffled = fusion(elements[:, torch.tensor([3, 0, 5, 1, 4, 2])], question)
         garbage = question.tokens.clone()
-        garbage[1, 2:] = 100.0                                   # what sits under padding must not matter
+        garbage[1, 2:] = 100.0  # what sits under padding must not matter
         padded = fusion(elements, mm.QuestionEncoding(question.vector, garbage, question.mask))
         other_image = fusion(torch.randn(2, 6, 10), question)
     assert logits.shape == (2, mm.N_ANSWERS)
     torch.testing.assert_close(shuffled, logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
-    assert not torch.equal(other_image, logits)                 # the answer does read the image
+    assert not torch.equal(other_image, logits)  # the answer does read the image
 
 
 # ---------------------------------------------------------------- co-attention
 
+
 def copy_torch_mha(ours, reference, d):
     with torch.no_grad():
         ours.q_proj.weight.copy_(reference.in_proj_weight[:d])
-        ours.k_proj.weight.copy_(reference.in_proj_weight[d:2 * d])
-        ours.v_proj.weight.copy_(reference.in_proj_weight[2 * d:])
+        ours.k_proj.weight.copy_(reference.in_proj_weight[d : 2 * d])
+        ours.v_proj.weight.copy_(reference.in_proj_weight[2 * d :])
         ours.q_proj.bias.copy_(reference.in_proj_bias[:d])
-        ours.k_proj.bias.copy_(reference.in_proj_bias[d:2 * d])
-        ours.v_proj.bias.copy_(reference.in_proj_bias[2 * d:])
+        ours.k_proj.bias.copy_(reference.in_proj_bias[d : 2 * d])
+        ours.v_proj.bias.copy_(reference.in_proj_bias[2 * d :])
         ours.out_proj.load_state_dict(reference.out_proj.state_dict())
 
 
@@ -121,7 +122,7 @@ def test_swapping_the_roles_gives_the_other_direction():
     d = 16
     torch.manual_seed(0)
     layer = vl.CoAttentionLayer(d, 4).eval()
-    layer.image_from_text.load_state_dict(layer.text_from_image.state_dict())    # one attention, both ways
+    layer.image_from_text.load_state_dict(layer.text_from_image.state_dict())  # one attention, both ways
     g = torch.Generator().manual_seed(2)
     a, b = torch.randn(2, 5, d, generator=g), torch.randn(2, 7, d, generator=g)
     mask_a, mask_b = torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 7, dtype=torch.bool)
@@ -154,8 +155,10 @@ def test_fusions_train_in_vqa_model_deterministically(data, name):
 
     def run():
         torch.manual_seed(0)
-        model = mm.VQAModel(mm.VectorQuestionEncoder(16), vl.make_fusion(name, 10, 6, 16, **{
-            "single_stream": {"hidden": 32}, "co_attention": {"d_model": 32}}[name]))
+        model = mm.VQAModel(
+            mm.VectorQuestionEncoder(16),
+            vl.make_fusion(name, 10, 6, 16, **{"single_stream": {"hidden": 32}, "co_attention": {"d_model": 32}}[name]),
+        )
         history = vqa_training.train_vqa(model, questions, questions, steps=3, batch_size=8, progress=False)
         return history.losses, vqa_training.predict(model, questions)
 
@@ -166,12 +169,13 @@ def test_fusions_train_in_vqa_model_deterministically(data, name):
 
 # ---------------------------------------------------------------- descriptions and matching
 
+
 def test_regions_and_object_words_say_what_scene_text_says(data):
     region = vl.regions(data)
     for i in range(len(data)):
         k = torch.arange(shapes.N_OBJECTS)
         ids = vl.object_words(k, data.shapes[i], region[i]).flatten()
-        assert vl.decode(ids) == data.scene_text(i)               # the generator's own description
+        assert vl.decode(ids) == data.scene_text(i)  # the generator's own description
         assert torch.equal(contrastive.tokenize_scenes([data.scene_text(i)])[0], ids)
 
 
@@ -186,21 +190,21 @@ def test_matching_pairs_are_what_they_claim(data, objects):
         text = vl.decode(text_ids)
         truth = scene_sentences(data, row)
         said = sentences(text)
-        assert len(said) == objects and len({s.split()[0] for s in said}) == objects   # each colour once
-        assert claimed == all(s in truth for s in said)          # the label is read from the scene text
+        assert len(said) == objects and len({s.split()[0] for s in said}) == objects  # each colour once
+        assert claimed == all(s in truth for s in said)  # the label is read from the scene text
         wrong = [s for s in said if s not in truth]
         by_colour = {s.split()[0]: s.split() for s in truth}
         if kind == -1:
             assert not wrong
-        elif kind == 1:                                          # two colour words exchanged
+        elif kind == 1:  # two colour words exchanged
             assert len(wrong) == 2 or not wrong
             for s in wrong:
                 assert s.split()[1:] != by_colour[s.split()[0]][1:]
-        elif kind == 2:                                          # one shape flipped, nothing else
+        elif kind == 2:  # one shape flipped, nothing else
             assert len(wrong) == 1
             w = wrong[0].split()
             assert w[1] != by_colour[w[0]][1] and w[2:] == by_colour[w[0]][2:]
-        elif kind == 3:                                          # one object moved, nothing else
+        elif kind == 3:  # one object moved, nothing else
             assert len(wrong) == 1
             w = wrong[0].split()
             assert w[1] == by_colour[w[0]][1] and w[2:] != by_colour[w[0]][2:]
@@ -227,28 +231,37 @@ def test_matcher_outputs_and_training_are_deterministic(data):
 
 # ---------------------------------------------------------------- zero-shot retrieval
 
+
 def query(colour, shape, region):
-    return (f"{shapes.COLORS[colour]} {shapes.SHAPES[shape]} {shapes.VERTICAL[region // 3]} "
-            f"{shapes.HORIZONTAL[region % 3]}")
+    return (
+        f"{shapes.COLORS[colour]} {shapes.SHAPES[shape]} {shapes.VERTICAL[region // 3]} {shapes.HORIZONTAL[region % 3]}"
+    )
 
 
 def test_held_out_queries_never_occur_in_training_captions():
     train = shapes.generate(600, seed=5)
     g = torch.Generator().manual_seed(0)
     seen, words = set(), set()
-    for _ in range(10):                                         # ten draws of every image's caption
+    for _ in range(10):  # ten draws of every image's caption
         ids, _ = vr.caption_batch(train, torch.arange(len(train)), g)
         for i, row in enumerate(ids):
             said = sentences(vl.decode(row))
-            assert said and all(s in scene_sentences(train, i) for s in said)     # captions are true
+            assert said and all(s in scene_sentences(train, i) for s in said)  # captions are true
             seen.update(said)
             words.update(w for s in said for w in s.split())
     held_out = {query(*t) for t in vr.HELD_OUT}
     assert len(held_out) == 12 and not held_out & seen
     assert {vr.query_text(*t) for t in vr.HELD_OUT} == {q + "." for q in held_out}
     # ...but each held-out query is made of words and attribute pairs that training captions use
-    pairs = {(a, b) for s in seen for a, b in [(s.split()[0], s.split()[1]), (s.split()[0], " ".join(s.split()[2:])),
-                                               (s.split()[1], " ".join(s.split()[2:]))]}
+    pairs = {
+        (a, b)
+        for s in seen
+        for a, b in [
+            (s.split()[0], s.split()[1]),
+            (s.split()[0], " ".join(s.split()[2:])),
+            (s.split()[1], " ".join(s.split()[2:])),
+        ]
+    }
     for q in held_out:
         c, s_, *region = q.split()
         assert {c, s_, *region} <= words
@@ -270,7 +283,10 @@ def test_match_matrix_against_scene_text(data):
 
 def test_multi_positive_loss_against_torch():
     g = torch.Generator().manual_seed(0)
-    image, text = F.normalize(torch.randn(5, 8, generator=g), dim=-1), F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    image, text = (
+        F.normalize(torch.randn(5, 8, generator=g), dim=-1),
+        F.normalize(torch.randn(5, 8, generator=g), dim=-1),
+    )
     logits = image @ text.T / 0.1
     clip = (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.T, torch.arange(5))) / 2
     torch.testing.assert_close(vr.multi_positive_loss(image, text, 0.1, torch.eye(5, dtype=torch.bool)), clip)
@@ -285,7 +301,7 @@ def test_retrieval_scores_against_brute_force():
     g = torch.Generator().manual_seed(0)
     similarity = torch.randn(6, 30, generator=g)
     relevant = torch.rand(6, 30, generator=g) < 0.2
-    relevant[2] = False                                          # a query nothing matches is left out
+    relevant[2] = False  # a query nothing matches is left out
     scores = vr.retrieval_scores(similarity, relevant, k=5)
     expected_p, expected_r = [], []
     for q in range(6):
@@ -317,28 +333,32 @@ def test_zero_shot_training_is_deterministic_and_reports_both_splits(data):
 
 # ---------------------------------------------------------------- bad input
 
+
 def one_line(excinfo):
     return "\n" not in str(excinfo.value)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: vl.make_fusion("nope", 10, 6, 16),
-    lambda: vl.bert_config(hidden=30, heads=4),
-    lambda: vl.bert_config(layers=0),
-    lambda: vl.make_fusion("single_stream", 10, 6, 16)(torch.randn(2, 6, 9), encoding(2, 16, 1)),
-    lambda: vl.make_fusion("co_attention", 10, 6, 16)(torch.randn(2, 6, 10), encoding(2, 12, 1)),
-    lambda: vl.ImageTextMatcher(10)(torch.randn(2, 6, 10), torch.zeros(2, 15)),
-    lambda: vl.ImageTextMatcher(10)(torch.randn(2, 6, 10), torch.full((2, 15), 99)),
-    lambda: vl.matching_batch(shapes.generate(3), torch.arange(3), torch.tensor([-1, 0, 7]), torch.Generator()),
-    lambda: vl.matching_batch(shapes.generate(3), torch.arange(3), torch.tensor([1, 1, 1]), torch.Generator(), 1),
-    lambda: vl.train_matching(vl.ImageTextMatcher(10), torch.randn(2, 6, 10), shapes.generate(3), steps=1),
-    lambda: vl.train_matching(vl.ImageTextMatcher(10), torch.randn(3, 6, 10), shapes.generate(3), steps=0),
-    lambda: vr.caption_batch(shapes.generate(3), torch.arange(3), torch.Generator(), max_objects=0),
-    lambda: vr.retrieval_scores(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool), k=0),
-    lambda: vr.multi_positive_loss(torch.randn(2, 4), torch.randn(2, 4), 0.1, torch.zeros(2, 2, dtype=torch.bool)),
-    lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), "a red circle on the left"),
-    lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), ""),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: vl.make_fusion("nope", 10, 6, 16),
+        lambda: vl.bert_config(hidden=30, heads=4),
+        lambda: vl.bert_config(layers=0),
+        lambda: vl.make_fusion("single_stream", 10, 6, 16)(torch.randn(2, 6, 9), encoding(2, 16, 1)),
+        lambda: vl.make_fusion("co_attention", 10, 6, 16)(torch.randn(2, 6, 10), encoding(2, 12, 1)),
+        lambda: vl.ImageTextMatcher(10)(torch.randn(2, 6, 10), torch.zeros(2, 15)),
+        lambda: vl.ImageTextMatcher(10)(torch.randn(2, 6, 10), torch.full((2, 15), 99)),
+        lambda: vl.matching_batch(shapes.generate(3), torch.arange(3), torch.tensor([-1, 0, 7]), torch.Generator()),
+        lambda: vl.matching_batch(shapes.generate(3), torch.arange(3), torch.tensor([1, 1, 1]), torch.Generator(), 1),
+        lambda: vl.train_matching(vl.ImageTextMatcher(10), torch.randn(2, 6, 10), shapes.generate(3), steps=1),
+        lambda: vl.train_matching(vl.ImageTextMatcher(10), torch.randn(3, 6, 10), shapes.generate(3), steps=0),
+        lambda: vr.caption_batch(shapes.generate(3), torch.arange(3), torch.Generator(), max_objects=0),
+        lambda: vr.retrieval_scores(torch.randn(2, 4), torch.ones(2, 4, dtype=torch.bool), k=0),
+        lambda: vr.multi_positive_loss(torch.randn(2, 4), torch.randn(2, 4), 0.1, torch.zeros(2, 2, dtype=torch.bool)),
+        lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), "a red circle on the left"),
+        lambda: vr.search(contrastive.ContrastiveModel(10, 6), torch.randn(3, 6, 10), ""),
+    ],
+)
 def test_bad_input_is_one_line_value_error(call):
     with pytest.raises(ValueError) as excinfo:
         call()

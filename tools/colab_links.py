@@ -10,6 +10,7 @@ A fork changes ``repository`` (and ``branch``) in pyproject.toml and runs ``--wr
 (CITATION.cff's repository-code follows too).
 Notebooks are read and written with nbformat in one step each (cell ids and everything else kept).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,15 +38,22 @@ def settings(root: Path = ROOT) -> dict[str, str]:
         found = tomllib.loads(text).get("tool", {}).get("course", {})
     missing = [key for key in ("repository", "branch") if not found.get(key)]
     if missing:
-        raise ValueError(f"pyproject.toml's [tool.course] lacks {missing}: set repository = "
-                         '"https://github.com/OWNER/NAME" and branch = "main".')
-    github = re.fullmatch(r"https://github\.com/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+?)(?:\.git)?/?",
-                          found["repository"])
+        raise ValueError(
+            f"pyproject.toml's [tool.course] lacks {missing}: set repository = "
+            '"https://github.com/OWNER/NAME" and branch = "main".'
+        )
+    github = re.fullmatch(r"https://github\.com/(?P<owner>[\w.-]+)/(?P<name>[\w.-]+?)(?:\.git)?/?", found["repository"])
     if not github:
-        raise ValueError(f"[tool.course] repository = {found['repository']!r}: Colab opens notebooks from GitHub, "
-                         "so give it as https://github.com/OWNER/NAME.")
-    return {"repository": found["repository"], "branch": found["branch"],
-            "owner": github["owner"], "name": github["name"]}
+        raise ValueError(
+            f"[tool.course] repository = {found['repository']!r}: Colab opens notebooks from GitHub, "
+            "so give it as https://github.com/OWNER/NAME."
+        )
+    return {
+        "repository": found["repository"],
+        "branch": found["branch"],
+        "owner": github["owner"],
+        "name": github["name"],
+    }
 
 
 def colab_extra(root: Path = ROOT) -> list[str]:
@@ -63,8 +71,10 @@ def colab_url(notebook: str | Path, config: dict[str, str]) -> str:
     path = Path(notebook)
     if path.is_absolute():
         path = path.relative_to(ROOT)
-    return (f"https://colab.research.google.com/github/{config['owner']}/{config['name']}"
-            f"/blob/{config['branch']}/{path.as_posix()}")
+    return (
+        f"https://colab.research.google.com/github/{config['owner']}/{config['name']}"
+        f"/blob/{config['branch']}/{path.as_posix()}"
+    )
 
 
 def badge(notebook: str | Path, config: dict[str, str]) -> str:
@@ -75,8 +85,11 @@ def colab_cell(config: dict[str, str], packages: list[str]) -> str:
     """The first code cell of every chapter: on Colab it says what it installs, then installs it."""
     import textwrap
 
-    listed = textwrap.wrap(f"course_utils and what Colab lacks ({', '.join(packages)}); Colab's own torch is kept. "
-                           "About a minute.", width=96, break_on_hyphens=False)
+    listed = textwrap.wrap(
+        f"course_utils and what Colab lacks ({', '.join(packages)}); Colab's own torch is kept. About a minute.",
+        width=96,
+        break_on_hyphens=False,
+    )
     message = "\n".join(f'          "{line} "' for line in listed[:-1]) + f'\n          "{listed[-1]}")'
     return f'''# On Colab: fetch the course and install what Colab lacks. Elsewhere `./course lab` did this already.
 import importlib.util
@@ -85,8 +98,8 @@ import subprocess
 import sys
 
 if "google.colab" in sys.modules and importlib.util.find_spec("course_utils") is None:
-    repo = os.environ.get("COURSE_REPO", "{config['repository']}")
-    branch = os.environ.get("COURSE_BRANCH", "{config['branch']}")
+    repo = os.environ.get("COURSE_REPO", "{config["repository"]}")
+    branch = os.environ.get("COURSE_BRANCH", "{config["branch"]}")
     print(f"Colab: cloning {{repo}} ({{branch}}) into /content/course, then installing the course's package "
 {message}
     if not os.path.isdir("/content/course/.git"):
@@ -126,25 +139,33 @@ def problems(root: Path = ROOT, notebooks: list[Path] | None = None) -> list[str
         urls = [m["url"] for m in BADGE.finditer(title)]
         expected = colab_url(path.relative_to(root), config)
         if urls != [expected]:
-            found.append(f"{path.name}: the title cell's Colab badge is {urls or 'missing'}, expected one linking to "
-                         f"{expected} (run python tools/colab_links.py --write {path.relative_to(root)})")
+            found.append(
+                f"{path.name}: the title cell's Colab badge is {urls or 'missing'}, expected one linking to "
+                f"{expected} (run python tools/colab_links.py --write {path.relative_to(root)})"
+            )
         code = [c.source for c in nb.cells if c.cell_type == "code"]
         repo = COLAB_CELL_REPO.search(code[0]) if code else None
         if not repo or repo["url"] != config["repository"]:
-            found.append(f"{path.name}: the Colab cell clones {repo['url'] if repo else 'nothing'}, not "
-                         f"{config['repository']} (run python tools/colab_links.py --write --colab-cell)")
+            found.append(
+                f"{path.name}: the Colab cell clones {repo['url'] if repo else 'nothing'}, not "
+                f"{config['repository']} (run python tools/colab_links.py --write --colab-cell)"
+            )
     citation = root / "CITATION.cff"
     if citation.exists():
         cited = re.search(r'^repository-code:\s*"?([^"\n]+)"?', citation.read_text(encoding="utf-8"), re.M)
         if not cited or cited.group(1).strip() != config["repository"]:
-            found.append(f"CITATION.cff: repository-code is {cited.group(1) if cited else 'missing'}, not "
-                         f"{config['repository']} (run python tools/colab_links.py --write)")
+            found.append(
+                f"CITATION.cff: repository-code is {cited.group(1) if cited else 'missing'}, not "
+                f"{config['repository']} (run python tools/colab_links.py --write)"
+            )
     prefix = f"https://colab.research.google.com/github/{config['owner']}/{config['name']}/blob/{config['branch']}/"
     for readme in sorted(root.glob("README*.md")):
         for url in COLAB_LINK.findall(readme.read_text(encoding="utf-8")):
-            if not url.startswith(prefix) or not (root / url[len(prefix):]).is_file():
-                found.append(f"{readme.name}: {url} does not open a notebook of {config['repository']} "
-                             f"on branch {config['branch']}")
+            if not url.startswith(prefix) or not (root / url[len(prefix) :]).is_file():
+                found.append(
+                    f"{readme.name}: {url} does not open a notebook of {config['repository']} "
+                    f"on branch {config['branch']}"
+                )
     return found
 
 
@@ -157,8 +178,10 @@ def write(paths: list[Path], colab: bool, root: Path = ROOT) -> None:
     citation = root / "CITATION.cff"
     if citation.exists():
         text = citation.read_text(encoding="utf-8")
-        citation.write_text(re.sub(r'^repository-code:.*$', f'repository-code: "{config["repository"]}"', text,
-                                   flags=re.M), encoding="utf-8")
+        citation.write_text(
+            re.sub(r"^repository-code:.*$", f'repository-code: "{config["repository"]}"', text, flags=re.M),
+            encoding="utf-8",
+        )
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         if not nb.cells or nb.cells[0].cell_type != "markdown":

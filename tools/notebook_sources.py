@@ -8,6 +8,7 @@ The scripts have no header (notebook metadata stays in the .ipynb) and carry cel
 markers, e.g. ``# %% tags=["parameters"]``; the round trip notebook -> script -> notebook gives the
 same cells. ``--folder DIR`` puts the scripts elsewhere. Notebooks are written without outputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "notebook_sources"
-FORMAT = {"extension": ".py", "format_name": "percent",
-          "notebook_metadata_filter": "-all",            # kernelspec and the like stay in the notebook
-          "cell_metadata_filter": "-lines_to_next_cell"}  # jupytext's spacing hint, not ours
+FORMAT = {
+    "extension": ".py",
+    "format_name": "percent",
+    "notebook_metadata_filter": "-all",  # kernelspec and the like stay in the notebook
+    "cell_metadata_filter": "-lines_to_next_cell",
+}  # jupytext's spacing hint, not ours
 
 
 def script_text(notebook: Path) -> str:
@@ -82,12 +86,16 @@ def problems(root: Path = ROOT, folder: Path | None = None) -> list[str]:
             continue
         in_script = cells(jupytext.reads(script.read_text(encoding="utf-8"), fmt=FORMAT))
         if in_script != cells(jupytext.read(notebook)):
-            found.append(f"{notebook.name} and {script.name} differ: run `python tools/notebook_sources.py write "
-                         f"notebooks/{notebook.name}` if you edited the notebook, `... to-notebooks "
-                         f"{script.relative_to(root)}` if you edited the script")
+            found.append(
+                f"{notebook.name} and {script.name} differ: run `python tools/notebook_sources.py write "
+                f"notebooks/{notebook.name}` if you edited the notebook, `... to-notebooks "
+                f"{script.relative_to(root)}` if you edited the script"
+            )
         elif script.read_text(encoding="utf-8") != script_text(notebook):
-            found.append(f"{script.name} is not in the canonical layout: run python tools/notebook_sources.py write "
-                         f"notebooks/{notebook.name}")
+            found.append(
+                f"{script.name} is not in the canonical layout: run python tools/notebook_sources.py write "
+                f"notebooks/{notebook.name}"
+            )
     for script in sorted(folder.glob("*.py")):
         if not notebook_of(script, root).exists():
             found.append(f"{script.name} has no notebook: run python tools/notebook_sources.py to-notebooks {script}")
@@ -102,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = args.folder.resolve()
     if args.action == "write":
-        write_scripts([p.resolve() for p in args.paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")),
-                      folder)
+        write_scripts(
+            [p.resolve() for p in args.paths] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), folder
+        )
     elif args.action == "to-notebooks":
         write_notebooks([p.resolve() for p in args.paths] or sorted(folder.glob("*.py")))
     else:

@@ -82,6 +82,7 @@ skipped where it does not exist.
 Rules are checked on the answer's bytecode before it runs and by a profile hook while the check
 runs (:mod:`course_utils.exercises.rules`); the verdict names the rule and the learner's line.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -132,6 +133,7 @@ _CURRENT: contextvars.ContextVar[Exercise | None] = contextvars.ContextVar("exer
 @dataclass(frozen=True)
 class Mistake:
     """A typical wrong answer and the message that diagnoses it (the verdict must contain ``says``)."""
+
     answer: Any
     says: str
 
@@ -142,21 +144,21 @@ class Mistake:
 
 @dataclass
 class Exercise:
-    key: str                            # "01.causal_mask"
+    key: str  # "01.causal_mask"
     title: str
-    task: str                           # what to do, in a sentence or three
-    checker: Callable[[Any], None]      # raises AssertionError with a hint when wrong
-    reference: Callable[..., Any]       # the solution: a function, or a function returning the answer
-    answer_is_function: bool = True     # False: the answer is reference()'s return value
+    task: str  # what to do, in a sentence or three
+    checker: Callable[[Any], None]  # raises AssertionError with a hint when wrong
+    reference: Callable[..., Any]  # the solution: a function, or a function returning the answer
+    answer_is_function: bool = True  # False: the answer is reference()'s return value
     wrong: Callable[[], list] | None = None  # typical mistakes (Mistake, or bare answers in old modules)
     kind: str = "retype"
     rules: tuple[Rule, ...] = ()
-    section: str = ""                   # the chapter section it draws on
+    section: str = ""  # the chapter section it draws on
     minutes: int = 5
-    explanation: str = ""               # shown with the solution (and after a right choice)
+    explanation: str = ""  # shown with the solution (and after a right choice)
     options: dict[str, str] = field(default_factory=dict)  # multiple choice: letter -> hypothesis
     solution_text_override: str | None = None
-    given: str = ""                     # code the learner starts from (a broken function to debug)
+    given: str = ""  # code the learner starts from (a broken function to debug)
 
     def mistakes(self) -> list[Mistake]:
         """The typical mistakes; bare wrong answers (older modules) get an empty message."""
@@ -196,6 +198,7 @@ def given_function(source: str, name: str, key: str, namespace: dict | None = No
     given; the source is registered with :mod:`linecache`, so a verdict can quote its lines.
     """
     import linecache
+
     source = textwrap.dedent(source).strip("\n") + "\n"
     filename = f"<given {key}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -203,17 +206,31 @@ def given_function(source: str, name: str, key: str, namespace: dict | None = No
         import torch
         import torch.nn.functional as F
         from torch import nn
+
         namespace = {"torch": torch, "F": F, "nn": nn, "math": math}
     namespace = dict(namespace, __name__=f"given_{key.replace('.', '_')}")
-    exec(compile(source, filename, "exec"), namespace)   # noqa: S102 - our own source, shown to the learner
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own source, shown to the learner
     return namespace[name]
 
 
-def exercise(key: str, title: str, task: str, reference: Callable, answer_is_function: bool = True,
-             wrong: Callable[[], list] | None = None, *, mistakes: Callable[[], list] | list | None = None,
-             kind: str = "retype", rules: Iterable[Rule | str] = (), section: str = "", minutes: int = 5,
-             explanation: str = "", options: dict[str, str] | None = None, solution_text: str | None = None,
-             given: str = ""):
+def exercise(
+    key: str,
+    title: str,
+    task: str,
+    reference: Callable,
+    answer_is_function: bool = True,
+    wrong: Callable[[], list] | None = None,
+    *,
+    mistakes: Callable[[], list] | list | None = None,
+    kind: str = "retype",
+    rules: Iterable[Rule | str] = (),
+    section: str = "",
+    minutes: int = 5,
+    explanation: str = "",
+    options: dict[str, str] | None = None,
+    solution_text: str | None = None,
+    given: str = "",
+):
     """Decorator for a checker: registers the exercise under ``key`` (see the module docstring).
 
     ``mistakes`` (or the older name ``wrong``) is a list of :class:`Mistake`, or a function returning
@@ -229,25 +246,43 @@ def exercise(key: str, title: str, task: str, reference: Callable, answer_is_fun
     def register(checker: Callable[[Any], None]) -> Callable[[Any], None]:
         if key in _REGISTRY:
             raise ValueError(f"exercise {key!r} is registered twice")
-        _REGISTRY[key] = Exercise(key, title, task, checker, reference, answer_is_function,
-                                  _as_list_factory(mistakes if mistakes is not None else wrong), kind, rules,
-                                  section, int(minutes), explanation, dict(options or {}), solution_text,
-                                  textwrap.dedent(given).strip("\n"))
+        _REGISTRY[key] = Exercise(
+            key,
+            title,
+            task,
+            checker,
+            reference,
+            answer_is_function,
+            _as_list_factory(mistakes if mistakes is not None else wrong),
+            kind,
+            rules,
+            section,
+            int(minutes),
+            explanation,
+            dict(options or {}),
+            solution_text,
+            textwrap.dedent(given).strip("\n"),
+        )
         return checker
+
     return register
 
 
 # ----------------------------------------------------------------------------- comparing with a reference
 
+
 def _short(value: Any) -> str:
     try:
         import torch
+
         if isinstance(value, torch.Tensor):
             if value.dim() == 0:
                 return f"tensor({value.item():.6g})"
             if value.numel() <= 12:
-                return f"tensor({[round(v, 4) if isinstance(v, float) else v for v in value.flatten().tolist()]}"\
-                       f"{', shape ' + str(tuple(value.shape)) if value.dim() > 1 else ''})"
+                return (
+                    f"tensor({[round(v, 4) if isinstance(v, float) else v for v in value.flatten().tolist()]}"
+                    f"{', shape ' + str(tuple(value.shape)) if value.dim() > 1 else ''})"
+                )
             return f"a tensor of shape {tuple(value.shape)}"
     except ImportError:
         pass
@@ -260,6 +295,7 @@ def _short(value: Any) -> str:
 def same(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, equal_nan: bool = False) -> bool:
     """Equal up to ``atol``/``rtol`` for numbers and tensors, exactly for everything else."""
     import torch
+
     if isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
             return False
@@ -285,13 +321,25 @@ def same(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, equal_nan: 
             return False
         return len(got) == len(want) and all(same(g, w, atol, rtol, equal_nan) for g, w in zip(got, want))
     if isinstance(want, dict):
-        return isinstance(got, dict) and got.keys() == want.keys() and all(
-            same(got[k], want[k], atol, rtol, equal_nan) for k in want)
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(same(got[k], want[k], atol, rtol, equal_nan) for k in want)
+        )
     return got == want
 
 
-def expect_same(answer: Callable, reference: Callable, *args, what: str | None = None, hint: str = "",
-                atol: float = 1e-5, rtol: float = 0.0, cases: Iterable[tuple] | None = None, **kwargs) -> Any:
+def expect_same(
+    answer: Callable,
+    reference: Callable,
+    *args,
+    what: str | None = None,
+    hint: str = "",
+    atol: float = 1e-5,
+    rtol: float = 0.0,
+    cases: Iterable[tuple] | None = None,
+    **kwargs,
+) -> Any:
     """Call ``answer`` and ``reference`` on (copies of) the same inputs; AssertionError when they differ.
 
     ``cases`` (a list of argument tuples) runs them on every case instead of on ``args`` (if the
@@ -308,24 +356,24 @@ def expect_same(answer: Callable, reference: Callable, *args, what: str | None =
             result = answer(*copy.deepcopy(case), **copy.deepcopy(kwargs))
         except Exception:
             if any(not same(g, w, atol, rtol) for g, w in zip(got, want)):
-                break          # already wrong on an earlier case: diagnose that, on the cases it ran
-            raise              # the first problem is this crash: the learner's error, with its line
+                break  # already wrong on an earlier case: diagnose that, on the cases it ran
+            raise  # the first problem is this crash: the learner's error, with its line
         got.append(result)
         want.append(reference(*copy.deepcopy(case), **copy.deepcopy(kwargs)))
-    cases = cases[:len(got)]
+    cases = cases[: len(got)]
     wrong = [i for i, (g, w) in enumerate(zip(got, want)) if not same(g, w, atol, rtol)]
     if not wrong:
         return got if len(got) > 1 else got[0]
     exercise_ = _CURRENT.get()
-    for mistake in (exercise_.mistakes() if exercise_ else []):
+    for mistake in exercise_.mistakes() if exercise_ else []:
         if not mistake.says or not callable(mistake.answer):
             continue
         if exercise_.rules and static_violation(mistake.answer, exercise_.rules):
-            continue      # a rule-breaking mistake diagnoses the rule, which is checked before
+            continue  # a rule-breaking mistake diagnoses the rule, which is checked before
         try:
             with _quiet():
                 theirs = [mistake.answer(*copy.deepcopy(c), **copy.deepcopy(kwargs)) for c in cases]
-        except Exception:   # noqa: BLE001, S112 - a mistake that crashes here is simply not this answer
+        except Exception:  # noqa: BLE001, S112 - a mistake that crashes here is simply not this answer
             continue
         if all(same(g, t, atol, rtol, equal_nan=True) for g, t in zip(got, theirs)):
             raise AssertionError(mistake.says)
@@ -336,6 +384,7 @@ def expect_same(answer: Callable, reference: Callable, *args, what: str | None =
 
 class _quiet:
     """Runs a mistake without the rule watch seeing it as the learner's code."""
+
     def __enter__(self):
         self.previous = sys.getprofile()
         sys.setprofile(None)
@@ -347,9 +396,11 @@ class _quiet:
 
 # ----------------------------------------------------------------------------- numbers and choices
 
+
 def _as_number(answer: Any) -> float:
     try:
         import torch
+
         if isinstance(answer, torch.Tensor) and answer.numel() == 1:
             answer = answer.item()
     except ImportError:
@@ -359,10 +410,23 @@ def _as_number(answer: Any) -> float:
     return float(answer)
 
 
-def numeric(key: str, title: str, task: str, *, reference: Callable[[], float], tolerance: float,
-            mistakes: Callable[[], list] | list = (), hint: str = "", kind: str = "predict", section: str = "",
-            minutes: int = 3, explanation: str = "", relative: bool = False) -> None:
+def numeric(
+    key: str,
+    title: str,
+    task: str,
+    *,
+    reference: Callable[[], float],
+    tolerance: float,
+    mistakes: Callable[[], list] | list = (),
+    hint: str = "",
+    kind: str = "predict",
+    section: str = "",
+    minutes: int = 3,
+    explanation: str = "",
+    relative: bool = False,
+) -> None:
     """Register a number to predict: right within ``tolerance`` (a fraction of the value if ``relative``)."""
+
     def close(a: float, b: float) -> bool:
         return abs(a - b) <= (tolerance * abs(b) if relative else tolerance)
 
@@ -376,17 +440,40 @@ def numeric(key: str, title: str, task: str, *, reference: Callable[[], float], 
         side = "too high" if value > want else "too low"
         raise AssertionError(f"{value:g} is {side}" + (f": {hint}" if hint else ""))
 
-    exercise(key, title, task, reference, answer_is_function=False, mistakes=mistakes, kind=kind,
-             section=section, minutes=minutes, explanation=explanation)(check_number)
+    exercise(
+        key,
+        title,
+        task,
+        reference,
+        answer_is_function=False,
+        mistakes=mistakes,
+        kind=kind,
+        section=section,
+        minutes=minutes,
+        explanation=explanation,
+    )(check_number)
 
 
-def choice(key: str, title: str, task: str, *, options: dict[str, str], correct: str, why: str,
-           why_not: dict[str, str], kind: str = "conceptual", section: str = "", minutes: int = 3) -> None:
+def choice(
+    key: str,
+    title: str,
+    task: str,
+    *,
+    options: dict[str, str],
+    correct: str,
+    why: str,
+    why_not: dict[str, str],
+    kind: str = "conceptual",
+    section: str = "",
+    minutes: int = 3,
+) -> None:
     """Register a choice among stated hypotheses; the answer is the option's letter ("b")."""
     letters = set(options)
     if correct not in letters or set(why_not) != letters - {correct}:
-        raise ValueError(f"exercise {key!r}: correct must be one of {sorted(letters)} and why_not must explain "
-                         f"every other option, missing {sorted(letters - {correct} - set(why_not))}")
+        raise ValueError(
+            f"exercise {key!r}: correct must be one of {sorted(letters)} and why_not must explain "
+            f"every other option, missing {sorted(letters - {correct} - set(why_not))}"
+        )
 
     def reference() -> str:
         return correct
@@ -400,14 +487,25 @@ def choice(key: str, title: str, task: str, *, options: dict[str, str], correct:
         if letter != correct:
             raise AssertionError(f"({letter}) is not it. {why_not[letter]}")
 
-    exercise(key, title, task, reference, answer_is_function=False, kind=kind, section=section, minutes=minutes,
-             mistakes=lambda: [Mistake(k, why_not[k]) for k in sorted(why_not)], explanation=why,
-             options=options, solution_text=f"answer = {correct!r}\n# ({correct}) {options[correct]}\n"
-             f"# the options were:\n" + "\n".join(f"#   ({k}) {v}" for k, v in sorted(options.items())) + "\n"
-             )(check_choice)
+    exercise(
+        key,
+        title,
+        task,
+        reference,
+        answer_is_function=False,
+        kind=kind,
+        section=section,
+        minutes=minutes,
+        mistakes=lambda: [Mistake(k, why_not[k]) for k in sorted(why_not)],
+        explanation=why,
+        options=options,
+        solution_text=f"answer = {correct!r}\n# ({correct}) {options[correct]}\n"
+        f"# the options were:\n" + "\n".join(f"#   ({k}) {v}" for k, v in sorted(options.items())) + "\n",
+    )(check_choice)
 
 
 # ----------------------------------------------------------------------------- registry
+
 
 def _load_all() -> None:
     for name in _CHAPTER_MODULES:
@@ -434,6 +532,7 @@ def keys(chapter: str | None = None) -> list[str]:
 
 # ----------------------------------------------------------------------------- what the learner calls
 
+
 def show(key: str) -> None:
     """Print the task, its kind and time, the rules it enforces, and its options."""
     ex = get(key)
@@ -457,10 +556,12 @@ def _section_order(section: str) -> tuple:
 def page(chapter: str) -> None:
     """Print the chapter's exercise page header: how many, how long, which sections they draw on."""
     _load_all()
-    chosen = [ex for k, ex in _REGISTRY.items() if k.startswith(f"{chapter}.")]   # in the order they are written
+    chosen = [ex for k, ex in _REGISTRY.items() if k.startswith(f"{chapter}.")]  # in the order they are written
     if not chosen:
-        raise KeyError(f"chapter {chapter!r} has no exercises; chapters with exercises: "
-                       f"{', '.join(sorted({k[:2] for k in keys()}))}")
+        raise KeyError(
+            f"chapter {chapter!r} has no exercises; chapters with exercises: "
+            f"{', '.join(sorted({k[:2] for k in keys()}))}"
+        )
     minutes = sum(ex.minutes for ex in chosen)
     sections = sorted(dict.fromkeys(ex.section for ex in chosen if ex.section), key=_section_order)
     print(f"Chapter {chapter}: {len(chosen)} exercises, about {minutes} minutes in all.")
@@ -474,11 +575,13 @@ def page(chapter: str) -> None:
 def _is_placeholder(answer: Any) -> bool:
     if answer is None or answer is Ellipsis:
         return True
-    if isinstance(answer, types.FunctionType):   # def f(...): ...   (or pass, or only a docstring)
+    if isinstance(answer, types.FunctionType):  # def f(...): ...   (or pass, or only a docstring)
         import dis
+
         ops = {ins.opname for ins in dis.get_instructions(answer.__code__)}
         return ops <= {"RESUME", "NOP", "LOAD_CONST", "RETURN_VALUE", "RETURN_CONST", "CACHE"} and not any(
-            isinstance(c, types.CodeType) for c in answer.__code__.co_consts)
+            isinstance(c, types.CodeType) for c in answer.__code__.co_consts
+        )
     return False
 
 
@@ -526,26 +629,35 @@ def verdict(key: str, answer: Any) -> tuple[bool, str]:
     checker_codes = answer_code(ex.checker) | answer_code(ex.reference)
     token = _CURRENT.set(ex)
     watch = Watch(ex.rules, answer)
-    explained = not ex.answer_is_function and ex.explanation     # a number or a choice: say why it is right
+    explained = not ex.answer_is_function and ex.explanation  # a number or a choice: say why it is right
     outcome: tuple[bool, str] = (True, "correct!" + (f" {ex.explanation}" if explained else ""))
     try:
-        if isinstance(answer, types.FunctionType):    # watched only while the learner's function runs
+        if isinstance(answer, types.FunctionType):  # watched only while the learner's function runs
             ex.checker(watch.guard(answer))
-        else:                                         # a class or an object: watched for the whole check
+        else:  # a class or an object: watched for the whole check
             with watch:
                 ex.checker(answer)
-    except RuleBroken as err:    # a rule the checker enforces itself
+    except RuleBroken as err:  # a rule the checker enforces itself
         outcome = (False, f"not yet: rule broken: {err}")
     except AssertionError as err:
         theirs, message = _describe_error(err, learner_codes, checker_codes)
         outcome = (False, message if theirs else f"not yet: {err}")
-    except SystemExit as err:    # sys.exit()/exit() in the answer: reported, the kernel keeps running
-        outcome = (False, (f"your answer raised SystemExit (code {err.code!r}): it tried to end the program; "
-                           "a function returns its result instead"))
-    except Exception as err:     # the learner's code crashed, or the check could not use what it returned
+    except SystemExit as err:  # sys.exit()/exit() in the answer: reported, the kernel keeps running
+        outcome = (
+            False,
+            (
+                f"your answer raised SystemExit (code {err.code!r}): it tried to end the program; "
+                "a function returns its result instead"
+            ),
+        )
+    except Exception as err:  # the learner's code crashed, or the check could not use what it returned
         theirs, message = _describe_error(err, learner_codes, checker_codes)
-        outcome = (False, message if theirs else
-                   f"not yet: the check could not use your answer ({message}): see the task for what to give")
+        outcome = (
+            False,
+            message
+            if theirs
+            else f"not yet: the check could not use your answer ({message}): see the task for what to give",
+        )
     finally:
         _CURRENT.reset(token)
     if watch.violation:
@@ -565,8 +677,13 @@ def solution(key: str) -> None:
     ex = get(key)
     try:
         from IPython.display import Markdown, display
-        display(Markdown(f"**Solution to {ex.key}**\n\n```python\n{ex.solution_source()}```"
-                         + (f"\n\n{ex.explanation}" if ex.explanation else "")))
+
+        display(
+            Markdown(
+                f"**Solution to {ex.key}**\n\n```python\n{ex.solution_source()}```"
+                + (f"\n\n{ex.explanation}" if ex.explanation else "")
+            )
+        )
     except ImportError:
         print(ex.solution_text())
 

@@ -5,6 +5,7 @@ Every check compares with an independent reference (seqeval for entities and F1,
 parameters, the tokenizer's word ids), and names the misconception behind each typical
 mistake; the tests prove each one is rejected with its message.
 """
+
 from __future__ import annotations
 
 import random
@@ -14,31 +15,41 @@ from . import Mistake, choice, exercise, expect_same, forbid, given_function, nu
 
 # ----------------------------------------------------------------------------- 04.ignored_positions
 
-_WORD_IDS = [None, 0, 1, 1, 1, 1, 2, 3, 4, None]   # [CLS] Arnold Schw ##arz ##en ##egger flew to Lyon [SEP]
+_WORD_IDS = [None, 0, 1, 1, 1, 1, 2, 3, 4, None]  # [CLS] Arnold Schw ##arz ##en ##egger flew to Lyon [SEP]
 
 
 def _ignored_positions_reference() -> int:
-    specials = sum(w is None for w in _WORD_IDS)                          # [CLS], [SEP]
+    specials = sum(w is None for w in _WORD_IDS)  # [CLS], [SEP]
     later_pieces = sum(1 for i, w in enumerate(_WORD_IDS) if w is not None and i > 0 and _WORD_IDS[i - 1] == w)
-    return specials + later_pieces                                        # 2 + 3
+    return specials + later_pieces  # 2 + 3
 
 
 numeric(
-    "04.ignored_positions", "Predict: how many labels are -100?",
+    "04.ignored_positions",
+    "Predict: how many labels are -100?",
     "'Arnold Schwarzenegger flew to Lyon' is tokenized as [CLS] Arnold Schw ##arz ##en ##egger flew to Lyon [SEP], "
     "so word_ids() = [None, 0, 1, 1, 1, 1, 2, 3, 4, None]. With the first-sub-token alignment of section 3 "
     "(align_labels, label_all_subtokens=False), how many of the 10 labels are -100?",
-    reference=_ignored_positions_reference, tolerance=0,
-    mistakes=[Mistake(2, "that is label_all_subtokens=True: with the first sub-token only, the later pieces ##arz "
-                         "##en ##egger get -100 too"),
-              Mistake(3, "[CLS] and [SEP] get -100 too, besides the later pieces"),
-              Mistake(4, "Schwarzenegger has four pieces, so three later pieces"),
-              Mistake(0, "-100 marks every token the loss must ignore: special tokens and later pieces")],
+    reference=_ignored_positions_reference,
+    tolerance=0,
+    mistakes=[
+        Mistake(
+            2,
+            "that is label_all_subtokens=True: with the first sub-token only, the later pieces ##arz "
+            "##en ##egger get -100 too",
+        ),
+        Mistake(3, "[CLS] and [SEP] get -100 too, besides the later pieces"),
+        Mistake(4, "Schwarzenegger has four pieces, so three later pieces"),
+        Mistake(0, "-100 marks every token the loss must ignore: special tokens and later pieces"),
+    ],
     hint="which tokens carry a word's label, and which are left out of the loss?",
-    section="3. Sub-words: giving a word's label to its pieces", minutes=2)
+    section="3. Sub-words: giving a word's label to its pieces",
+    minutes=2,
+)
 
 
 # ----------------------------------------------------------------------------- 04.boundary_f1
+
 
 def _boundary_f1_reference() -> float:
     # gold: LOC(0-3) and PER(4); predicted: LOC(0-2) and PER(4). One of two predictions is right
@@ -48,22 +59,27 @@ def _boundary_f1_reference() -> float:
 
 
 numeric(
-    "04.boundary_f1", "Predict: the price of one boundary",
+    "04.boundary_f1",
+    "Predict: the price of one boundary",
     "Gold tags of 'New York City welcomed Maria': B-LOC I-LOC I-LOC O B-PER. The model predicts "
     "B-LOC I-LOC O O B-PER: every type right, one word too short on the city. What entity F1 does seqeval "
     "give this one sentence? (Within 0.01.)",
-    reference=_boundary_f1_reference, tolerance=0.01,
-    mistakes=[Mistake(0.8, "that is token accuracy (4 of 5 tags right): seqeval counts entities"),
-              Mistake(1.0, "an entity counts only with exactly the same words: 'New York' is not 'New York City'"),
-              Mistake(2 / 3, "a wrong boundary is a miss AND a false alarm: the short 'New York' also lowers "
-                             "precision")],
+    reference=_boundary_f1_reference,
+    tolerance=0.01,
+    mistakes=[
+        Mistake(0.8, "that is token accuracy (4 of 5 tags right): seqeval counts entities"),
+        Mistake(1.0, "an entity counts only with exactly the same words: 'New York' is not 'New York City'"),
+        Mistake(2 / 3, "a wrong boundary is a miss AND a false alarm: the short 'New York' also lowers precision"),
+    ],
     hint="list the gold entities and the predicted ones as (type, first word, last word), then count",
-    section="6. Evaluation with seqeval", minutes=3)
+    section="6. Evaluation with seqeval",
+    minutes=3,
+)
 
 
 # ----------------------------------------------------------------------------- 04.bio_spans
 
-SPANS_GIVEN = '''
+SPANS_GIVEN = """
 def spans(tags):
     found, kind, start = [], None, 0
     for i, tag in enumerate(tags):
@@ -75,12 +91,12 @@ def spans(tags):
             found.append((kind, start, i))
             kind = None
     return found
-'''
+"""
 
 
 def _bio_spans_reference(tags):
     spans, kind, start = [], None, 0
-    for i, tag in enumerate(list(tags) + ["O"]):                    # a final O closes the last entity
+    for i, tag in enumerate(list(tags) + ["O"]):  # a final O closes the last entity
         prefix, new_kind = (tag[0], tag[2:]) if tag != "O" else ("O", None)
         if kind is not None and (prefix in ("O", "B") or new_kind != kind):
             spans.append((kind, start, i))
@@ -92,7 +108,8 @@ def _bio_spans_reference(tags):
 
 def _bio_spans_by_seqeval(tags):
     from seqeval.metrics.sequence_labeling import get_entities
-    return [(kind, first, last + 1) for kind, first, last in get_entities(list(tags))]   # seqeval: end inclusive
+
+    return [(kind, first, last + 1) for kind, first, last in get_entities(list(tags))]  # seqeval: end inclusive
 
 
 def _bio_spans_mistakes():
@@ -134,52 +151,87 @@ def _bio_spans_mistakes():
         return [s for s in _bio_spans_reference(tags) if s[2] < len(tags)]
 
     return [
-        Mistake(given_function(SPANS_GIVEN, "spans", "04.bio_spans"),
-                "still the given reading: an entity that starts with I-, a change of type and an entity at the end "
-                "of the sentence are misread"),
+        Mistake(
+            given_function(SPANS_GIVEN, "spans", "04.bio_spans"),
+            "still the given reading: an entity that starts with I-, a change of type and an entity at the end "
+            "of the sentence are misread",
+        ),
         Mistake(inclusive_end, "the end is exclusive: ('PER', 0, 2) covers words 0 and 1"),
-        Mistake(only_b_starts, "an I-X that does not continue an X entity starts one (seqeval's reading): ['O', "
-                               "'I-LOC'] holds ('LOC', 1, 2)"),
+        Mistake(
+            only_b_starts,
+            "an I-X that does not continue an X entity starts one (seqeval's reading): ['O', "
+            "'I-LOC'] holds ('LOC', 1, 2)",
+        ),
         Mistake(ignores_type_change, "an entity ends where the type changes: ['B-PER', 'I-LOC'] is two entities"),
         Mistake(b_does_not_split, "B-X right after an X entity starts a new one: ['B-PER', 'B-PER'] is two people"),
-        Mistake(last_entity_open, "the last entity of the sentence is never closed: an entity running to the end "
-                                  "must be added after the loop"),
+        Mistake(
+            last_entity_open,
+            "the last entity of the sentence is never closed: an entity running to the end "
+            "must be added after the loop",
+        ),
         Mistake(_bio_spans_by_seqeval, "rule broken"),
-        Mistake(lambda tags: __import__("course_utils.text.ner", fromlist=["entity_spans"]).entity_spans(tags),
-                "rule broken"),
+        Mistake(
+            lambda tags: __import__("course_utils.text.ner", fromlist=["entity_spans"]).entity_spans(tags),
+            "rule broken",
+        ),
     ]
 
 
 def _bio_spans_cases() -> list[tuple]:
     rng = random.Random(4)
     pool = ["O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG"]
-    fixed = [[], ["O"], ["B-PER", "B-PER"], ["I-LOC", "I-LOC", "O"], ["B-PER", "I-LOC"], ["B-ORG", "I-ORG", "I-ORG"],
-             ["O", "B-MISC"], ["I-PER"], ["B-LOC", "I-LOC", "O", "I-LOC"]]
+    fixed = [
+        [],
+        ["O"],
+        ["B-PER", "B-PER"],
+        ["I-LOC", "I-LOC", "O"],
+        ["B-PER", "I-LOC"],
+        ["B-ORG", "I-ORG", "I-ORG"],
+        ["O", "B-MISC"],
+        ["I-PER"],
+        ["B-LOC", "I-LOC", "O", "I-LOC"],
+    ]
     return [(tags,) for tags in fixed + [[rng.choice(pool) for _ in range(rng.randint(1, 9))] for _ in range(300)]]
 
 
-_NO_SEQEVAL = forbid("seqeval", "course_utils.text.bio_tags.entity_spans", "__main__.entity_spans",
-                     says="read the tags yourself: seqeval (get_entities, f1_score...) and the chapter's "
-                          "entity_spans are not allowed here")
+_NO_SEQEVAL = forbid(
+    "seqeval",
+    "course_utils.text.bio_tags.entity_spans",
+    "__main__.entity_spans",
+    says="read the tags yourself: seqeval (get_entities, f1_score...) and the chapter's "
+    "entity_spans are not allowed here",
+)
 
 
 @exercise(
-    "04.bio_spans", "Debug: entities from BIO tags",
+    "04.bio_spans",
+    "Debug: entities from BIO tags",
     "spans(tags) should return the entities of a list of BIO tags as (type, start, end) tuples, end exclusive, "
     "reading the tags as seqeval does (section 1): an entity starts at B-X, or at an I-X that does not continue "
     "an X entity; it ends at O, at the next start, where the type changes, or at the end of the sentence. "
     "Example: spans(['B-PER', 'I-PER', 'O', 'I-LOC']) == [('PER', 0, 2), ('LOC', 3, 4)]. The given code "
     "gets several cases wrong: find them (try it on short tag lists) and fix it.",
-    reference=_bio_spans_reference, mistakes=_bio_spans_mistakes, kind="debug", given=SPANS_GIVEN,
-    rules=[_NO_SEQEVAL], section="1. The CoNLL format and BIO tags", minutes=10)
+    reference=_bio_spans_reference,
+    mistakes=_bio_spans_mistakes,
+    kind="debug",
+    given=SPANS_GIVEN,
+    rules=[_NO_SEQEVAL],
+    section="1. The CoNLL format and BIO tags",
+    minutes=10,
+)
 def check_bio_spans(fn) -> None:
-    expect_same(lambda tags: [tuple(s) for s in fn(tags)], _bio_spans_by_seqeval, cases=_bio_spans_cases(),
-                what="spans(...)", hint="compare with seqeval's reading, described in the task")
+    expect_same(
+        lambda tags: [tuple(s) for s in fn(tags)],
+        _bio_spans_by_seqeval,
+        cases=_bio_spans_cases(),
+        what="spans(...)",
+        hint="compare with seqeval's reading, described in the task",
+    )
 
 
 # ----------------------------------------------------------------------------- 04.entity_f1
 
-F1_GIVEN = '''
+F1_GIVEN = """
 def entity_f1_score(gold, pred):
     scores = []
     for gold_tags, pred_tags in zip(gold, pred):
@@ -189,17 +241,19 @@ def entity_f1_score(gold, pred):
         recall = correct / len(g) if g else 0.0
         scores.append(0.0 if correct == 0 else 2 * precision * recall / (precision + recall))
     return sum(scores) / len(scores)
-'''
+"""
 
 
 def _f1_namespace() -> dict:
     from course_utils.text.bio_tags import entity_spans
+
     return {"entity_spans": entity_spans}
 
 
 def _entity_f1_reference(gold, pred):
     from course_utils.text.bio_tags import entity_spans
-    g = {(i, *s) for i, tags in enumerate(gold) for s in entity_spans(tags)}     # every entity of the corpus
+
+    g = {(i, *s) for i, tags in enumerate(gold) for s in entity_spans(tags)}  # every entity of the corpus
     p = {(i, *s) for i, tags in enumerate(pred) for s in entity_spans(tags)}
     correct = len(g & p)
     if correct == 0:
@@ -211,6 +265,7 @@ def _entity_f1_reference(gold, pred):
 def _entity_f1_by_seqeval(gold, pred):
     from seqeval.metrics import f1_score
     from seqeval.metrics.v1 import UndefinedMetricWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         return float(f1_score(gold, pred))
@@ -228,7 +283,7 @@ _PREDICTIONS = [
 
 def _entity_f1_cases() -> list[tuple]:
     cases = [(_GOLD, pred) for pred in _PREDICTIONS]
-    cases.append(([["O", "O"]], [["O", "O"]]))                               # no entity anywhere: F1 = 0
+    cases.append(([["O", "O"]], [["O", "O"]]))  # no entity anywhere: F1 = 0
     cases.append(([["B-PER", "I-PER", "I-PER"]], [["B-PER", "I-PER", "O"]]))  # one wrong boundary
     cases.append(([["B-PER", "O"], ["O", "O"]], [["O", "O"], ["B-PER", "O"]]))  # right words, wrong sentence
     return cases
@@ -253,51 +308,70 @@ def _entity_f1_mistakes():
         c = len(g & p)
         return 0.0 if c == 0 else 2 * c / (len(g) + len(p))
 
-    def sentence_blind(gold, pred):   # entities of different sentences at the same positions are confused
+    def sentence_blind(gold, pred):  # entities of different sentences at the same positions are confused
         g = {s for tags in gold for s in entity_spans(tags)}
         p = {s for tags in pred for s in entity_spans(tags)}
         c = len(g & p)
         return 0.0 if c == 0 else 2 * c / (len(g) + len(p))
 
     return [
-        Mistake(given_function(F1_GIVEN, "entity_f1_score", "04.entity_f1", _f1_namespace()),
-                "averages one F1 per sentence: seqeval counts correct, predicted and gold entities over all "
-                "sentences, then computes P, R and F1 once"),
+        Mistake(
+            given_function(F1_GIVEN, "entity_f1_score", "04.entity_f1", _f1_namespace()),
+            "averages one F1 per sentence: seqeval counts correct, predicted and gold entities over all "
+            "sentences, then computes P, R and F1 once",
+        ),
         Mistake(token_accuracy, "that is token accuracy: F1 counts entities (type and exact words), not tags"),
-        Mistake(non_o_token_f1, "counts tagged words, not entities: an entity is right only if all its words and its "
-                                "type are"),
+        Mistake(
+            non_o_token_f1,
+            "counts tagged words, not entities: an entity is right only if all its words and its type are",
+        ),
         Mistake(ignores_type, "an entity with the wrong type is not correct: compare (type, start, end)"),
-        Mistake(sentence_blind, "an entity belongs to its sentence: compare (sentence, type, start, end), or the "
-                                "same words of two sentences are confused"),
+        Mistake(
+            sentence_blind,
+            "an entity belongs to its sentence: compare (sentence, type, start, end), or the "
+            "same words of two sentences are confused",
+        ),
         Mistake(_entity_f1_by_seqeval, "rule broken"),
     ]
 
 
 @exercise(
-    "04.entity_f1", "Debug: entity-level F1 over a corpus",
+    "04.entity_f1",
+    "Debug: entity-level F1 over a corpus",
     "entity_f1_score(gold, pred) takes lists of tag sequences (one per sentence) and should return the F1 that "
     "seqeval.metrics.f1_score gives (section 6): an entity is correct only if its type, first and last word "
     "match; precision = correct / predicted entities and recall = correct / gold entities, counted over the "
     "whole corpus; F1 is 0 when nothing is correct. The given code returns plausible numbers that are not "
     "seqeval's. Find out why and fix it (entity_spans, from course_utils.text.ner, is allowed).",
-    reference=_entity_f1_reference, mistakes=_entity_f1_mistakes, kind="debug", given=F1_GIVEN,
+    reference=_entity_f1_reference,
+    mistakes=_entity_f1_mistakes,
+    kind="debug",
+    given=F1_GIVEN,
     rules=[forbid("seqeval", says="count the entities yourself: seqeval is not allowed here")],
-    section="6. Evaluation with seqeval", minutes=8)
+    section="6. Evaluation with seqeval",
+    minutes=8,
+)
 def check_entity_f1(fn) -> None:
-    expect_same(lambda g, p: float(fn(g, p)), _entity_f1_by_seqeval, cases=_entity_f1_cases(), atol=1e-9,
-                what="entity_f1_score(gold, pred)",
-                hint="count correct, predicted and gold entities over all sentences, then divide once")
+    expect_same(
+        lambda g, p: float(fn(g, p)),
+        _entity_f1_by_seqeval,
+        cases=_entity_f1_cases(),
+        atol=1e-9,
+        what="entity_f1_score(gold, pred)",
+        hint="count correct, predicted and gold entities over all sentences, then divide once",
+    )
 
 
 # ----------------------------------------------------------------------------- 04.all_subtokens
 
 choice(
-    "04.all_subtokens", "Why does a word's second piece get I-, not B-?",
+    "04.all_subtokens",
+    "Why does a word's second piece get I-, not B-?",
     "With label_all_subtokens=True (section 3), a B-PER word split into three pieces gets the labels "
     "B-PER, I-PER, I-PER, not B-PER, B-PER, B-PER. Why?",
     options={
         "a": "Read as a tag sequence, B-PER B-PER B-PER is three one-piece people: one word would become three "
-             "entities (and the predictions, read the same way, three false alarms).",
+        "entities (and the predictions, read the same way, three false alarms).",
         "b": "The tokenizer refuses two B- tags in a row.",
         "c": "So that the word's first piece weighs more in the loss than the others.",
         "d": "Because I- tags are more frequent in the data, so the model learns them faster.",
@@ -307,23 +381,26 @@ choice(
     why_not={
         "b": "the tokenizer knows nothing about tags: it splits text; the labels are ours.",
         "c": "every labelled piece counts the same in the cross-entropy, whatever its tag; the choice of tag "
-             "does not weight anything.",
+        "does not weight anything.",
         "d": "frequency has nothing to do with it: B-PER B-PER B-PER would be wrong even if B- were common, "
-             "because it reads as three entities.",
+        "because it reads as three entities.",
     },
-    section="3. Sub-words: giving a word's label to its pieces", minutes=2)
+    section="3. Sub-words: giving a word's label to its pieces",
+    minutes=2,
+)
 
 
 # ----------------------------------------------------------------------------- 04.no_decay
 
-NO_DECAY_GIVEN = '''
+NO_DECAY_GIVEN = """
 def no_decay(model):
     return {name for name, _ in model.named_parameters() if name.endswith("bias") or "LayerNorm" in name}
-'''
+"""
 
 
 def _no_decay_reference(model):
     import torch
+
     names = set()
     for module_name, module in model.named_modules():
         for name, _ in module.named_parameters(recurse=False):
@@ -339,21 +416,27 @@ def _no_decay_mistakes():
     def nothing(model):
         return set()
 
-    def vectors(model):      # the common shortcut: every 1-d parameter
+    def vectors(model):  # the common shortcut: every 1-d parameter
         return {n for n, p in model.named_parameters() if p.ndim < 2}
 
     def vectors_and_embeddings(model):
         return {n for n, p in model.named_parameters() if p.ndim < 2 or "embeddings" in n}
 
     return [
-        Mistake(given_function(NO_DECAY_GIVEN, "no_decay", "04.no_decay"), "a LayerNorm is found by its type, not "
-                                                                           "its name: course_utils.text.bert calls them "
-                                                                           "norm1 and norm2; test isinstance(module, "
-                                                                           "nn.LayerNorm) over model.named_modules()"),
+        Mistake(
+            given_function(NO_DECAY_GIVEN, "no_decay", "04.no_decay"),
+            "a LayerNorm is found by its type, not "
+            "its name: course_utils.text.bert calls them "
+            "norm1 and norm2; test isinstance(module, "
+            "nn.LayerNorm) over model.named_modules()",
+        ),
         Mistake(biases_only, "LayerNorm weights are not decayed either, only biases are in your set"),
         Mistake(nothing, "biases and LayerNorm parameters are not decayed: return their names"),
-        Mistake(vectors, "a 1-d parameter is not always a bias or a LayerNorm: a learned scale vector is decayed "
-                         "like any other weight"),
+        Mistake(
+            vectors,
+            "a 1-d parameter is not always a bias or a LayerNorm: a learned scale vector is decayed "
+            "like any other weight",
+        ),
         Mistake(vectors_and_embeddings, "embedding tables are decayed like the other weight matrices"),
     ]
 
@@ -365,7 +448,7 @@ def _no_decay_models():
 
     from course_utils.text.bert_tasks import BertForTokenClassification
 
-    class Scaled(nn.Module):       # a LayerNorm without bias, a Linear without bias, a learned 1-d scale
+    class Scaled(nn.Module):  # a LayerNorm without bias, a Linear without bias, a learned 1-d scale
         def __init__(self):
             super().__init__()
             self.proj = nn.Linear(4, 4, bias=False)
@@ -373,32 +456,51 @@ def _no_decay_models():
             self.scale = nn.Parameter(torch.ones(4))
             self.head = nn.Linear(4, 2)
 
-    bert = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
-                                                 num_attention_heads=2, intermediate_size=32,
-                                                 max_position_embeddings=20, num_labels=5))
+    bert = BertForTokenClassification(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=20,
+            num_labels=5,
+        )
+    )
     return [bert, Scaled()]
 
 
 @exercise(
-    "04.no_decay", "Debug: which parameters get no weight decay?",
+    "04.no_decay",
+    "Debug: which parameters get no weight decay?",
     "no_decay(model) should return the set of parameter names (as model.named_parameters() gives them) that "
     "AdamW must not decay: every bias, and every parameter of every torch.nn.LayerNorm module, whatever the "
     "module is called; everything else (weight matrices, embedding tables, other learned vectors) is decayed. "
     "The given version works on transformers' BERT. Try it on course_utils.text.bert's, find what it misses, fix it.",
-    reference=_no_decay_reference, mistakes=_no_decay_mistakes, kind="debug", given=NO_DECAY_GIVEN,
-    section="5. Fine-tuning: AdamW, warm-up, early stopping", minutes=6)
+    reference=_no_decay_reference,
+    mistakes=_no_decay_mistakes,
+    kind="debug",
+    given=NO_DECAY_GIVEN,
+    section="5. Fine-tuning: AdamW, warm-up, early stopping",
+    minutes=6,
+)
 def check_no_decay(fn) -> None:
     for model in _no_decay_models():
         names = {n for n, _ in model.named_parameters()}
         got = set(fn(model))
         assert got <= names, f"these are not parameter names of the model: {sorted(got - names)[:3]}"
-    expect_same(lambda m: set(fn(m)), _no_decay_reference, cases=[(m,) for m in _no_decay_models()],
-                what="no_decay(model)", hint="every bias, and the parameters of every nn.LayerNorm (by type)")
+    expect_same(
+        lambda m: set(fn(m)),
+        _no_decay_reference,
+        cases=[(m,) for m in _no_decay_models()],
+        what="no_decay(model)",
+        hint="every bias, and the parameters of every nn.LayerNorm (by type)",
+    )
 
 
 # ----------------------------------------------------------------------------- 04.freeze_top
 
-FREEZE_GIVEN = '''
+FREEZE_GIVEN = """
 def freeze_top(model, k):
     for p in model.bert.parameters():
         p.requires_grad = False
@@ -406,13 +508,13 @@ def freeze_top(model, k):
         for p in layer.parameters():
             p.requires_grad = True
     return model
-'''
+"""
 
 
 def _freeze_top_reference(model, k):
     for p in model.bert.parameters():
         p.requires_grad = False
-    top = model.bert.encoder.layers[len(model.bert.encoder.layers) - k:]      # k = 0: none (layers[-0:] is all)
+    top = model.bert.encoder.layers[len(model.bert.encoder.layers) - k :]  # k = 0: none (layers[-0:] is all)
     for layer in top:
         for p in layer.parameters():
             p.requires_grad = True
@@ -436,7 +538,7 @@ def _freeze_top_mistakes():
         return model
 
     def embeddings_left_trainable(model, k):
-        for layer in model.bert.encoder.layers[:len(model.bert.encoder.layers) - k]:
+        for layer in model.bert.encoder.layers[: len(model.bert.encoder.layers) - k]:
             for p in layer.parameters():
                 p.requires_grad = False
         return model
@@ -450,20 +552,33 @@ def _freeze_top_mistakes():
 
 
 @exercise(
-    "04.freeze_top", "Debug: freeze all but the top k layers",
+    "04.freeze_top",
+    "Debug: freeze all but the top k layers",
     "freeze_top(model, k), for a course_utils.text.bert_tasks.BertForTokenClassification, should leave trainable only the "
     "classifier head and the last k encoder layers (model.bert.encoder.layers); embeddings and lower layers are "
     "frozen; k = 0 means the head only (section 7's 'head only'). It works for k = 1, 2, 3 but not for every k. "
     "Find the case and fix it.",
-    reference=_freeze_top_reference, mistakes=_freeze_top_mistakes, kind="debug", given=FREEZE_GIVEN,
-    section="7. Freezing strategies", minutes=5)
+    reference=_freeze_top_reference,
+    mistakes=_freeze_top_mistakes,
+    kind="debug",
+    given=FREEZE_GIVEN,
+    section="7. Freezing strategies",
+    minutes=5,
+)
 def check_freeze_top(fn) -> None:
     from transformers import BertConfig
 
     from course_utils.text.bert_tasks import BertForTokenClassification
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=20, num_labels=5)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=20,
+        num_labels=5,
+    )
     for k in (1, 0, 2, 3):
         model = BertForTokenClassification(config)
         expected = _freeze_top_reference(BertForTokenClassification(config), k)
@@ -475,15 +590,23 @@ def check_freeze_top(fn) -> None:
             continue
         layers = {int(n.split(".")[3]) for n in got if n.startswith("bert.encoder.layers.")}
         assert not any(n.startswith("classifier.") for n in want - got), (
-            f"freeze_top(model, {k}) froze the classifier head: the classifier head must train, it is new")
+            f"freeze_top(model, {k}) froze the classifier head: the classifier head must train, it is new"
+        )
         assert not any(n.startswith("bert.embeddings.") for n in got), (
-            f"freeze_top(model, {k}): the embeddings are left trainable; freeze all of model.bert first")
+            f"freeze_top(model, {k}): the embeddings are left trainable; freeze all of model.bert first"
+        )
         if k == 0 and layers == {0, 1, 2}:
-            raise AssertionError("freeze_top(model, 0) trains every encoder layer: layers[-0:] is the whole list "
-                                 "(-0 == 0), not an empty one; handle k = 0, or slice from len(layers) - k")
+            raise AssertionError(
+                "freeze_top(model, 0) trains every encoder layer: layers[-0:] is the whole list "
+                "(-0 == 0), not an empty one; handle k = 0, or slice from len(layers) - k"
+            )
         if layers == set(range(k)):
-            raise AssertionError(f"freeze_top(model, {k}) trains layers {sorted(layers)}, the bottom ones: the top "
-                                 "layers are the last k, layers[-k:]")
+            raise AssertionError(
+                f"freeze_top(model, {k}) trains layers {sorted(layers)}, the bottom ones: the top "
+                "layers are the last k, layers[-k:]"
+            )
         missing, extra = sorted(want - got), sorted(got - want)
-        raise AssertionError(f"freeze_top(model, {k}): should train but is frozen: {missing[:2]}; "
-                             f"should be frozen but trains: {extra[:2]}")
+        raise AssertionError(
+            f"freeze_top(model, {k}): should train but is frozen: {missing[:2]}; "
+            f"should be frozen but trains: {extra[:2]}"
+        )

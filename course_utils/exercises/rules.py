@@ -17,6 +17,7 @@ nothing to restore but the previous profile function, which is restored in a ``f
 checker's own calls (its reference computations) are never flagged: no answer frame is on
 the stack when they run.
 """
+
 from __future__ import annotations
 
 import dis
@@ -40,6 +41,7 @@ class Rule:
     instantiating it or a subclass), or a tensor method (``"torch.Tensor.softmax"``: ``x.softmax(...)``).
     ``says`` is the rule in the task's words; the verdict quotes it.
     """
+
     targets: tuple[str, ...]
     says: str
 
@@ -61,11 +63,12 @@ class RuleBroken(Exception):
 
 # ----------------------------------------------------------------------------- resolving targets
 
+
 @dataclass(frozen=True)
 class _Target:
     name: str
     obj: Any
-    kind: str            # "module", "class", "function", "builtin", "method"
+    kind: str  # "module", "class", "function", "builtin", "method"
 
 
 def _resolve(dotted: str) -> _Target | None:
@@ -81,7 +84,7 @@ def _resolve(dotted: str) -> _Target | None:
             for attr in parts[cut:]:
                 parent, obj = obj, getattr(obj, attr)
         except AttributeError as err:
-            if dotted.startswith("__main__."):      # a function of the learner's notebook, if it is defined
+            if dotted.startswith("__main__."):  # a function of the learner's notebook, if it is defined
                 return None
             raise ValueError(f"rule target {dotted!r} does not exist: {err}") from None
         break
@@ -107,7 +110,7 @@ def _module_name(obj: Any) -> str:
         name = getattr(obj, "__module__", None)
     except Exception:  # noqa: BLE001 - an object whose attribute lookup fails belongs to no module we know
         return ""
-    return name if isinstance(name, str) else ""     # some C functions carry a module object there
+    return name if isinstance(name, str) else ""  # some C functions carry a module object there
 
 
 def _in_module(name: str, module: str) -> bool:
@@ -129,7 +132,7 @@ def _matches(target: _Target, obj: Any, attr_name: str | None = None) -> bool:
 
 # ----------------------------------------------------------------------------- the static check
 
-_UNKNOWN = object()          # the value of a local variable: not known before the answer runs
+_UNKNOWN = object()  # the value of a local variable: not known before the answer runs
 _CHAIN_START = {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FAST", "LOAD_CLOSURE"}
 _CHAIN_ATTR = {"LOAD_ATTR", "LOAD_METHOD"}
 
@@ -146,19 +149,20 @@ def answer_functions(answer: Any) -> list[types.FunctionType]:
             if klass is object or _module_name(klass).startswith(("torch", "transformers")):
                 continue
             for value in vars(klass).values():
-                value = getattr(value, "__func__", value)            # staticmethod, classmethod
+                value = getattr(value, "__func__", value)  # staticmethod, classmethod
                 if isinstance(value, property):
                     found += [f for f in (value.fget, value.fset) if f is not None]
                 elif isinstance(value, types.FunctionType):
                     found.append(value)
         return found
     if callable(answer) and not isinstance(answer, (types.BuiltinFunctionType, types.MethodWrapperType)):
-        return answer_functions(type(answer))      # an instance of the learner's class (an nn.Module, say)
+        return answer_functions(type(answer))  # an instance of the learner's class (an nn.Module, say)
     return []
 
 
 def functools_partial_type():
     import functools
+
     return functools.partial
 
 
@@ -199,7 +203,7 @@ def static_violation(answer: Any, rules: Iterable[Rule]) -> str | None:
         return None
     bare = answer.func if isinstance(answer, functools_partial_type()) else answer
     broken = _first_match(targets, bare, getattr(bare, "__name__", None))
-    if broken:                                   # the forbidden function itself given as the answer
+    if broken:  # the forbidden function itself given as the answer
         return f"rule broken: {broken[0].says} (your answer is {broken[1].name} itself)"
     seen: set[types.CodeType] = set()
     todo = [(fn, fn.__code__) for fn in answer_functions(answer)]
@@ -270,7 +274,7 @@ def _scan(fn: types.FunctionType, code: types.CodeType, targets, todo) -> str | 
             broken = _first_match(targets, value, name)
             if broken:
                 return _message(broken, code, lineno, value)
-            for helper in _own_helpers(value, globals_):   # the learner's own helpers, read too
+            for helper in _own_helpers(value, globals_):  # the learner's own helpers, read too
                 todo.append((helper, helper.__code__))
     return None
 
@@ -294,13 +298,14 @@ def _first_match(targets, value, attr_name):
 def _message(broken, code, lineno, value: Any) -> str:
     rule, target = broken
     used = target.name
-    if target.kind in ("module", "class"):      # name the very thing used: seqeval.metrics.f1_score
+    if target.kind in ("module", "class"):  # name the very thing used: seqeval.metrics.f1_score
         qualname = getattr(value, "__qualname__", None)
         used = f"{_module_name(value)}.{qualname}" if qualname else _module_name(value) or used
     return f"rule broken: {rule.says} (your code uses {used} at {where(code, lineno)})"
 
 
 # ----------------------------------------------------------------------------- the run-time check
+
 
 class Watch:
     """A context manager that records the first forbidden call made from the answer's frames.
@@ -352,7 +357,7 @@ class Watch:
         @functools.wraps(fn)
         def guarded(*args, **kwargs):
             previous = sys.getprofile()
-            if previous is self._hook:                  # already watched (a recursive or nested call)
+            if previous is self._hook:  # already watched (a recursive or nested call)
                 return fn(*args, **kwargs)
             self._previous = previous
             sys.setprofile(self._hook)
@@ -360,6 +365,7 @@ class Watch:
                 return fn(*args, **kwargs)
             finally:
                 sys.setprofile(previous)
+
         return guarded
 
     def _hook(self, frame, event, arg) -> None:
@@ -380,7 +386,7 @@ class Watch:
             if hit is None and self._classes and code.co_name == "__init__":
                 instance = frame.f_locals.get("self")
                 hit = next(((r, t) for r, t in self._classes if isinstance(instance, t.obj)), None)
-                if hit is not None:                      # name the class built: torch.nn.Embedding, say
+                if hit is not None:  # name the class built: torch.nn.Embedding, say
                     used = f"{type(instance).__module__}.{type(instance).__qualname__}"
             if hit is None and self._modules:
                 module = frame.f_globals.get("__name__", "")
@@ -390,8 +396,9 @@ class Watch:
             hit = self._builtins.get(id(arg))
             if hit is None and getattr(arg, "__name__", None) in self._methods:
                 owner = getattr(arg, "__self__", None)
-                hit = next(((r, t) for r, t in self._methods[arg.__name__]
-                            if isinstance(owner, t.obj.__objclass__)), None)
+                hit = next(
+                    ((r, t) for r, t in self._methods[arg.__name__] if isinstance(owner, t.obj.__objclass__)), None
+                )
             if hit is None and self._modules:
                 module = _module_name(arg)
                 hit = next(((r, t) for r, t in self._modules if _in_module(module, t.obj.__name__)), None)
@@ -403,8 +410,10 @@ class Watch:
         learner_frame = self._learner_frame(caller)
         if learner_frame is not None:
             rule, target = hit
-            self.violation = (f"rule broken: {rule.says} (your code calls {used or target.name}, "
-                              f"from {where(learner_frame.f_code, learner_frame.f_lineno)})")
+            self.violation = (
+                f"rule broken: {rule.says} (your code calls {used or target.name}, "
+                f"from {where(learner_frame.f_code, learner_frame.f_lineno)})"
+            )
 
     def _learner_frame(self, frame):
         while frame is not None:

@@ -11,6 +11,7 @@ Masks are boolean and mean what torch's SDPA ``attn_mask`` means:
 like torch (2.5 and later), it gets all-zero weights and a zero output
 instead of the NaN that a softmax over ``-inf`` would give.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
             )
     if q.shape[-1] == 0:
         raise AttentionShapeError(
-            f"q and k have 0 features per position (q {tuple(q.shape)}): the scores q @ k^T / sqrt(d_k) need "
-            "d_k >= 1.")
+            f"q and k have 0 features per position (q {tuple(q.shape)}): the scores q @ k^T / sqrt(d_k) need d_k >= 1."
+        )
     if q.shape[-1] != k.shape[-1]:
         raise AttentionShapeError(
             f"q has {q.shape[-1]} features per position but k has {k.shape[-1]}: "
@@ -179,20 +180,30 @@ class MultiHeadAttention(nn.Module):
         if key.shape[1] != value.shape[1]:
             raise AttentionShapeError(
                 f"key has {key.shape[1]} positions but value has {value.shape[1]}: every key needs one value "
-                f"(key {tuple(key.shape)}, value {tuple(value.shape)}).")
+                f"(key {tuple(key.shape)}, value {tuple(value.shape)})."
+            )
         if not query.shape[0] == key.shape[0] == value.shape[0]:  # as torch's nn.MultiheadAttention: no broadcasting
             raise AttentionShapeError(
                 f"query, key and value have batch sizes {query.shape[0]}, {key.shape[0]} and {value.shape[0]}: "
-                "give each query sequence its own keys and values (expand a shared one with .expand(batch, -1, -1)).")
+                "give each query sequence its own keys and values (expand a shared one with .expand(batch, -1, -1))."
+            )
 
-    def forward(self, query, key, value, mask: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True):
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+    ):
         self.check_inputs(query, key, value)
         if key_padding_mask is not None:
             if key_padding_mask.shape != key.shape[:2] or key_padding_mask.dtype != torch.bool:
                 raise AttentionShapeError(
                     f"key_padding_mask must be boolean of shape (batch, L_k) = {tuple(key.shape[:2])}, "
-                    f"True at real keys; got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}.")
+                    f"True at real keys; got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}."
+                )
             keys_ok = key_padding_mask[:, None, None, :]  # broadcast over heads and queries
             mask = keys_ok if mask is None else mask & keys_ok
         q = self.split_heads(self.q_proj(query))

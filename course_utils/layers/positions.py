@@ -14,6 +14,7 @@ permutation of the features, which the learned projections absorb. The tests pro
 :class:`RotaryMultiHeadAttention` is the course's multi-head attention with RoPE applied to
 the queries and keys of every head, a drop-in replacement for a layer's ``self_attn``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,7 @@ def rope_cos_sin(positions: torch.Tensor, d_head: int, base: float = 10000.0) ->
     position * theta_i, appear twice, at features i and i + d_head/2 (Llama's layout)."""
     positions = torch.as_tensor(positions)
     angles = positions[..., None].float() * rope_frequencies(d_head, base).to(positions.device)  # (..., L, d/2)
-    angles = torch.cat([angles, angles], dim=-1)                                                # (..., L, d)
+    angles = torch.cat([angles, angles], dim=-1)  # (..., L, d)
     return angles.cos(), angles.sin()
 
 
@@ -54,7 +55,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     if cos.shape[-2:] != x.shape[-2:] or sin.shape != cos.shape:
         raise AttentionShapeError(
             f"cos/sin of shape {tuple(cos.shape)} do not match the (..., L, d_head) = "
-            f"(..., {x.shape[-2]}, {x.shape[-1]}) of x: build them with rope_cos_sin(torch.arange(L), d_head)")
+            f"(..., {x.shape[-2]}, {x.shape[-1]}) of x: build them with rope_cos_sin(torch.arange(L), d_head)"
+        )
     return x * cos + rotate_half(x) * sin
 
 
@@ -65,8 +67,7 @@ class RotaryMultiHeadAttention(MultiHeadAttention):
     plus ``base``; a state_dict moves between the two unchanged.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 base: float = 10000.0):
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True, base: float = 10000.0):
         super().__init__(d_model, num_heads, dropout=dropout, bias=bias)
         rope_frequencies(self.d_head, base)  # validates d_head and base now, not at the first call
         self.base = base
@@ -76,8 +77,8 @@ class RotaryMultiHeadAttention(MultiHeadAttention):
         if key_padding_mask is not None:
             keys_ok = key_padding_mask[:, None, None, :]  # (B, L_k) -> every head, every query
             mask = keys_ok if mask is None else mask & keys_ok
-        q = self.split_heads(self.q_proj(query))          # (B, h, L_q, d_head)
-        k = self.split_heads(self.k_proj(key))            # (B, h, L_k, d_head)
+        q = self.split_heads(self.q_proj(query))  # (B, h, L_q, d_head)
+        k = self.split_heads(self.k_proj(key))  # (B, h, L_k, d_head)
         v = self.split_heads(self.v_proj(value))
         q = apply_rope(q, *rope_cos_sin(torch.arange(q.shape[2], device=q.device), self.d_head, self.base))
         k = apply_rope(k, *rope_cos_sin(torch.arange(k.shape[2], device=k.device), self.d_head, self.base))

@@ -13,6 +13,7 @@ without positional information treats its input as a bag of tokens.
 :func:`train` runs the course's loop (:func:`course_utils.training.train`) on this task;
 :func:`evaluate` gives the accuracies.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,14 @@ def target_for(inputs: torch.Tensor, task: str = "reverse", num_symbols: int = 1
     return targets.masked_fill(~real, IGNORE_INDEX)
 
 
-def make_sequences(num_sequences: int, length: int, num_symbols: int = 10, task: str = "reverse",
-                   min_length: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_sequences(
+    num_sequences: int,
+    length: int,
+    num_symbols: int = 10,
+    task: str = "reverse",
+    min_length: int | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs, targets)``, both (num_sequences, length) int64; symbols uniform in 0..num_symbols-1.
 
     With ``min_length`` the sequences have lengths uniform in min_length..length and are
@@ -93,9 +100,9 @@ def best_position_blind_guess(inputs: torch.Tensor, num_symbols: int = 10) -> to
         raise ValueError("inputs must be a (N, L) int64 tensor of digits padded with pad_id(num_symbols)")
     real = inputs != pad_id(num_symbols)
     one_hot = F.one_hot(inputs, num_symbols + 1)[..., :num_symbols] * real[..., None]  # (N, L, S)
-    counts = one_hot.sum(dim=1, keepdim=True)                                           # (N, 1, S)
+    counts = one_hot.sum(dim=1, keepdim=True)  # (N, 1, S)
     odd = (real.sum(dim=1) % 2 == 1)[:, None, None]
-    score = torch.where(odd, counts, counts - one_hot)     # odd length: the whole bag; even: the others
+    score = torch.where(odd, counts, counts - one_hot)  # odd length: the whole bag; even: the others
     return score.argmax(-1).masked_fill(~real, IGNORE_INDEX)
 
 
@@ -119,24 +126,31 @@ class Split:
         return pad_id(self.num_symbols)
 
 
-def make_split(num_train: int, num_test: int, length: int, num_symbols: int = 10, task: str = "reverse",
-               min_length: int | None = None, seed: int = 0) -> Split:
+def make_split(
+    num_train: int,
+    num_test: int,
+    length: int,
+    num_symbols: int = 10,
+    task: str = "reverse",
+    min_length: int | None = None,
+    seed: int = 0,
+) -> Split:
     """Draw ``num_train`` + ``num_test`` distinct sequences; the test ones never occur in training."""
     _check_sizes(num_train=num_train, num_test=num_test, length=length, num_symbols=num_symbols)
     total = num_train + num_test
-    kinds = sum(num_symbols ** n for n in range(length if min_length is None else min_length, length + 1))
+    kinds = sum(num_symbols**n for n in range(length if min_length is None else min_length, length + 1))
     if kinds < 2 * total:
         raise ValueError(
             f"only {kinds} different sequences exist, too few to draw {total} distinct ones: raise "
-            "length (or min_length) or num_symbols, or ask for fewer sequences.")
+            "length (or min_length) or num_symbols, or ask for fewer sequences."
+        )
     inputs, _ = make_sequences(2 * total, length, num_symbols, task, min_length, seed)  # spares for duplicates
     _, first = _unique_rows_first_index(inputs)
     if first.shape[0] < total:
         raise ValueError(f"could not draw {total} distinct sequences; ask for fewer or raise min_length")
     inputs = inputs[first[:total]]
     targets = target_for(inputs, task, num_symbols)
-    return Split(inputs[:num_train], targets[:num_train], inputs[num_train:], targets[num_train:],
-                 task, num_symbols)
+    return Split(inputs[:num_train], targets[:num_train], inputs[num_train:], targets[num_train:], task, num_symbols)
 
 
 def _unique_rows_first_index(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,9 +177,18 @@ class ToyEncoder(nn.Module):
     ``"none"`` (no positional information at all).
     """
 
-    def __init__(self, num_symbols: int = 10, max_len: int = 32, d_model: int = 64, num_heads: int = 4,
-                 d_ff: int = 128, num_layers: int = 2, positions: str = "learned", norm_first: bool = True,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        num_symbols: int = 10,
+        max_len: int = 32,
+        d_model: int = 64,
+        num_heads: int = 4,
+        d_ff: int = 128,
+        num_layers: int = 2,
+        positions: str = "learned",
+        norm_first: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
@@ -178,8 +201,7 @@ class ToyEncoder(nn.Module):
             self.position = SinusoidalPositionalEncoding(d_model, max_len)
         else:
             self.position = nn.Identity()
-        self.encoder = TransformerEncoder(num_layers, d_model, num_heads, d_ff, dropout=dropout,
-                                          norm_first=norm_first)
+        self.encoder = TransformerEncoder(num_layers, d_model, num_heads, d_ff, dropout=dropout, norm_first=norm_first)
         if positions == "rope":  # positions enter inside attention, in every layer
             for layer in self.encoder.layers:
                 layer.self_attn = RotaryMultiHeadAttention(d_model, num_heads, dropout=dropout)
@@ -190,42 +212,54 @@ class ToyEncoder(nn.Module):
             got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"tokens must be a (batch, length) int64 tensor, got {got}")
         if tokens.shape[1] > self.max_len:
-            raise ValueError(f"sequence length {tokens.shape[1]} > max_len={self.max_len}: "
-                             f"build the model with max_len >= {tokens.shape[1]}")
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} > max_len={self.max_len}: "
+                f"build the model with max_len >= {tokens.shape[1]}"
+            )
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) > self.pad_id):
-            raise ValueError(f"tokens must lie in 0..{self.num_symbols - 1} (or be the padding id "
-                             f"{self.pad_id}), got values {int(tokens.min())}..{int(tokens.max())}")
+            raise ValueError(
+                f"tokens must lie in 0..{self.num_symbols - 1} (or be the padding id "
+                f"{self.pad_id}), got values {int(tokens.min())}..{int(tokens.max())}"
+            )
         x = self.position(self.embed(tokens))
         return self.readout(self.encoder(x, key_padding_mask=tokens != self.pad_id))
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             batch_size: int = 1024) -> dict[str, float]:
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 1024) -> dict[str, float]:
     """Per-token accuracy (share of positions right) and per-sequence accuracy (every position right)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     tokens_right = tokens_total = sequences_right = 0
     for start in range(0, inputs.shape[0], batch_size):
-        x = inputs[start:start + batch_size].to(device)
-        y = targets[start:start + batch_size].to(device)
+        x = inputs[start : start + batch_size].to(device)
+        y = targets[start : start + batch_size].to(device)
         real = y != IGNORE_INDEX
         right = (model(x).argmax(-1) == y) & real
         tokens_right += int(right.sum())
         tokens_total += int(real.sum())
         sequences_right += int((right == real).all(dim=1).sum())
     model.train(was_training)
-    return {"token_accuracy": tokens_right / tokens_total,
-            "sequence_accuracy": sequences_right / targets.shape[0]}
+    return {"token_accuracy": tokens_right / tokens_total, "sequence_accuracy": sequences_right / targets.shape[0]}
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}
 
 
-def train(model: nn.Module, split: Split, steps: int, batch_size: int = 64, lr: float = 3e-3,
-          warmup: int = 50, eval_every: int = 100, seed: int = 0, progress: bool = True,
-          description: str = "training", optimizer: str = "adam") -> History:
+def train(
+    model: nn.Module,
+    split: Split,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    warmup: int = 50,
+    eval_every: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "training",
+    optimizer: str = "adam",
+) -> History:
     """Adam (or RAdam) with linear warmup then cosine decay, cross-entropy at every position.
 
     The course's one loop, :func:`course_utils.training.train`, with what this task adds: random
@@ -257,9 +291,20 @@ def train(model: nn.Module, split: Split, steps: int, batch_size: int = 64, lr: 
     def held_out(model: nn.Module) -> dict[str, float]:
         return evaluate(model, split.test_inputs, split.test_targets)
 
-    return training.train(model, random_batches(), loss_of, adam, schedule, steps=steps, max_grad_norm=None,
-                          eval_fn=held_out, eval_every=eval_every, progress=progress, desc=description,
-                          device=device)
+    return training.train(
+        model,
+        random_batches(),
+        loss_of,
+        adam,
+        schedule,
+        steps=steps,
+        max_grad_norm=None,
+        eval_fn=held_out,
+        eval_every=eval_every,
+        progress=progress,
+        desc=description,
+        device=device,
+    )
 
 
 def _warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -6,6 +6,7 @@ paper, or pre-LN with ``norm_first=True``), and a :class:`TransformerEncoder`
 stack. The layer is proven equal to ``torch.nn.TransformerEncoderLayer`` after
 copying weights with :meth:`TransformerEncoderLayer.from_torch`.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,8 +88,10 @@ def torch_activation_name(act) -> str:
         return "relu"
     if act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
         return "gelu"
-    raise ValueError(f"from_torch copies layers whose activation is relu or exact gelu; this one "
-                     f"uses {act!r}. Build the torch layer with activation='relu' or 'gelu'.")
+    raise ValueError(
+        f"from_torch copies layers whose activation is relu or exact gelu; this one "
+        f"uses {act!r}. Build the torch layer with activation='relu' or 'gelu'."
+    )
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -103,8 +106,16 @@ class TransformerEncoderLayer(nn.Module):
     when ``self.keep_attention`` is True, for the attention viewers.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0,
-                 norm_first: bool = False, activation: str = "relu", layer_norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.ff = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
@@ -118,14 +129,16 @@ class TransformerEncoderLayer(nn.Module):
         self.fused = False  # True: torch's fused attention kernel whenever weights aren't kept
 
     def _attend(self, x, mask, key_padding_mask):
-        out, weights = self.self_attn(x, x, x, mask=mask, key_padding_mask=key_padding_mask,
-                                      need_weights=self.keep_attention or not self.fused)
+        out, weights = self.self_attn(
+            x, x, x, mask=mask, key_padding_mask=key_padding_mask, need_weights=self.keep_attention or not self.fused
+        )
         if self.keep_attention:
             self.last_attention = weights.detach()
         return self.dropout1(out)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.norm_first:
             x = x + self._attend(self.norm1(x), mask, key_padding_mask)
             return x + self.dropout2(self.ff(self.norm2(x)))
@@ -139,15 +152,27 @@ class TransformerEncoderLayer(nn.Module):
             raise TypeError(f"from_torch expects torch.nn.TransformerEncoderLayer, got {type(layer).__name__}")
         name = torch_activation_name(layer.activation)
         if layer.linear1.bias is None or layer.norm1.bias is None:
-            raise ValueError("from_torch needs a torch layer with biases (bias=True, the default); "
-                             "this course's encoder layer always has them.")
-        ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                   dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name,
-                   layer_norm_eps=layer.norm1.eps)
+            raise ValueError(
+                "from_torch needs a torch layer with biases (bias=True, the default); "
+                "this course's encoder layer always has them."
+            )
+        ours = cls(
+            layer.self_attn.embed_dim,
+            layer.self_attn.num_heads,
+            layer.linear1.out_features,
+            dropout=layer.dropout.p,
+            norm_first=layer.norm_first,
+            activation=name,
+            layer_norm_eps=layer.norm1.eps,
+        )
         ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
         with torch.no_grad():
-            for mine, theirs in ((ours.ff.linear1, layer.linear1), (ours.ff.linear2, layer.linear2),
-                                 (ours.norm1, layer.norm1), (ours.norm2, layer.norm2)):
+            for mine, theirs in (
+                (ours.ff.linear1, layer.linear1),
+                (ours.ff.linear2, layer.linear2),
+                (ours.norm1, layer.norm1),
+                (ours.norm2, layer.norm2),
+            ):
                 mine.weight.copy_(theirs.weight)
                 mine.bias.copy_(theirs.bias)
         return ours.to(layer.linear1.weight.device, layer.linear1.weight.dtype)
@@ -156,12 +181,21 @@ class TransformerEncoderLayer(nn.Module):
 class TransformerEncoder(nn.Module):
     """A stack of ``num_layers`` encoder layers; pre-LN stacks end with a final LayerNorm."""
 
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, d_ff: int,
-                 dropout: float = 0.0, norm_first: bool = False, activation: str = "relu"):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(d_model, num_heads, d_ff, dropout, norm_first, activation)
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
         self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
     def forward(self, x, mask=None, key_padding_mask=None):

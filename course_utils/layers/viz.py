@@ -15,6 +15,7 @@ The widgets draw on a plain ``matplotlib.figure.Figure`` (no pyplot), save it as
 put that one image into an ``ipywidgets.Output``: redrawing is fast, no figure is left
 open, and the image is easy to find in the page (``.course-attention-explorer img``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,6 +32,7 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     """A float or bool numpy array from a torch tensor, numpy array or nested list."""
     try:
         import torch
+
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu()
             return x.numpy() if x.dtype == torch.bool else x.float().numpy()
@@ -50,8 +52,9 @@ def _labels(labels: Sequence[Any] | None, size: int, name: str, axis: str) -> li
         return None
     labels = [str(t) for t in labels]
     if len(labels) != size:
-        raise ValueError(f"{name} has {len(labels)} labels but the matrix has {size} {axis}; "
-                         f"give one label per {axis[:-1]}.")
+        raise ValueError(
+            f"{name} has {len(labels)} labels but the matrix has {size} {axis}; give one label per {axis[:-1]}."
+        )
     return labels
 
 
@@ -62,6 +65,7 @@ def _rotation(labels: list[str] | None) -> int:
 
 def _new_axes(n_rows: int, n_cols: int, extra_width: float = 1.0):
     import matplotlib.pyplot as plt
+
     width = min(9.0, 1.6 + 0.42 * n_cols + extra_width)
     height = min(7.0, 1.2 + 0.38 * n_rows)
     _, ax = plt.subplots(figsize=(max(3.0, width), max(2.2, height)))
@@ -71,6 +75,7 @@ def _new_axes(n_rows: int, n_cols: int, extra_width: float = 1.0):
 def _figure_png(fig, dpi: int = 90) -> bytes:
     """PNG bytes of a pyplot-free Figure (rendered with Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)  # laid out once with tight_layout; a "tight" bbox would draw twice
@@ -79,8 +84,11 @@ def _figure_png(fig, dpi: int = 90) -> bytes:
 
 def _png_output(png: bytes, description: str) -> dict:
     """One display_data output, as an ipywidgets.Output holds it."""
-    return {"output_type": "display_data", "metadata": {},
-            "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": description}}
+    return {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"image/png": base64.b64encode(png).decode("ascii"), "text/plain": description},
+    }
 
 
 def _entropy_bits(weights: np.ndarray) -> np.ndarray:
@@ -94,10 +102,19 @@ def _entropy_bits(weights: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- static plots
 
 
-def plot_attention(weights, query_labels: Sequence[Any] | None = None, key_labels: Sequence[Any] | None = None,
-                   ax=None, title: str | None = None, highlight_query: int | None = None, cmap: str = "viridis",
-                   vmin: float | None = None, vmax: float | None = None, annotate: bool | None = None,
-                   colorbar: bool = True):
+def plot_attention(
+    weights,
+    query_labels: Sequence[Any] | None = None,
+    key_labels: Sequence[Any] | None = None,
+    ax=None,
+    title: str | None = None,
+    highlight_query: int | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+    colorbar: bool = True,
+):
     """Heatmap of attention weights: row i is what query i attends to, keys along x.
 
     weights: (L_q, L_k) torch tensor or numpy array (for one head of a (batch, heads, L_q, L_k)
@@ -141,10 +158,18 @@ def plot_attention(weights, query_labels: Sequence[Any] | None = None, key_label
         middle = (vmin + vmax) / 2
         for i in range(n_q):
             for j in range(n_k):
-                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if w[i, j] > middle else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{w[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if w[i, j] > middle else "white",
+                )
     if highlight_query is not None:
         from matplotlib.patches import Rectangle
+
         ax.add_patch(Rectangle((-0.5, highlight_query - 0.5), n_k, 1, fill=False, edgecolor="red", linewidth=2.2))
         ax.get_yticklabels()[highlight_query].set_color("red")
         ax.get_yticklabels()[highlight_query].set_fontweight("bold")
@@ -158,20 +183,29 @@ def plot_attention(weights, query_labels: Sequence[Any] | None = None, key_label
 def _mask_2d(mask) -> np.ndarray:
     m = _to_numpy(mask, "mask")
     if m.dtype != bool:
-        raise TypeError(f"mask has dtype {m.dtype}; plot_mask expects a boolean mask (True = may attend). "
-                        "For a 0/1 tensor m pass m.bool() (torch) or m.astype(bool) (numpy).")
+        raise TypeError(
+            f"mask has dtype {m.dtype}; plot_mask expects a boolean mask (True = may attend). "
+            "For a 0/1 tensor m pass m.bool() (torch) or m.astype(bool) (numpy)."
+        )
     while m.ndim > 2 and m.shape[0] == 1:  # e.g. padding_mask(...)[0] is (1, 1, L_k)
         m = m[0]
     if m.ndim == 1:
         m = m[None, :]
     if m.ndim != 2:
-        raise ValueError(f"mask must be 2-D (L_q, L_k) after dropping leading size-1 axes, got shape {tuple(m.shape)}; "
-                         "pick one example (and head), e.g. mask[0, 0].")
+        raise ValueError(
+            f"mask must be 2-D (L_q, L_k) after dropping leading size-1 axes, got shape {tuple(m.shape)}; "
+            "pick one example (and head), e.g. mask[0, 0]."
+        )
     return m
 
 
-def plot_mask(mask, query_labels: Sequence[Any] | None = None, key_labels: Sequence[Any] | None = None,
-              ax=None, title: str | None = None):
+def plot_mask(
+    mask,
+    query_labels: Sequence[Any] | None = None,
+    key_labels: Sequence[Any] | None = None,
+    ax=None,
+    title: str | None = None,
+):
     """A boolean attention mask as a grid: filled = may attend (True), blank = masked out (False).
 
     mask: (L_q, L_k), or a broadcastable mask with leading size-1 axes such as
@@ -188,8 +222,14 @@ def plot_mask(mask, query_labels: Sequence[Any] | None = None, key_labels: Seque
     k_labels = _labels(key_labels, n_k, "key_labels", "columns")
     if ax is None:
         ax = _new_axes(n_q, n_k, extra_width=0.0)
-    ax.imshow(m.astype(float), cmap=ListedColormap(["#f3f3f3", "#2a6fb0"]), vmin=0, vmax=1,
-              aspect="auto", interpolation="nearest")
+    ax.imshow(
+        m.astype(float),
+        cmap=ListedColormap(["#f3f3f3", "#2a6fb0"]),
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_xticks(np.arange(-0.5, n_k, 1), minor=True)
     ax.set_yticks(np.arange(-0.5, n_q, 1), minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
@@ -200,9 +240,16 @@ def plot_mask(mask, query_labels: Sequence[Any] | None = None, key_labels: Seque
     ax.set_yticklabels(q_labels if q_labels is not None else range(n_q))
     ax.set_xlabel("key")
     ax.set_ylabel("query")
-    ax.legend(handles=[Patch(color="#2a6fb0", label="True: may attend"),
-                       Patch(facecolor="#f3f3f3", edgecolor="#999999", label="False: masked")],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.legend(
+        handles=[
+            Patch(color="#2a6fb0", label="True: may attend"),
+            Patch(facecolor="#f3f3f3", edgecolor="#999999", label="False: masked"),
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
     if title:
         ax.set_title(title)
     return ax
@@ -216,8 +263,15 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return (cumsum[idx] - cumsum[start]) / (idx - start)
 
 
-def plot_curves(curves: Mapping[str, Any], xlabel: str = "step", ylabel: str | None = None, ax=None,
-                title: str | None = None, smooth: int = 1, logy: bool = False):
+def plot_curves(
+    curves: Mapping[str, Any],
+    xlabel: str = "step",
+    ylabel: str | None = None,
+    ax=None,
+    title: str | None = None,
+    smooth: int = 1,
+    logy: bool = False,
+):
     """Line plot of named curves, e.g. ``{"train loss": losses, "dev loss": dev_losses}``.
 
     Each value is a sequence of numbers (x = 0, 1, 2, ...) or a pair ``(xs, ys)`` (e.g. dev
@@ -225,12 +279,12 @@ def plot_curves(curves: Mapping[str, Any], xlabel: str = "step", ylabel: str | N
     many points, with the raw curve faint behind it. Returns the Axes.
     """
     if not isinstance(curves, Mapping) or not curves:
-        raise ValueError("curves must be a non-empty dict mapping a name to its values, "
-                         "e.g. {'train loss': losses}")
+        raise ValueError("curves must be a non-empty dict mapping a name to its values, e.g. {'train loss': losses}")
     if not isinstance(smooth, (int, np.integer)) or smooth < 1:
         raise ValueError(f"smooth must be a whole number of points >= 1 (1 = no smoothing), got {smooth!r}")
     if ax is None:
         import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(5.5, 3.2))
     for name, values in curves.items():
         if isinstance(values, tuple) and len(values) == 2 and np.ndim(values[0]) == 1 and np.ndim(values[1]) == 1:
@@ -282,8 +336,10 @@ def _layers_of(attentions) -> list[np.ndarray]:
         elif arr.ndim == 4:  # (layers, heads, L_q, L_k)
             layers = list(arr)
         else:
-            raise ValueError(f"attentions must be a list over layers of (heads, L_q, L_k) tensors, "
-                             f"got one array of shape {tuple(arr.shape)}")
+            raise ValueError(
+                f"attentions must be a list over layers of (heads, L_q, L_k) tensors, "
+                f"got one array of shape {tuple(arr.shape)}"
+            )
     if not layers:
         raise ValueError("attentions is empty: give at least one layer of (heads, L_q, L_k) weights")
     out = []
@@ -296,10 +352,13 @@ def _layers_of(attentions) -> list[np.ndarray]:
         if a.ndim != 3:
             raise ValueError(
                 f"attentions[{i}] has shape {tuple(a.shape)}; each layer must be (heads, L_q, L_k) for ONE "
-                "example. From a batch of transformers outputs take [a[0] for a in outputs.attentions].")
+                "example. From a batch of transformers outputs take [a[0] for a in outputs.attentions]."
+            )
         if out and a.shape[1:] != out[0].shape[1:]:
-            raise ValueError(f"attentions[{i}] has shape {tuple(a.shape)} but attentions[0] has "
-                             f"{tuple(out[0].shape)}: every layer must cover the same query and key tokens")
+            raise ValueError(
+                f"attentions[{i}] has shape {tuple(a.shape)} but attentions[0] has "
+                f"{tuple(out[0].shape)}: every layer must cover the same query and key tokens"
+            )
         out.append(a)
     return out
 
@@ -310,8 +369,9 @@ class AttentionViewer:
     Built by :func:`attention_viewer`. ``render()`` redraws; ``last_png`` holds the current image.
     """
 
-    def __init__(self, attentions, tokens: Sequence[Any], query_tokens: Sequence[Any] | None = None,
-                 title: str | None = None):
+    def __init__(
+        self, attentions, tokens: Sequence[Any], query_tokens: Sequence[Any] | None = None, title: str | None = None
+    ):
         widgets = _widgets()
         if callable(attentions):
             attentions = attentions()
@@ -320,18 +380,30 @@ class AttentionViewer:
         if any(a.shape[0] != n_heads for a in self.layers):
             raise ValueError("every layer must have the same number of heads")
         self.key_tokens = _labels(tokens, n_k, "tokens", "keys")
-        self.query_tokens = _labels(query_tokens if query_tokens is not None else tokens, n_q, "query_tokens",
-                                    "queries")
+        self.query_tokens = _labels(
+            query_tokens if query_tokens is not None else tokens, n_q, "query_tokens", "queries"
+        )
         if self.key_tokens is None:
             raise ValueError("tokens must be given: one label per key position")
         self.title = title
-        self.layer = widgets.Dropdown(options=[(f"layer {i}", i) for i in range(len(self.layers))], value=0,
-                                      description="layer", layout=widgets.Layout(width="170px"))
-        self.head = widgets.Dropdown(options=[("average of heads", -1)] + [(f"head {h}", h) for h in range(n_heads)],
-                                     value=0 if n_heads > 1 else -1, description="head",
-                                     layout=widgets.Layout(width="220px"))
-        self.query = widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(self.query_tokens)],
-                                      value=0, description="query", layout=widgets.Layout(width="230px"))
+        self.layer = widgets.Dropdown(
+            options=[(f"layer {i}", i) for i in range(len(self.layers))],
+            value=0,
+            description="layer",
+            layout=widgets.Layout(width="170px"),
+        )
+        self.head = widgets.Dropdown(
+            options=[("average of heads", -1)] + [(f"head {h}", h) for h in range(n_heads)],
+            value=0 if n_heads > 1 else -1,
+            description="head",
+            layout=widgets.Layout(width="220px"),
+        )
+        self.query = widgets.Dropdown(
+            options=[(f"{i}: {t}", i) for i, t in enumerate(self.query_tokens)],
+            value=0,
+            description="query",
+            layout=widgets.Layout(width="230px"),
+        )
         self.output = widgets.Output()
         self.output.add_class("course-attention-viewer")
         for control in (self.layer, self.head, self.query):
@@ -353,8 +425,16 @@ class AttentionViewer:
         fig = Figure(figsize=(min(11.0, 4.0 + 0.32 * n_k + 2.8), min(6.0, 2.0 + 0.26 * max(n_q, n_k))))
         grid = fig.add_gridspec(1, 2, width_ratios=[max(n_k, 4), 3.5 + 0.05 * n_k])
         heat_ax, bar_ax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
-        plot_attention(np.zeros((n_q, n_k)), self.query_tokens, self.key_tokens, ax=heat_ax, highlight_query=0,
-                       title=" ", annotate=False, vmax=1.0)
+        plot_attention(
+            np.zeros((n_q, n_k)),
+            self.query_tokens,
+            self.key_tokens,
+            ax=heat_ax,
+            highlight_query=0,
+            title=" ",
+            annotate=False,
+            vmax=1.0,
+        )
         positions = np.arange(n_k)
         self._bars = bar_ax.barh(positions, np.zeros(n_k), color="#4c72b0")
         bar_ax.set_yticks(positions)
@@ -392,11 +472,13 @@ class AttentionViewer:
 
     def _ipython_display_(self):
         from IPython.display import display
+
         display(self.widget)
 
 
-def attention_viewer(attentions, tokens: Sequence[Any], query_tokens: Sequence[Any] | None = None,
-                     title: str | None = None):
+def attention_viewer(
+    attentions, tokens: Sequence[Any], query_tokens: Sequence[Any] | None = None, title: str | None = None
+):
     """Browse attention weights of ONE example by layer, head (or their average) and query token.
 
     attentions: a list over layers of (num_heads, L_q, L_k) tensors (a transformers
@@ -418,6 +500,7 @@ MASK_TYPES = ("none", "padding", "causal", "both")
 def explorer_inputs(length: int, d_k: int, seed: int):
     """Random queries and keys, (length, d_k) each, with entries from N(0, 1): the explorer's data."""
     import torch
+
     generator = torch.Generator().manual_seed(int(seed))
     q = torch.randn(length, d_k, generator=generator)
     k = torch.randn(length, d_k, generator=generator)
@@ -427,6 +510,7 @@ def explorer_inputs(length: int, d_k: int, seed: int):
 def explorer_mask(mask_type: str, length: int, n_padding: int):
     """The explorer's boolean (length, length) mask, True = may attend; None for ``"none"``."""
     from course_utils.layers import attention
+
     if mask_type not in MASK_TYPES:
         raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
     if mask_type == "none":
@@ -439,25 +523,52 @@ def explorer_mask(mask_type: str, length: int, n_padding: int):
 class AttentionExplorer:
     """Chapter 01's live attention toy; ``.widget`` is what is shown. Built by :func:`attention_explorer`."""
 
-    def __init__(self, temperature: float = 1.0, length: int = 6, d_k: int = 16, scaled: bool = True,
-                 mask_type: str = "none", seed: int = 0):
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        length: int = 6,
+        d_k: int = 16,
+        scaled: bool = True,
+        mask_type: str = "none",
+        seed: int = 0,
+    ):
         widgets = _widgets()
         if mask_type not in MASK_TYPES:
             raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}")
         style = {"description_width": "90px"}
         wide = widgets.Layout(width="330px")
-        self.temperature = widgets.FloatLogSlider(value=temperature, base=10, min=-1, max=1, step=0.05,
-                                                  description="temperature", readout_format=".2f",
-                                                  continuous_update=False, style=style, layout=wide)
+        self.temperature = widgets.FloatLogSlider(
+            value=temperature,
+            base=10,
+            min=-1,
+            max=1,
+            step=0.05,
+            description="temperature",
+            readout_format=".2f",
+            continuous_update=False,
+            style=style,
+            layout=wide,
+        )
         self.temperature.add_class("course-temperature")
-        self.length = widgets.IntSlider(value=length, min=2, max=12, description="length",
-                                        continuous_update=False, style=style, layout=wide)
-        self.d_k = widgets.Dropdown(options=[2, 4, 8, 16, 64, 256, 1024], value=d_k, description="d_k",
-                                    style=style, layout=widgets.Layout(width="200px"))
-        self.scaled = widgets.Checkbox(value=scaled, description="divide by √d_k", indent=False,
-                                       layout=widgets.Layout(width="140px"))
-        self.mask_type = widgets.ToggleButtons(options=list(MASK_TYPES), value=mask_type, description="mask",
-                                               style={"description_width": "90px", "button_width": "80px"})
+        self.length = widgets.IntSlider(
+            value=length, min=2, max=12, description="length", continuous_update=False, style=style, layout=wide
+        )
+        self.d_k = widgets.Dropdown(
+            options=[2, 4, 8, 16, 64, 256, 1024],
+            value=d_k,
+            description="d_k",
+            style=style,
+            layout=widgets.Layout(width="200px"),
+        )
+        self.scaled = widgets.Checkbox(
+            value=scaled, description="divide by √d_k", indent=False, layout=widgets.Layout(width="140px")
+        )
+        self.mask_type = widgets.ToggleButtons(
+            options=list(MASK_TYPES),
+            value=mask_type,
+            description="mask",
+            style={"description_width": "90px", "button_width": "80px"},
+        )
         self.seed = widgets.IntText(value=seed, description="seed", style=style, layout=widgets.Layout(width="200px"))
         self.summary = widgets.HTML()
         self.output = widgets.Output()
@@ -465,16 +576,22 @@ class AttentionExplorer:
         controls = (self.temperature, self.length, self.d_k, self.scaled, self.mask_type, self.seed)
         for control in controls:
             control.observe(lambda _change: self.render(), names="value")
-        self.widget = widgets.VBox([
-            widgets.HBox([self.temperature, self.d_k, self.scaled]),
-            widgets.HBox([self.length, self.seed]),
-            self.mask_type, self.output, self.summary])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.temperature, self.d_k, self.scaled]),
+                widgets.HBox([self.length, self.seed]),
+                self.mask_type,
+                self.output,
+                self.summary,
+            ]
+        )
         self.last_png = b""
         self.render()
 
     def compute(self):
         """(weights (L, L), mask or None, token labels) for the current settings."""
         from course_utils.layers.attention import scaled_dot_product_attention
+
         length, d_k = self.length.value, self.d_k.value
         q, k = explorer_inputs(length, d_k, self.seed.value)
         n_padding = max(1, length // 3)
@@ -484,7 +601,7 @@ class AttentionExplorer:
         _, weights = scaled_dot_product_attention(q[None], k[None], k[None], mask=mask, scale=scale)
         tokens = [_SENTENCE[i % len(_SENTENCE)] for i in range(length)]
         if self.mask_type.value in ("padding", "both"):
-            tokens = tokens[:length - n_padding] + ["[PAD]"] * n_padding
+            tokens = tokens[: length - n_padding] + ["[PAD]"] * n_padding
         return weights[0], mask, tokens
 
     def _build(self, tokens: list[str], allowed: np.ndarray) -> None:
@@ -532,22 +649,32 @@ class AttentionExplorer:
         formula = "softmax(q·k / (√d_k·T))" if self.scaled.value else "softmax(q·k / T), NOT divided by √d_k"
         self._heat_ax.set_title(
             f"{formula}  T={self.temperature.value:.2f}, d_k={self.d_k.value}, mask={self.mask_type.value}\n"
-            "random q, k ~ N(0, 1); the words only label positions", fontsize=9)
+            "random q, k ~ N(0, 1); the words only label positions",
+            fontsize=9,
+        )
         self.last_png = _figure_png(self._fig)
         self.output.outputs = (_png_output(self.last_png, "attention explorer heatmap"),)
         real_rows = allowed.any(axis=-1)
         self.summary.value = (
             f"<span style='font-family:monospace'>mean max weight per row: {w.max(axis=-1)[real_rows].mean():.3f}"
             f" &nbsp; mean entropy: {entropy[real_rows].mean():.2f} bits"
-            f" (uniform would be {uniform[real_rows].mean():.2f})</span>")
+            f" (uniform would be {uniform[real_rows].mean():.2f})</span>"
+        )
 
     def _ipython_display_(self):
         from IPython.display import display
+
         display(self.widget)
 
 
-def attention_explorer(temperature: float = 1.0, length: int = 6, d_k: int = 16, scaled: bool = True,
-                       mask_type: str = "none", seed: int = 0):
+def attention_explorer(
+    temperature: float = 1.0,
+    length: int = 6,
+    d_k: int = 16,
+    scaled: bool = True,
+    mask_type: str = "none",
+    seed: int = 0,
+):
     """Chapter 01's live toy: sliders for temperature, length, d_k (with or without the
     1/sqrt(d_k) scaling), a mask choice (none / padding / causal / both) and the seed.
 

@@ -5,6 +5,7 @@ chapter launches ``python -m torch.distributed.run ... -m course_utils.scale.scr
 :func:`torchrun`, waits (with a timeout: a hung rank must not stall a notebook or CI), and
 reads what the ranks wrote to files. A failure becomes one line naming the log file.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,12 +33,22 @@ def free_port() -> int:
 
 def torchrun_command(module: str, args: Sequence[str] = (), nproc: int = 2) -> list[str]:
     """The command line: one node, ``nproc`` ranks, rendezvous on 127.0.0.1 at a free port."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={nproc}",
-            "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", module, *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        "-m",
+        module,
+        *map(str, args),
+    ]
 
 
 _RANK_ERROR = re.compile(r"^\[rank\d+\]:\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*)$")
-_ARGPARSE = re.compile(r"^(\S+: error: .*)$")                    # a script's bad command line
+_ARGPARSE = re.compile(r"^(\S+: error: .*)$")  # a script's bad command line
 _ERROR = re.compile(r"^((?:[\w.]+\.)?\w*(?:Error|Exception)\b:.*)$")
 
 
@@ -52,8 +63,15 @@ def _last_error_line(log: str) -> str:
     return lines[-1][:300] if lines else "(the log is empty)"
 
 
-def torchrun(module: str, args: Sequence[str] = (), nproc: int = 2, log_file: str | Path = "torchrun.log",
-             timeout: float = 300, threads_per_process: int = 1, env: dict | None = None) -> float:
+def torchrun(
+    module: str,
+    args: Sequence[str] = (),
+    nproc: int = 2,
+    log_file: str | Path = "torchrun.log",
+    timeout: float = 300,
+    threads_per_process: int = 1,
+    env: dict | None = None,
+) -> float:
     """Run ``python -m module args`` on ``nproc`` local ranks; returns the seconds it took.
 
     stdout and stderr of every rank go to ``log_file``. Each rank gets ``OMP_NUM_THREADS =
@@ -70,23 +88,30 @@ def torchrun(module: str, args: Sequence[str] = (), nproc: int = 2, log_file: st
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     root = str(Path(__file__).resolve().parents[1])
-    run_env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process), "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
-               **(env or {})}
+    run_env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads_per_process),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+        **(env or {}),
+    }
     command = torchrun_command(module, args, nproc)
     start = time.perf_counter()
     with open(log_file, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         # a session of its own, so a timeout can end torchrun and every rank it started together
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=run_env, cwd=root,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=run_env, cwd=root, start_new_session=True
+        )
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            raise LaunchError(f"torchrun {module} did not finish within {timeout:.0f} s (a rank hung?) and was "
-                              f"stopped; see {log_file}") from None
+            raise LaunchError(
+                f"torchrun {module} did not finish within {timeout:.0f} s (a rank hung?) and was "
+                f"stopped; see {log_file}"
+            ) from None
     seconds = time.perf_counter() - start
     if code != 0:
         message = _last_error_line(log_file.read_text(encoding="utf-8", errors="replace"))

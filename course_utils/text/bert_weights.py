@@ -9,6 +9,7 @@ pytorch_model.bin) and :func:`_read_config` its config.json, each with a one-lin
 the file. The models' ``from_hf`` / ``to_hf`` / ``save_pretrained`` / ``from_pretrained``
 (:mod:`course_utils.text.bert`) are built on these.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,6 +49,7 @@ class LoadReport(NamedTuple):
 
 # ---------------------------------------------------------------- checkpoint files
 
+
 def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
     """The weights of a transformers model directory: model.safetensors (or its shards), else
     pytorch_model.bin read with ``torch.load(weights_only=True)`` (tensors only, no code)."""
@@ -62,8 +64,9 @@ def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
             try:
                 state.update(load_file(path))
             except Exception as err:  # noqa: BLE001 - the library's message names no file
-                raise CheckpointError(f"{path} could not be read as safetensors ({checkpoints._short(err)}); "
-                                      f"{checkpoints.FIX_WEIGHTS}.") from None
+                raise CheckpointError(
+                    f"{path} could not be read as safetensors ({checkpoints._short(err)}); {checkpoints.FIX_WEIGHTS}."
+                ) from None
         return state
     legacy = directory / "pytorch_model.bin"
     if legacy.is_file():
@@ -72,30 +75,39 @@ def load_state_dict_file(directory: str | Path) -> dict[str, torch.Tensor]:
         except Exception as err:  # weights_only refuses anything but plain tensors
             raise CheckpointError(
                 f"{legacy} could not be read safely ({type(err).__name__}): convert it to safetensors "
-                "(load it once where you trust it and call save_pretrained) and use model.safetensors.") from None
+                "(load it once where you trust it and call save_pretrained) and use model.safetensors."
+            ) from None
     present = sorted(p.name for p in directory.iterdir())
     raise FileNotFoundError(
         f"{directory} has no weights file: expected model.safetensors (or pytorch_model.bin); it holds {present}. "
-        "Save a model there with model.save_pretrained(dir).")
+        "Save a model there with model.save_pretrained(dir)."
+    )
 
 
 def _read_config(directory: str | Path, **overrides):
     _require_transformers()
     directory = Path(directory)
     if not directory.exists():
-        raise FileNotFoundError(f"model directory {directory} does not exist: check the path, or train and "
-                                "save a model there first (model.save_pretrained(dir)).")
+        raise FileNotFoundError(
+            f"model directory {directory} does not exist: check the path, or train and "
+            "save a model there first (model.save_pretrained(dir))."
+        )
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is a file; from_pretrained expects a directory holding "
-                                "config.json and model.safetensors.")
+        raise FileNotFoundError(
+            f"{directory} is a file; from_pretrained expects a directory holding config.json and model.safetensors."
+        )
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{directory} has no config.json, so it is not a model directory in the "
-                                "transformers layout (config.json + model.safetensors); save one with save_pretrained.")
+        raise FileNotFoundError(
+            f"{directory} has no config.json, so it is not a model directory in the "
+            "transformers layout (config.json + model.safetensors); save one with save_pretrained."
+        )
     model_type = checkpoints.read_json(config_file).get("model_type")
     if model_type != "bert":
-        raise CheckpointError(f"{directory} holds a {model_type!r} model, not BERT (config.json model_type must be "
-                              "'bert'); this class reads BERT checkpoints only.")
+        raise CheckpointError(
+            f"{directory} holds a {model_type!r} model, not BERT (config.json model_type must be "
+            "'bert'); this class reads BERT checkpoints only."
+        )
     try:
         config = BertConfig.from_pretrained(str(directory), **overrides)
         _check_config(config)
@@ -107,7 +119,7 @@ def _read_config(directory: str | Path, **overrides):
 def _own_body_to_hf(name: str) -> str:
     """A BertModel parameter name -> transformers' name (only the encoder layers differ)."""
     if name.startswith("encoder.layers."):
-        index, rest = name[len("encoder.layers."):].split(".", 1)
+        index, rest = name[len("encoder.layers.") :].split(".", 1)
         module, param = rest.rsplit(".", 1)
         return f"encoder.layer.{index}.{_LAYER_TO_HF[module]}.{param}"
     return name

@@ -8,15 +8,23 @@ files into BIO); :func:`entity_spans` reads the entities out of a tag sequence, 
 :func:`format_entities` brackets the entities of a sentence. Chapter 04 teaches these and
 :mod:`course_utils.text.ner` reads and predicts with them.
 """
+
 from __future__ import annotations
 
 import re
 from typing import Iterable, Sequence
 
 __all__ = [
-    "BioTagError", "is_bio_tag", "bio_problems", "repair_bio", "entity_spans", "label_list", "type_confusion",
+    "BioTagError",
+    "is_bio_tag",
+    "bio_problems",
+    "repair_bio",
+    "entity_spans",
+    "label_list",
+    "type_confusion",
     "format_entities",
 ]
+
 
 class BioTagError(ValueError):
     """A tag that is not BIO (O, B-TYPE, I-TYPE), or an entity that starts with I- when asked to refuse."""
@@ -76,6 +84,7 @@ def label_list(*splits: Iterable[tuple[list[str], list[str]]]) -> list[str]:
 
 
 # ---------------------------------------------------------------- looking at results
+
 
 def type_confusion(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]):
     """Entity-type confusion: (names, counts) with counts[g][p] for gold type g and predicted type p.

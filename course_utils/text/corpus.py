@@ -17,6 +17,7 @@ other line is one sentence.
 Online option: WikiText through ``datasets`` (:func:`load_corpus` with
 ``name="wikitext"``), falling back to the offline corpus with a one-line message.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,17 +54,17 @@ class Document:
 # Cleaning: from reST-flavoured documentation text to prose paragraphs
 # ---------------------------------------------------------------------------------------------
 
-_UNDERLINE = re.compile(r"^\s*([*=\-~^#+\"'`])\1{2,}\s*$")          # "*****", "=====" under a heading
-_ROLE = re.compile(r":[\w:.+-]+:`~?!?([^`<]*?)(?:\s*<[^>`]*>)?`")     # :func:`~json.dumps` -> json.dumps
-_LINK = re.compile(r"`([^`<]+?)\s*<[^>`]+>`_{1,2}")                  # `text <url>`_ -> text
-_LITERAL = re.compile(r"``(.+?)``")                                 # ``x`` -> x
-_INTERPRETED = re.compile(r"`([^`]+)`_{0,2}")                         # `x` -> x
-_STRONG = re.compile(r"\*\*(\S(?:.*?\S)?)\*\*")                       # **x** -> x
+_UNDERLINE = re.compile(r"^\s*([*=\-~^#+\"'`])\1{2,}\s*$")  # "*****", "=====" under a heading
+_ROLE = re.compile(r":[\w:.+-]+:`~?!?([^`<]*?)(?:\s*<[^>`]*>)?`")  # :func:`~json.dumps` -> json.dumps
+_LINK = re.compile(r"`([^`<]+?)\s*<[^>`]+>`_{1,2}")  # `text <url>`_ -> text
+_LITERAL = re.compile(r"``(.+?)``")  # ``x`` -> x
+_INTERPRETED = re.compile(r"`([^`]+)`_{0,2}")  # `x` -> x
+_STRONG = re.compile(r"\*\*(\S(?:.*?\S)?)\*\*")  # **x** -> x
 _EMPHASIS = re.compile(r"(?<![\w*])\*(\S(?:[^*]*?\S)?)\*(?![\w*])")  # *x* -> x
-_SIGNATURE = re.compile(r"^[\w.]+\(.*\)\s*(->.*)?$")                 # "S.join(iterable) -> str"
-_FOOTNOTE = re.compile(r"\s*\[\d+\]")                                 # "[1]" footnote marks
-_NON_PROSE = ("::=", "#!", "$ ", "%%")                                # grammar rules, shell sessions
-_LIST_MARKER = re.compile(r"^(?:[*\-+\u2022]|\d+\.|\(\d+\)|\[\d+\]|[a-z]\))\s+")   # "* ", "2. ", "[1] "
+_SIGNATURE = re.compile(r"^[\w.]+\(.*\)\s*(->.*)?$")  # "S.join(iterable) -> str"
+_FOOTNOTE = re.compile(r"\s*\[\d+\]")  # "[1]" footnote marks
+_NON_PROSE = ("::=", "#!", "$ ", "%%")  # grammar rules, shell sessions
+_LIST_MARKER = re.compile(r"^(?:[*\-+\u2022]|\d+\.|\(\d+\)|\[\d+\]|[a-z]\))\s+")  # "* ", "2. ", "[1] "
 
 _PROSE_PUNCTUATION = set("_'\".,;:()-?!/\u2018\u2019\u201c\u201d")
 
@@ -140,13 +141,18 @@ def _prose_lines(block: list[str]) -> list[str] | None:
     lines = [line[base:] for line in block]
     marker = _LIST_MARKER.match(lines[0])
     if marker:  # "* item", "2. item", "[1] footnote": continuation lines hang under the text
-        lines[0] = lines[0][marker.end():]
+        lines[0] = lines[0][marker.end() :]
         hang = {marker.end()}
     else:
         hang = {0}
     rest = lines[1:]
-    if rest and len(lines[0].split()) <= 4 and not marker and _indent(rest[0]) > 0 \
-            and len({_indent(line) for line in rest}) == 1:
+    if (
+        rest
+        and len(lines[0].split()) <= 4
+        and not marker
+        and _indent(rest[0]) > 0
+        and len({_indent(line) for line in rest}) == 1
+    ):
         lines, rest = rest, rest[1:]  # a definition: "term" then its indented body; keep the body
         hang = {_indent(lines[0])}
         lines[0] = lines[0].strip()
@@ -174,11 +180,11 @@ def split_sentences(paragraph: str) -> list[str]:
     """Split a prose paragraph into sentences (a full stop, then a capital), sparing abbreviations."""
     pieces, start = [], 0
     for match in _SENTENCE_END.finditer(paragraph):
-        before = paragraph[start:match.start()].rstrip("\"')]")
+        before = paragraph[start : match.start()].rstrip("\"')]")
         last_word = before.rsplit(" ", 1)[-1].strip("([\"'.!?").lower()
         if last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha()):
             continue  # "e.g. The", "A. Smith": not the end of a sentence
-        pieces.append(paragraph[start:match.end()].strip())
+        pieces.append(paragraph[start : match.end()].strip())
         start = match.end()
     pieces.append(paragraph[start:].strip())
     return [p for p in pieces if _keep_sentence(p)]
@@ -207,9 +213,31 @@ def document_from_text(source: str, text: str) -> Document | None:
 
 # Modules with side effects on import (a browser, a printout, a GUI), platform-only ones, tests.
 _SKIP_MODULES = {
-    "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3", "ensurepip",
-    "pydoc_data", "msilib", "msvcrt", "nt", "winreg", "winsound", "readline", "distutils", "encodings",
-    "sre_compile", "sre_constants", "sre_parse", "__main__", "__future__", "__hello__", "__phello__",
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "test",
+    "lib2to3",
+    "ensurepip",
+    "pydoc_data",
+    "msilib",
+    "msvcrt",
+    "nt",
+    "winreg",
+    "winsound",
+    "readline",
+    "distutils",
+    "encodings",
+    "sre_compile",
+    "sre_constants",
+    "sre_parse",
+    "__main__",
+    "__future__",
+    "__hello__",
+    "__phello__",
 }
 
 
@@ -231,8 +259,11 @@ def _stdlib_modules() -> list[str]:
 
 
 def _quiet_import(name: str):
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         try:
             return importlib.import_module(name)
@@ -294,6 +325,7 @@ def build_pydocs_corpus(include_docstrings: bool = True) -> list[Document]:
 # ---------------------------------------------------------------------------------------------
 # Reading and writing the shipped file
 # ---------------------------------------------------------------------------------------------
+
 
 def write_corpus(documents: list[Document], path: str | Path = CORPUS_FILE) -> Path:
     """Write documents as gzip text (mtime 0, so the same corpus gives the same bytes)."""
@@ -385,8 +417,10 @@ def load_corpus(name: str = "pydocs", path: str | Path | None = None) -> list[Do
                 return documents
             raise ValueError("no articles found")
         except Exception as err:  # noqa: BLE001 - any failure means: use the offline corpus
-            print(f"WikiText is not available ({type(err).__name__}: {str(err)[:80]}); "
-                  "using the offline Python-docs corpus instead.")
+            print(
+                f"WikiText is not available ({type(err).__name__}: {str(err)[:80]}); "
+                "using the offline Python-docs corpus instead."
+            )
     return load_pydocs(path)
 
 

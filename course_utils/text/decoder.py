@@ -32,6 +32,7 @@ Positions: without ``position_ids`` the new tokens get positions ``T_past .. T_p
 as transformers' GPT-2 forward does; generation passes ``cumsum(attention_mask) - 1`` instead so
 that left-padded prompts start at position 0 (as transformers' ``generate`` does).
 """
+
 from __future__ import annotations
 
 import copy
@@ -82,14 +83,24 @@ class DecoderOutput(NamedTuple):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def tiny_config(vocab_size: int = 50, n_positions: int = 32, n_embd: int = 16, n_layer: int = 2,
-                n_head: int = 2, **overrides):
+def tiny_config(
+    vocab_size: int = 50, n_positions: int = 32, n_embd: int = 16, n_layer: int = 2, n_head: int = 2, **overrides
+):
     """A small ``GPT2Config`` for tests and demos (dropout 0 unless overridden)."""
     from transformers import GPT2Config
 
-    settings = dict(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=vocab_size - 1,
-                    eos_token_id=vocab_size - 1)
+    settings = dict(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+    )
     settings.update(overrides)
     return GPT2Config(**settings)
 
@@ -102,6 +113,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- layers
 
+
 class CausalSelfAttention(MultiHeadAttention):
     """The course's multi-head attention, used as *causal self*-attention with a KV cache.
 
@@ -112,14 +124,20 @@ class CausalSelfAttention(MultiHeadAttention):
     ``key_mask`` (B, T_past + L) bool, True = a real token.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 scale: float | None = None):
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, resid_dropout: float = 0.0, scale: float | None = None
+    ):
         super().__init__(d_model, num_heads, dropout=dropout, bias=True)
         self.resid_dropout = nn.Dropout(resid_dropout)
         self.scale = scale  # None: 1/sqrt(head_dim)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                key_mask: torch.Tensor | None = None, need_weights: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ):
         q = self.split_heads(self.q_proj(x))
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
@@ -170,18 +188,29 @@ class DecoderBlock(nn.Module):
     decoder can subclass it and add a cross-attention sub-layer between the two.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0, attn_dropout: float = 0.0,
-                 activation: str = "gelu_new", layer_norm_eps: float = 1e-5, scale: float | None = None):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        activation: str = "gelu_new",
+        layer_norm_eps: float = 1e-5,
+        scale: float | None = None,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.self_attn = CausalSelfAttention(d_model, num_heads, dropout=attn_dropout, resid_dropout=dropout,
-                                             scale=scale)
+        self.self_attn = CausalSelfAttention(
+            d_model, num_heads, dropout=attn_dropout, resid_dropout=dropout, scale=scale
+        )
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.mlp = MLP(d_model, d_ff, activation=activation, dropout=dropout)
 
     def forward(self, x: torch.Tensor, past=None, key_mask: torch.Tensor | None = None, need_weights: bool = False):
-        attended, present, weights = self.self_attn(self.norm1(x), past=past, key_mask=key_mask,
-                                                    need_weights=need_weights)
+        attended, present, weights = self.self_attn(
+            self.norm1(x), past=past, key_mask=key_mask, need_weights=need_weights
+        )
         x = x + attended
         x = x + self.mlp(self.norm2(x))
         return x, present, weights
@@ -204,16 +233,21 @@ def _check_config(config) -> None:
     from transformers import GPT2Config
 
     if not isinstance(config, GPT2Config):
-        raise TypeError(f"GPTModel takes a transformers.GPT2Config, got {type(config).__name__}; "
-                        "build one with GPT2Config(vocab_size=..., n_positions=..., n_embd=..., n_layer=..., n_head=...).")
+        raise TypeError(
+            f"GPTModel takes a transformers.GPT2Config, got {type(config).__name__}; "
+            "build one with GPT2Config(vocab_size=..., n_positions=..., n_embd=..., n_layer=..., n_head=...)."
+        )
     if config.n_embd % config.n_head:
-        raise ValueError(f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}: each head gets "
-                         "n_embd / n_head features.")
+        raise ValueError(
+            f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}: each head gets "
+            "n_embd / n_head features."
+        )
     if getattr(config, "add_cross_attention", False):
         raise ValueError("GPTModel is decoder-only: add_cross_attention=True is chapter 07's captioning decoder.")
     if config.activation_function not in _ACTIVATIONS:
-        raise ValueError(f"activation_function {config.activation_function!r} is not supported; "
-                         f"use one of {sorted(_ACTIVATIONS)}.")
+        raise ValueError(
+            f"activation_function {config.activation_function!r} is not supported; use one of {sorted(_ACTIVATIONS)}."
+        )
 
 
 class GPTModel(nn.Module):
@@ -233,9 +267,18 @@ class GPTModel(nn.Module):
             scale = 1.0 / math.sqrt(d // heads) if config.scale_attn_weights else 1.0
             if config.scale_attn_by_inverse_layer_idx:
                 scale /= float(i + 1)
-            self.blocks.append(DecoderBlock(d, heads, d_ff, dropout=config.resid_pdrop, attn_dropout=config.attn_pdrop,
-                                            activation=config.activation_function,
-                                            layer_norm_eps=config.layer_norm_epsilon, scale=scale))
+            self.blocks.append(
+                DecoderBlock(
+                    d,
+                    heads,
+                    d_ff,
+                    dropout=config.resid_pdrop,
+                    attn_dropout=config.attn_pdrop,
+                    activation=config.activation_function,
+                    layer_norm_eps=config.layer_norm_epsilon,
+                    scale=scale,
+                )
+            )
         self.final_norm = nn.LayerNorm(d, eps=config.layer_norm_epsilon)
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
         self.apply(functools.partial(_init_weights, std=config.initializer_range))
@@ -262,33 +305,51 @@ class GPTModel(nn.Module):
     # --- forward
     def _check_inputs(self, input_ids, attention_mask, past_key_values, position_ids):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int, torch.int16):
-            raise DecoderInputError(f"input_ids must be an integer tensor (B, L), got "
-                                    f"{type(input_ids).__name__ if not isinstance(input_ids, torch.Tensor) else input_ids.dtype}")
+            raise DecoderInputError(
+                f"input_ids must be an integer tensor (B, L), got "
+                f"{type(input_ids).__name__ if not isinstance(input_ids, torch.Tensor) else input_ids.dtype}"
+            )
         if input_ids.dim() != 2:
-            raise DecoderInputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
-                                    "for one sequence use ids.unsqueeze(0).")
+            raise DecoderInputError(
+                f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
+                "for one sequence use ids.unsqueeze(0)."
+            )
         if input_ids.shape[1] == 0:
             raise DecoderInputError("input_ids is empty (length 0): give at least one token.")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise DecoderInputError(f"token ids must be in 0..{self.config.vocab_size - 1} (vocab_size), got "
-                                    f"{int(input_ids.min())}..{int(input_ids.max())}: was the tokenizer made for this model?")
+            raise DecoderInputError(
+                f"token ids must be in 0..{self.config.vocab_size - 1} (vocab_size), got "
+                f"{int(input_ids.min())}..{int(input_ids.max())}: was the tokenizer made for this model?"
+            )
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         total = past_len + input_ids.shape[1]
         if position_ids is None and total > self.config.n_positions:
-            raise DecoderInputError(f"{total} positions (cache {past_len} + input {input_ids.shape[1]}) do not fit "
-                                    f"the position table of {self.config.n_positions}: truncate the input to the last "
-                                    f"{self.config.n_positions - past_len} tokens.")
+            raise DecoderInputError(
+                f"{total} positions (cache {past_len} + input {input_ids.shape[1]}) do not fit "
+                f"the position table of {self.config.n_positions}: truncate the input to the last "
+                f"{self.config.n_positions - past_len} tokens."
+            )
         if position_ids is not None and int(position_ids.max()) >= self.config.n_positions:
-            raise DecoderInputError(f"position id {int(position_ids.max())} is past the position table "
-                                    f"({self.config.n_positions} positions): shorten the input.")
+            raise DecoderInputError(
+                f"position id {int(position_ids.max())} is past the position table "
+                f"({self.config.n_positions} positions): shorten the input."
+            )
         if attention_mask is not None and tuple(attention_mask.shape) != (input_ids.shape[0], total):
-            raise DecoderInputError(f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, cache + "
-                                    f"input length) = ({input_ids.shape[0]}, {total}), 1 = real token, 0 = padding.")
+            raise DecoderInputError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, cache + "
+                f"input length) = ({input_ids.shape[0]}, {total}), 1 = real token, 0 = padding."
+            )
         return past_len
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                past_key_values: KVCache | None = None, use_cache: bool = False,
-                position_ids: torch.Tensor | None = None, output_attentions: bool = False) -> DecoderOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> DecoderOutput:
         past_len = self._check_inputs(input_ids, attention_mask, past_key_values, position_ids)
         length = input_ids.shape[1]
         if position_ids is None:
@@ -304,8 +365,9 @@ class GPTModel(nn.Module):
             if output_attentions:
                 attentions.append(weights.detach())
         logits = self.lm_head(self.final_norm(x))
-        return DecoderOutput(logits, tuple(presents) if use_cache else None,
-                             tuple(attentions) if output_attentions else None)
+        return DecoderOutput(
+            logits, tuple(presents) if use_cache else None, tuple(attentions) if output_attentions else None
+        )
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token cross-entropy: the logits at position t predict token t + 1 (targets shifted by one).
@@ -321,20 +383,27 @@ class GPTModel(nn.Module):
     # --- transformers weights
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights under GPT-2's names and layout (Conv1D: (in, out), q/k/v packed in c_attn)."""
-        out = {"transformer.wte.weight": self.token_embedding.weight.detach(),
-               "transformer.wpe.weight": self.position_embedding.weight.detach(),
-               "transformer.ln_f.weight": self.final_norm.weight.detach(),
-               "transformer.ln_f.bias": self.final_norm.bias.detach()}
+        out = {
+            "transformer.wte.weight": self.token_embedding.weight.detach(),
+            "transformer.wpe.weight": self.position_embedding.weight.detach(),
+            "transformer.ln_f.weight": self.final_norm.weight.detach(),
+            "transformer.ln_f.bias": self.final_norm.bias.detach(),
+        }
         for i, block in enumerate(self.blocks):
             prefix = f"transformer.h.{i}."
             attn = block.self_attn
-            out[prefix + "attn.c_attn.weight"] = torch.cat(
-                [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], dim=0).detach().T.contiguous()
-            out[prefix + "attn.c_attn.bias"] = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).detach()
+            out[prefix + "attn.c_attn.weight"] = (
+                torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight], dim=0).detach().T.contiguous()
+            )
+            out[prefix + "attn.c_attn.bias"] = torch.cat(
+                [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
+            ).detach()
             for own, hf in _BLOCK_TO_HF.items():
                 module = block.get_submodule(own)
                 transpose = isinstance(module, nn.Linear)  # Conv1D stores (in, out)
-                out[f"{prefix}{hf}.weight"] = module.weight.detach().T.contiguous() if transpose else module.weight.detach()
+                out[f"{prefix}{hf}.weight"] = (
+                    module.weight.detach().T.contiguous() if transpose else module.weight.detach()
+                )
                 out[f"{prefix}{hf}.bias"] = module.bias.detach()
         if not self.tied:
             out["lm_head.weight"] = self.lm_head.weight.detach()
@@ -355,9 +424,13 @@ class GPTModel(nn.Module):
         missing = sorted(set(own) - set(given))
         unexpected = sorted(set(given) - set(own))
         if missing or unexpected:
-            raise ValueError(f"the checkpoint does not fit this GPTModel (is the config the checkpoint's own?): "
-                             f"missing {missing[:6]}, unexpected {unexpected[:6]}")
-        wrong = [f"{k}: {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in own if given[k].shape != own[k].shape]
+            raise ValueError(
+                f"the checkpoint does not fit this GPTModel (is the config the checkpoint's own?): "
+                f"missing {missing[:6]}, unexpected {unexpected[:6]}"
+            )
+        wrong = [
+            f"{k}: {tuple(given[k].shape)} vs {tuple(own[k].shape)}" for k in own if given[k].shape != own[k].shape
+        ]
         if wrong:
             raise ValueError("shapes differ between the checkpoint and the model: " + "; ".join(wrong[:6]))
         d = self.config.n_embd
@@ -372,8 +445,8 @@ class GPTModel(nn.Module):
                 w = given[prefix + "attn.c_attn.weight"]  # (d, 3d): columns are q | k | v
                 b = given[prefix + "attn.c_attn.bias"]
                 for j, proj in enumerate((attn.q_proj, attn.k_proj, attn.v_proj)):
-                    proj.weight.copy_(w[:, j * d:(j + 1) * d].T)
-                    proj.bias.copy_(b[j * d:(j + 1) * d])
+                    proj.weight.copy_(w[:, j * d : (j + 1) * d].T)
+                    proj.bias.copy_(b[j * d : (j + 1) * d])
                 for own_name, hf in _BLOCK_TO_HF.items():
                     module = block.get_submodule(own_name)
                     weight = given[f"{prefix}{hf}.weight"]
@@ -408,11 +481,15 @@ class GPTModel(nn.Module):
             config._attn_implementation = attn_implementation
         hf_model = transformers.GPT2LMHeadModel(config)
         result = hf_model.load_state_dict(self.hf_state_dict(), strict=False)
-        leftover = [k for k in result.missing_keys if not (self.tied and k == "lm_head.weight")
-                    and not k.endswith(_IGNORED_HF_KEYS)]
+        leftover = [
+            k
+            for k in result.missing_keys
+            if not (self.tied and k == "lm_head.weight") and not k.endswith(_IGNORED_HF_KEYS)
+        ]
         if leftover or result.unexpected_keys:  # only if transformers changed GPT-2's layout
-            raise RuntimeError(f"transformers' GPT-2 layout changed: missing {leftover}, "
-                               f"unexpected {result.unexpected_keys}")
+            raise RuntimeError(
+                f"transformers' GPT-2 layout changed: missing {leftover}, unexpected {result.unexpected_keys}"
+            )
         if self.tied:
             hf_model.tie_weights()
         weight = self.token_embedding.weight
@@ -427,8 +504,10 @@ class GPTModel(nn.Module):
         if tokenizer is not None:
             tokenizer = as_transformers_tokenizer(tokenizer, self.config)
             if len(tokenizer) != self.config.vocab_size:
-                raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
-                                 f"{self.config.vocab_size}: save the tokenizer the model was trained with.")
+                raise ValueError(
+                    f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                    f"{self.config.vocab_size}: save the tokenizer the model was trained with."
+                )
         return save_transformers_dir(directory, self._hf_config(), self.hf_state_dict(), tokenizer)
 
     @classmethod
@@ -440,8 +519,10 @@ class GPTModel(nn.Module):
         directory = Path(directory)
         config_file, weights = directory / "config.json", directory / "model.safetensors"
         if not config_file.is_file() or not weights.is_file():
-            raise FileNotFoundError(f"{directory} is not a model directory: it needs config.json and "
-                                    "model.safetensors (write one with model.save_pretrained(dir)).")
+            raise FileNotFoundError(
+                f"{directory} is not a model directory: it needs config.json and "
+                "model.safetensors (write one with model.save_pretrained(dir))."
+            )
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
         if model_type != "gpt2":
             raise ValueError(f"{directory} holds a {model_type!r} model; GPTModel reads GPT-2 checkpoints only.")
@@ -470,7 +551,9 @@ def as_transformers_tokenizer(tokenizer, config=None):
     from transformers import PreTrainedTokenizerFast
 
     if not isinstance(tokenizer, Tokenizer):
-        raise TypeError(f"expected a transformers tokenizer or a `tokenizers.Tokenizer`, got {type(tokenizer).__name__}")
+        raise TypeError(
+            f"expected a transformers tokenizer or a `tokenizers.Tokenizer`, got {type(tokenizer).__name__}"
+        )
     special = {}
     eos_id = getattr(config, "eos_token_id", None) if config is not None else None
     if eos_id is not None and tokenizer.id_to_token(eos_id) is not None:

@@ -30,6 +30,7 @@ the others go on as the running beams. An example is done when it holds ``num_be
 hypotheses; when none ends with EOS, the running beams are finished at the length limit (the
 fall-back). The best finished hypothesis is returned, shorter ones filled with ``pad_token_id``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -62,10 +63,11 @@ class GenerationInputError(ValueError):
 
 class BeamSearchOutput(NamedTuple):
     sequences: torch.Tensor  # (B, prompt + longest returned): the best finished hypothesis per example
-    scores: torch.Tensor     # (B,): its length-penalised score
+    scores: torch.Tensor  # (B,): its length-penalised score
 
 
 # ---------------------------------------------------------------- calling a model
+
 
 class _Caller:
     """Calls any supported model the same way and returns (last-position logits (N, V) float32, cache)."""
@@ -98,11 +100,15 @@ class _Caller:
         elif isinstance(out, (tuple, list)):
             logits, new_cache = out[0], (out[1] if len(out) > 1 else None)
         else:
-            raise TypeError(f"the model returned {type(out).__name__}; generate needs the logits first "
-                            "(a tensor, a tuple (logits, cache), or an object with .logits)")
+            raise TypeError(
+                f"the model returned {type(out).__name__}; generate needs the logits first "
+                "(a tensor, a tuple (logits, cache), or an object with .logits)"
+            )
         if use_cache and new_cache is None:
-            raise TypeError(f"{type(self.model).__name__} returned no cache with use_cache=True: return "
-                            "(logits, cache), or call generate(..., use_cache=False)")
+            raise TypeError(
+                f"{type(self.model).__name__} returned no cache with use_cache=True: return "
+                "(logits, cache), or call generate(..., use_cache=False)"
+            )
         return logits[:, -1, :].float(), (new_cache if use_cache else None)
 
 
@@ -138,8 +144,10 @@ def _select_rows(nested, index: torch.Tensor):
         return type(nested)(_select_rows(item, index) for item in nested)
     if nested is None:
         return None
-    raise TypeError(f"cannot reorder a cache holding {type(nested).__name__}: give the model a "
-                    "reorder_cache(cache, beam_idx) method, or keep the cache a nested tuple of tensors")
+    raise TypeError(
+        f"cannot reorder a cache holding {type(nested).__name__}: give the model a "
+        "reorder_cache(cache, beam_idx) method, or keep the cache a nested tuple of tensors"
+    )
 
 
 def _expand_rows(value, batch: int, times: int):
@@ -152,6 +160,7 @@ def _expand_rows(value, batch: int, times: int):
 
 
 # ---------------------------------------------------------------- sampling filters
+
 
 def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """True for the tokens nucleus sampling keeps: the most likely ones, until their probability reaches top_p.
@@ -167,8 +176,9 @@ def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return ~drop
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """The logits sampling draws from: divided by the temperature, then only the top-k, then only the
     top-p nucleus kept (the others set to -inf), in transformers' order."""
     _check_sampling(temperature, top_k, top_p)
@@ -185,30 +195,52 @@ def _check_sampling(temperature, top_k, top_p) -> None:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not math.isfinite(temperature):
         raise GenerationInputError(f"temperature must be a positive number, got {temperature!r}")
     if temperature <= 0:
-        raise GenerationInputError(f"temperature={temperature} would divide by zero; temperature -> 0 means always the "
-                                   "most likely token: use greedy decoding (do_sample=False).")
+        raise GenerationInputError(
+            f"temperature={temperature} would divide by zero; temperature -> 0 means always the "
+            "most likely token: use greedy decoding (do_sample=False)."
+        )
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise GenerationInputError(f"top_k must be a positive integer (or None for no limit), got {top_k!r}")
     if top_p is not None and (not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1):
-        raise GenerationInputError(f"top_p must be in (0, 1] (the probability mass to keep; 1 keeps every token), "
-                                   f"got {top_p!r}")
+        raise GenerationInputError(
+            f"top_p must be in (0, 1] (the probability mass to keep; 1 keeps every token), got {top_p!r}"
+        )
 
 
 # ---------------------------------------------------------------- checks
 
-def _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, do_sample, temperature, top_k,
-                  top_p, eos_token_id, pad_token_id, attention_mask) -> None:
+
+def _check_inputs(
+    model,
+    input_ids,
+    max_new_tokens,
+    num_beams,
+    length_penalty,
+    do_sample,
+    temperature,
+    top_k,
+    top_p,
+    eos_token_id,
+    pad_token_id,
+    attention_mask,
+) -> None:
     if not callable(model):
         raise TypeError(f"model must be a torch model (callable), got {type(model).__name__}")
     if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.long, torch.int):
-        raise GenerationInputError("input_ids must be a LongTensor of token ids (batch, length), got "
-                                   + (str(input_ids.dtype) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__))
+        raise GenerationInputError(
+            "input_ids must be a LongTensor of token ids (batch, length), got "
+            + (str(input_ids.dtype) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__)
+        )
     if input_ids.dim() != 2:
-        raise GenerationInputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
-                                   "for one prompt use ids.unsqueeze(0).")
+        raise GenerationInputError(
+            f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
+            "for one prompt use ids.unsqueeze(0)."
+        )
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-        raise GenerationInputError(f"the prompt is empty (shape {tuple(input_ids.shape)}): give at least one token, "
-                                   "e.g. the end-of-text token to start from nothing.")
+        raise GenerationInputError(
+            f"the prompt is empty (shape {tuple(input_ids.shape)}): give at least one token, "
+            "e.g. the end-of-text token to start from nothing."
+        )
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise GenerationInputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if not isinstance(num_beams, int) or isinstance(num_beams, bool) or num_beams < 1:
@@ -218,8 +250,10 @@ def _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, d
     if do_sample:
         _check_sampling(temperature, top_k, top_p)
         if num_beams > 1:
-            raise GenerationInputError("sampling inside beam search is not supported: use num_beams=1 with "
-                                       "do_sample=True, or do_sample=False for beam search.")
+            raise GenerationInputError(
+                "sampling inside beam search is not supported: use num_beams=1 with "
+                "do_sample=True, or do_sample=False for beam search."
+            )
     else:
         if temperature is not None and isinstance(temperature, (int, float)) and temperature <= 0:
             _check_sampling(temperature, None, None)
@@ -229,12 +263,16 @@ def _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, d
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise GenerationInputError(f"{name} must be a non-negative integer token id (or None), got {value!r}")
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
-        raise GenerationInputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
-                                   f"{tuple(input_ids.shape)}: one 1/0 per token (1 = real, 0 = padding).")
+        raise GenerationInputError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
+            f"{tuple(input_ids.shape)}: one 1/0 per token (1 = real, 0 = padding)."
+        )
     limit = max_positions_of(model)
     if limit is not None and input_ids.shape[1] > limit:
-        raise GenerationInputError(f"the prompt has {input_ids.shape[1]} tokens but the model has only {limit} "
-                                   f"positions: keep the last {limit - 1} tokens (input_ids[:, -{limit - 1}:]).")
+        raise GenerationInputError(
+            f"the prompt has {input_ids.shape[1]} tokens but the model has only {limit} "
+            f"positions: keep the last {limit - 1} tokens (input_ids[:, -{limit - 1}:])."
+        )
 
 
 def _new_token_budget(model, prompt_length: int, max_new_tokens: int) -> int:
@@ -243,8 +281,11 @@ def _new_token_budget(model, prompt_length: int, max_new_tokens: int) -> int:
     # so a sequence may end one past the position table (as transformers lets it)
     if limit is not None and prompt_length + max_new_tokens > limit + 1:
         allowed = limit + 1 - prompt_length
-        warnings.warn(f"generation stops after {allowed} new tokens instead of {max_new_tokens}: the model has "
-                      f"{limit} positions and the prompt uses {prompt_length}.", stacklevel=3)
+        warnings.warn(
+            f"generation stops after {allowed} new tokens instead of {max_new_tokens}: the model has "
+            f"{limit} positions and the prompt uses {prompt_length}.",
+            stacklevel=3,
+        )
         return allowed
     return max_new_tokens
 
@@ -263,11 +304,25 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the entry point
 
-def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beams: int = 1,
-             length_penalty: float = 1.0, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
-             pad_token_id: int | None = None, use_cache: bool = True, generator: torch.Generator | None = None,
-             attention_mask: torch.Tensor | None = None, model_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    attention_mask: torch.Tensor | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """Prompt + up to ``max_new_tokens`` new tokens, (B, P + new), as a LongTensor.
 
     Greedy (default), sampling (``do_sample=True`` with ``temperature``, ``top_k``, ``top_p``;
@@ -277,17 +332,40 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beams: 
     ``attention_mask`` (B, P) marks left padding (default: where ``pad_token_id`` is, unless it
     equals the EOS id). ``use_cache=False`` recomputes the whole sequence at every step.
     """
-    _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, do_sample, temperature, top_k,
-                  top_p, eos_token_id, pad_token_id, attention_mask)
+    _check_inputs(
+        model,
+        input_ids,
+        max_new_tokens,
+        num_beams,
+        length_penalty,
+        do_sample,
+        temperature,
+        top_k,
+        top_p,
+        eos_token_id,
+        pad_token_id,
+        attention_mask,
+    )
     if getattr(model, "training", False):
-        warnings.warn("the model is in training mode, so dropout makes generation random: call model.eval() first.",
-                      stacklevel=2)
+        warnings.warn(
+            "the model is in training mode, so dropout makes generation random: call model.eval() first.", stacklevel=2
+        )
     if pad_token_id is None:
         pad_token_id = eos_token_id
     if num_beams > 1:
-        return beam_search(model, input_ids, max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                           eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=use_cache,
-                           attention_mask=attention_mask, model_kwargs=model_kwargs, _checked=True).sequences
+        return beam_search(
+            model,
+            input_ids,
+            max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            use_cache=use_cache,
+            attention_mask=attention_mask,
+            model_kwargs=model_kwargs,
+            _checked=True,
+        ).sequences
     steps = _new_token_budget(model, input_ids.shape[1], max_new_tokens)
     if attention_mask is None:
         attention_mask = _default_mask(input_ids, pad_token_id, eos_token_id)
@@ -319,14 +397,36 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beams: 
     return ids
 
 
-def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beams: int = 4,
-                length_penalty: float = 1.0, eos_token_id: int | None = None, pad_token_id: int | None = None,
-                use_cache: bool = True, attention_mask: torch.Tensor | None = None,
-                model_kwargs: dict[str, Any] | None = None, _checked: bool = False) -> BeamSearchOutput:
+def beam_search(
+    model,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    use_cache: bool = True,
+    attention_mask: torch.Tensor | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    _checked: bool = False,
+) -> BeamSearchOutput:
     """Beam search (see the module docstring); returns the best hypothesis per example and its score."""
     if not _checked:
-        _check_inputs(model, input_ids, max_new_tokens, num_beams, length_penalty, False, 1.0, None, None,
-                      eos_token_id, pad_token_id, attention_mask)
+        _check_inputs(
+            model,
+            input_ids,
+            max_new_tokens,
+            num_beams,
+            length_penalty,
+            False,
+            1.0,
+            None,
+            None,
+            eos_token_id,
+            pad_token_id,
+            attention_mask,
+        )
         if pad_token_id is None:
             pad_token_id = eos_token_id
     steps = _new_token_budget(model, input_ids.shape[1], max_new_tokens)
@@ -340,7 +440,7 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beam
     call = _Caller(model, {k: _expand_rows(v, batch, num_beams) for k, v in (model_kwargs or {}).items()})
 
     # every example becomes num_beams rows, next to each other: rows b*num_beams .. b*num_beams + num_beams - 1
-    running = input_ids.repeat_interleave(num_beams, dim=0)           # (B*nb, P + t)
+    running = input_ids.repeat_interleave(num_beams, dim=0)  # (B*nb, P + t)
     mask = attention_mask.long().repeat_interleave(num_beams, dim=0)
     positions = _positions(mask)
     running_scores = torch.zeros(batch, num_beams, device=device)
@@ -358,12 +458,12 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beam
                 logits, cache = call(running[:, -1:], mask, positions[:, -1:], cache, True)
             else:
                 logits, cache = call(running, mask, positions, None, use_cache)
-            log_probs = F.log_softmax(logits, dim=-1)                       # (B*nb, V)
+            log_probs = F.log_softmax(logits, dim=-1)  # (B*nb, V)
             vocab = log_probs.shape[-1]
             totals = (running_scores[:, :, None] + log_probs.view(batch, num_beams, vocab)).view(batch, -1)
-            top_scores, top_index = torch.topk(totals, n_keep, dim=1)      # (B, 2nb) over all beams' tokens
-            beam = top_index // vocab                                        # which beam it continues
-            token = top_index % vocab                                        # with which token
+            top_scores, top_index = torch.topk(totals, n_keep, dim=1)  # (B, 2nb) over all beams' tokens
+            beam = top_index // vocab  # which beam it continues
+            token = top_index % vocab  # with which token
             source_rows = (beam + row_offset).view(-1)
             candidates = torch.cat([running[source_rows], token.view(-1, 1)], dim=1).view(batch, n_keep, -1)
             last_step = step == steps - 1
@@ -372,15 +472,16 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beam
                 ends |= token == eos_token_id
 
             # finished hypotheses: only the first num_beams ranks, only while the example is not full
-            full = finished_real.all(dim=1, keepdim=True)                    # early_stopping=True
+            full = finished_real.all(dim=1, keepdim=True)  # early_stopping=True
             may_finish = ends & first_beams[None, :] & ~full
-            generated = step + 1                                             # new tokens, EOS included
-            new_scores = torch.where(may_finish, top_scores / (generated ** length_penalty),
-                                     torch.full_like(top_scores, _NEG))
+            generated = step + 1  # new tokens, EOS included
+            new_scores = torch.where(
+                may_finish, top_scores / (generated**length_penalty), torch.full_like(top_scores, _NEG)
+            )
             padded = torch.full((batch, n_keep, total_len), fill, dtype=torch.long, device=device)
-            padded[:, :, :candidates.shape[2]] = candidates
+            padded[:, :, : candidates.shape[2]] = candidates
             merged_scores = torch.cat([finished_scores, new_scores], dim=1)
-            best = torch.topk(merged_scores, num_beams, dim=1).indices       # keep the best num_beams
+            best = torch.topk(merged_scores, num_beams, dim=1).indices  # keep the best num_beams
             finished = torch.cat([finished, padded], dim=1).gather(1, best[:, :, None].expand(-1, -1, total_len))
             finished_real = torch.cat([finished_real, may_finish], dim=1).gather(1, best)
             finished_scores = merged_scores.gather(1, best)
@@ -391,7 +492,8 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beam
             keep = torch.topk(going_on, num_beams, dim=1).indices
             running_scores = going_on.gather(1, keep)
             running = candidates.view(batch * n_keep, -1)[
-                (keep + torch.arange(batch, device=device)[:, None] * n_keep).view(-1)]
+                (keep + torch.arange(batch, device=device)[:, None] * n_keep).view(-1)
+            ]
             beam_idx = source_rows.view(batch, n_keep).gather(1, keep).view(-1)  # old row each new beam extends
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
@@ -401,13 +503,15 @@ def beam_search(model, input_ids: torch.Tensor, max_new_tokens: int, *, num_beam
 
     # the best finished hypothesis of each example, cut after the longest of them (the rest is fill)
     longest = int(finished_lengths[:, 0].max())
-    return BeamSearchOutput(finished[:, 0, :prompt_len + longest], finished_scores[:, 0])
+    return BeamSearchOutput(finished[:, 0, : prompt_len + longest], finished_scores[:, 0])
 
 
 # ---------------------------------------------------------------- scoring sequences
 
-def sequence_log_prob(model, sequences: torch.Tensor, prompt_length: int, eos_token_id: int | None = None,
-                      pad_token_id: int | None = None) -> torch.Tensor:
+
+def sequence_log_prob(
+    model, sequences: torch.Tensor, prompt_length: int, eos_token_id: int | None = None, pad_token_id: int | None = None
+) -> torch.Tensor:
     """Sum of log P(token | tokens before it) over the generated part of each sequence, (B,).
 
     Tokens after the first EOS (the padding of a finished row) are not counted; the EOS is.
@@ -416,7 +520,7 @@ def sequence_log_prob(model, sequences: torch.Tensor, prompt_length: int, eos_to
         out = model(sequences)
         logits = out if isinstance(out, torch.Tensor) else (out.logits if hasattr(out, "logits") else out[0])
         log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
-        picked = log_probs.gather(-1, sequences[:, 1:, None]).squeeze(-1)[:, prompt_length - 1:]
+        picked = log_probs.gather(-1, sequences[:, 1:, None]).squeeze(-1)[:, prompt_length - 1 :]
     counted = torch.ones_like(picked, dtype=torch.bool)
     if eos_token_id is not None:
         is_eos = sequences[:, prompt_length:] == eos_token_id
@@ -427,4 +531,4 @@ def sequence_log_prob(model, sequences: torch.Tensor, prompt_length: int, eos_to
 
 def length_penalised_score(log_prob: torch.Tensor | float, generated_length: int, length_penalty: float = 1.0):
     """Beam search's ranking score: log-probability / generated_length ** length_penalty."""
-    return log_prob / (generated_length ** length_penalty)
+    return log_prob / (generated_length**length_penalty)

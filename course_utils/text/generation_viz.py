@@ -12,6 +12,7 @@
 Like the course's other widgets it draws on a plain matplotlib ``Figure`` saved as one PNG in an
 ``ipywidgets.Output`` (fast, no pyplot state), and it renders once without a browser (nbval).
 """
+
 from __future__ import annotations
 
 import html
@@ -53,9 +54,21 @@ class GenerationExplorer:
     attention); the controls call ``render()``. ``last_png`` and ``last_text`` hold what is shown.
     """
 
-    def __init__(self, model, tokenizer, prompt: str = "", eos_token_id: int | None = None,
-                 max_new_tokens: int = 20, mode: str = "greedy", temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, num_beams: int = 3, seed: int = 0, top_n: int = 12):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str = "",
+        eos_token_id: int | None = None,
+        max_new_tokens: int = 20,
+        mode: str = "greedy",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_beams: int = 3,
+        seed: int = 0,
+        top_n: int = 12,
+    ):
         import ipywidgets as widgets
 
         if mode not in MODES:
@@ -63,35 +76,64 @@ class GenerationExplorer:
         self.model, self.tokenizer, self.eos_token_id, self.top_n = model.eval(), tokenizer, eos_token_id, top_n
         n_layers = len(model.blocks)
         n_heads = model.config.n_head
-        self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
-                                   layout=widgets.Layout(width="520px"))
+        self.prompt = widgets.Text(
+            value=prompt, description="prompt", continuous_update=False, layout=widgets.Layout(width="520px")
+        )
         self.mode = widgets.ToggleButtons(options=list(MODES), value=mode, description="decoding")
-        self.temperature = widgets.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature",
-                                               continuous_update=False)
+        self.temperature = widgets.FloatSlider(
+            value=temperature, min=0.1, max=2.0, step=0.05, description="temperature", continuous_update=False
+        )
         self.top_k = widgets.IntSlider(value=top_k, min=0, max=50, description="top-k (0=off)", continuous_update=False)
-        self.top_p = widgets.FloatSlider(value=top_p, min=0.05, max=1.0, step=0.05, description="top-p",
-                                         continuous_update=False)
-        self.num_beams = widgets.IntSlider(value=num_beams, min=1, max=8, description="beam width",
-                                           continuous_update=False)
-        self.max_new_tokens = widgets.IntSlider(value=max_new_tokens, min=1, max=60, description="new tokens",
-                                                continuous_update=False)
+        self.top_p = widgets.FloatSlider(
+            value=top_p, min=0.05, max=1.0, step=0.05, description="top-p", continuous_update=False
+        )
+        self.num_beams = widgets.IntSlider(
+            value=num_beams, min=1, max=8, description="beam width", continuous_update=False
+        )
+        self.max_new_tokens = widgets.IntSlider(
+            value=max_new_tokens, min=1, max=60, description="new tokens", continuous_update=False
+        )
         self.seed = widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="160px"))
-        self.layer = widgets.Dropdown(options=[(f"layer {i}", i) for i in range(n_layers)], value=n_layers - 1,
-                                      description="layer", layout=widgets.Layout(width="170px"))
-        self.head = widgets.Dropdown(options=[("average", -1)] + [(f"head {h}", h) for h in range(n_heads)], value=-1,
-                                     description="head", layout=widgets.Layout(width="170px"))
+        self.layer = widgets.Dropdown(
+            options=[(f"layer {i}", i) for i in range(n_layers)],
+            value=n_layers - 1,
+            description="layer",
+            layout=widgets.Layout(width="170px"),
+        )
+        self.head = widgets.Dropdown(
+            options=[("average", -1)] + [(f"head {h}", h) for h in range(n_heads)],
+            value=-1,
+            description="head",
+            layout=widgets.Layout(width="170px"),
+        )
         self.text = widgets.HTML()
         self.output = widgets.Output()
         self.output.add_class("course-generation-explorer")
-        controls = (self.prompt, self.mode, self.temperature, self.top_k, self.top_p, self.num_beams,
-                    self.max_new_tokens, self.seed, self.layer, self.head)
+        controls = (
+            self.prompt,
+            self.mode,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.num_beams,
+            self.max_new_tokens,
+            self.seed,
+            self.layer,
+            self.head,
+        )
         for control in controls:
             control.observe(lambda _change: self.render(), names="value")
-        self.widget = widgets.VBox([
-            self.prompt, self.mode,
-            widgets.HBox([self.temperature, self.top_k, self.top_p]),
-            widgets.HBox([self.num_beams, self.max_new_tokens, self.seed]),
-            self.text, widgets.HBox([self.layer, self.head]), self.output])
+        self.widget = widgets.VBox(
+            [
+                self.prompt,
+                self.mode,
+                widgets.HBox([self.temperature, self.top_k, self.top_p]),
+                widgets.HBox([self.num_beams, self.max_new_tokens, self.seed]),
+                self.text,
+                widgets.HBox([self.layer, self.head]),
+                self.output,
+            ]
+        )
         self.last_png, self.last_text = b"", ""
         self.render()
 
@@ -109,9 +151,13 @@ class GenerationExplorer:
         """The keyword arguments of generate() the controls stand for."""
         kwargs: dict[str, Any] = {"eos_token_id": self.eos_token_id}
         if self.mode.value == "sample":
-            kwargs.update(do_sample=True, temperature=float(self.temperature.value),
-                          top_k=int(self.top_k.value) or None, top_p=float(self.top_p.value),
-                          generator=torch.Generator().manual_seed(int(self.seed.value)))
+            kwargs.update(
+                do_sample=True,
+                temperature=float(self.temperature.value),
+                top_k=int(self.top_k.value) or None,
+                top_p=float(self.top_p.value),
+                generator=torch.Generator().manual_seed(int(self.seed.value)),
+            )
         elif self.mode.value == "beam":
             kwargs.update(num_beams=int(self.num_beams.value))
         return kwargs
@@ -126,17 +172,24 @@ class GenerationExplorer:
         probs = torch.softmax(logits, -1)
         kept = torch.ones_like(probs, dtype=torch.bool)
         if self.mode.value == "sample":
-            filtered = generation.filter_logits(logits, float(self.temperature.value), int(self.top_k.value) or None,
-                                                float(self.top_p.value))
+            filtered = generation.filter_logits(
+                logits, float(self.temperature.value), int(self.top_k.value) or None, float(self.top_p.value)
+            )
             probs = torch.softmax(logits / float(self.temperature.value), -1)
             kept = torch.isfinite(filtered)
         order = torch.argsort(probs, descending=True)[: self.top_n]
         layer = result.attentions[self.layer.value][0]  # (heads, L, L)
         attention = layer.mean(0) if self.head.value == -1 else layer[self.head.value]
-        return {"prompt_ids": prompt, "ids": out, "new_ids": out[len(prompt):],
-                "text": _decode(self.tokenizer, out[len(prompt):]),
-                "candidates": order.tolist(), "probabilities": probs[order].tolist(), "kept": kept[order].tolist(),
-                "attention": attention.numpy()}
+        return {
+            "prompt_ids": prompt,
+            "ids": out,
+            "new_ids": out[len(prompt) :],
+            "text": _decode(self.tokenizer, out[len(prompt) :]),
+            "candidates": order.tolist(),
+            "probabilities": probs[order].tolist(),
+            "kept": kept[order].tolist(),
+            "attention": attention.numpy(),
+        }
 
     # --- what is drawn
     def _build(self) -> None:
@@ -170,8 +223,15 @@ class GenerationExplorer:
         bar_ax.set_title(f"after the prompt{cut}", fontsize=9)
         tokens = token_labels(self.tokenizer, found["ids"], width=8)
         head = "average of heads" if self.head.value == -1 else f"head {self.head.value}"
-        plot_attention(found["attention"], tokens, tokens, ax=heat_ax, annotate=False, colorbar=False,
-                       title=f"attention, layer {self.layer.value}, {head}")
+        plot_attention(
+            found["attention"],
+            tokens,
+            tokens,
+            ax=heat_ax,
+            annotate=False,
+            colorbar=False,
+            title=f"attention, layer {self.layer.value}, {head}",
+        )
         heat_ax.tick_params(labelsize=6)
         start = len(found["prompt_ids"]) - 0.5
         heat_ax.axhline(start, color="red", linewidth=0.8)
@@ -179,13 +239,18 @@ class GenerationExplorer:
         self._fig.tight_layout()
         prompt_text = _decode(self.tokenizer, found["prompt_ids"])
         self.last_text = found["text"]
-        self.text.value = (f"<div style='font-family:monospace'>{html.escape(prompt_text)}"
-                           f"<b style='color:#b03060'>{html.escape(found['text'])}</b></div>")
+        self.text.value = (
+            f"<div style='font-family:monospace'>{html.escape(prompt_text)}"
+            f"<b style='color:#b03060'>{html.escape(found['text'])}</b></div>"
+        )
         self.last_png = _figure_png(self._fig)
-        self.output.outputs = (_png_output(self.last_png, f"next-token distribution and attention ({self.mode.value})"),)
+        self.output.outputs = (
+            _png_output(self.last_png, f"next-token distribution and attention ({self.mode.value})"),
+        )
 
     def _ipython_display_(self):
         from IPython.display import display
+
         display(self.widget)
 
 

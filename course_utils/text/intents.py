@@ -8,6 +8,7 @@ products, order numbers, dates, greetings and sign-offs filled in, and some nois
 A quarter of the phrasings of each intent are kept for the test split only, so a good
 test score needs the meaning of a message, not its exact wording.
 """
+
 from __future__ import annotations
 
 import csv
@@ -146,9 +147,14 @@ SIGN_OFFS = ["", "", "", "Thanks !", "Thank you .", "Please help .", "Thanks in 
 
 
 def _fill(phrasing: str, rng: random.Random) -> str:
-    slots = {"{order}": lambda: f"#{rng.randint(10000, 99999)}", "{product}": lambda: rng.choice(PRODUCTS),
-             "{colour}": lambda: rng.choice(COLOURS), "{size}": lambda: rng.choice(["S", "M", "L", "XL", "42"]),
-             "{city}": lambda: rng.choice(CITIES), "{day}": lambda: rng.choice(DAYS)}
+    slots = {
+        "{order}": lambda: f"#{rng.randint(10000, 99999)}",
+        "{product}": lambda: rng.choice(PRODUCTS),
+        "{colour}": lambda: rng.choice(COLOURS),
+        "{size}": lambda: rng.choice(["S", "M", "L", "XL", "42"]),
+        "{city}": lambda: rng.choice(CITIES),
+        "{day}": lambda: rng.choice(DAYS),
+    }
     body = " ".join(slots[w]() if w in slots else w for w in phrasing.split())
     greeting, sign_off = rng.choice(GREETINGS), rng.choice(SIGN_OFFS)
     if greeting.endswith(",") and not body.startswith("I "):

@@ -20,6 +20,7 @@ The tests prove, with numbers from ``peft`` on the same transformers model and w
 logits agree before and after AdamW steps, that merging agrees with peft's
 ``merge_and_unload()`` and that the trainable counts agree with ``get_nb_trainable_parameters()``.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,18 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["LoRALinear", "LoRAError", "ParameterCount", "add_lora", "merge_lora", "has_lora",
-           "lora_state_dict", "save_lora", "load_lora", "trainable_parameters"]
+__all__ = [
+    "LoRALinear",
+    "LoRAError",
+    "ParameterCount",
+    "add_lora",
+    "merge_lora",
+    "has_lora",
+    "lora_state_dict",
+    "save_lora",
+    "load_lora",
+    "trainable_parameters",
+]
 
 # transformers' (and so peft's) names of BERT's attention projections -> the course's names
 HF_ALIASES = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
@@ -138,19 +149,29 @@ def _find(model: nn.Module, names: tuple[str, ...], kind, what: str) -> dict[str
         hits = {n: m for n, m in model.named_modules() if n and _matches(n, own)}
         wrong = [n for n, m in hits.items() if not isinstance(m, kind)]
         if wrong:
-            raise LoRAError(f"{what} {target!r} names {wrong[0]} ({type(hits[wrong[0]]).__name__}), "
-                            f"not an nn.{kind.__name__}; name the linear layers themselves.")
+            raise LoRAError(
+                f"{what} {target!r} names {wrong[0]} ({type(hits[wrong[0]]).__name__}), "
+                f"not an nn.{kind.__name__}; name the linear layers themselves."
+            )
         if not hits:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
             tops = sorted(n for n, _ in model.named_children())
-            raise LoRAError(f"{what} {target!r} matches no module of {type(model).__name__}. Its linear layers "
-                            f"are named {linear} (aliases {sorted(HF_ALIASES)}); its top-level modules are {tops}.")
+            raise LoRAError(
+                f"{what} {target!r} matches no module of {type(model).__name__}. Its linear layers "
+                f"are named {linear} (aliases {sorted(HF_ALIASES)}); its top-level modules are {tops}."
+            )
         found.update(hits)
     return found
 
 
-def add_lora(model: nn.Module, r: int = 8, alpha: float = 16, target: Sequence[str] | str = ("query", "value"),
-             dropout: float = 0.0, modules_to_save: Sequence[str] | str = ()) -> nn.Module:
+def add_lora(
+    model: nn.Module,
+    r: int = 8,
+    alpha: float = 16,
+    target: Sequence[str] | str = ("query", "value"),
+    dropout: float = 0.0,
+    modules_to_save: Sequence[str] | str = (),
+) -> nn.Module:
     """Freeze ``model`` and put a :class:`LoRALinear` on each linear layer named in ``target``, in place.
 
     ``target``: the course's names (``q_proj``, ``v_proj``, ...) or transformers' / peft's
@@ -160,11 +181,15 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16, target: Sequence[s
     """
     _check_rank(r, alpha, dropout)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"add_lora expects a torch nn.Module (e.g. the course's BertForTokenClassification), "
-                        f"got {type(model).__name__}.")
+        raise TypeError(
+            f"add_lora expects a torch nn.Module (e.g. the course's BertForTokenClassification), "
+            f"got {type(model).__name__}."
+        )
     if has_lora(model):
-        raise LoRAError(f"{type(model).__name__} already has LoRA layers: add_lora was applied twice. "
-                        "Build the model again, or merge_lora(model) first to fold the old adapter in.")
+        raise LoRAError(
+            f"{type(model).__name__} already has LoRA layers: add_lora was applied twice. "
+            "Build the model again, or merge_lora(model) first to fold the old adapter in."
+        )
     targets = _find(model, _as_names(target, "target"), nn.Linear, "target")
     saved = _find(model, _as_names(modules_to_save, "modules_to_save"), nn.Module, "modules_to_save")
     clash = [n for n in targets if any(n == s or n.startswith(s + ".") for s in saved)]
@@ -181,8 +206,14 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16, target: Sequence[s
         for p in module.parameters():
             p.requires_grad_(True)
     # remembered so that merge_lora gives back the model as it was, trainable again
-    model._lora_config = {"r": r, "alpha": alpha, "dropout": dropout, "target": sorted(targets),
-                          "modules_to_save": sorted(saved), "was_trainable": frozen}
+    model._lora_config = {
+        "r": r,
+        "alpha": alpha,
+        "dropout": dropout,
+        "target": sorted(targets),
+        "modules_to_save": sorted(saved),
+        "was_trainable": frozen,
+    }
     return model
 
 
@@ -190,8 +221,10 @@ def _require_lora(model: nn.Module, what: str) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{what} expects a torch nn.Module, got {type(model).__name__}.")
     if not has_lora(model):
-        raise LoRAError(f"{type(model).__name__} has no LoRA layers, so there is nothing to {what.split('_')[0]}: "
-                        "call add_lora(model, r=..., target=...) first.")
+        raise LoRAError(
+            f"{type(model).__name__} has no LoRA layers, so there is nothing to {what.split('_')[0]}: "
+            "call add_lora(model, r=..., target=...) first."
+        )
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -218,8 +251,11 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only what LoRA training changed: every ``lora_A`` / ``lora_B`` and the ``modules_to_save`` weights."""
     _require_lora(model, "lora_state_dict")
     saved = tuple(getattr(model, "_lora_config", {}).get("modules_to_save", ()))
-    return {n: p.detach() for n, p in model.named_parameters()
-            if n.endswith((".lora_A", ".lora_B")) or any(n.startswith(s + ".") for s in saved)}
+    return {
+        n: p.detach()
+        for n, p in model.named_parameters()
+        if n.endswith((".lora_A", ".lora_B")) or any(n.startswith(s + ".") for s in saved)
+    }
 
 
 def save_lora(model: nn.Module, path: str | Path) -> Path:
@@ -257,8 +293,10 @@ def load_lora(model: nn.Module, path: str | Path) -> nn.Module:
     wrong = [k for k in tensors if k not in own or own[k].shape != tensors[k].shape]
     missing = [k for k in lora_state_dict(model) if k not in tensors]
     if wrong or missing:
-        raise LoRAError(f"{path} does not fit this model (another r, target or architecture?): "
-                        f"unknown or differently shaped {wrong[:5]}, missing {missing[:5]}.")
+        raise LoRAError(
+            f"{path} does not fit this model (another r, target or architecture?): "
+            f"unknown or differently shaped {wrong[:5]}, missing {missing[:5]}."
+        )
     with torch.no_grad():
         for k, v in tensors.items():
             own[k].copy_(v)

@@ -20,6 +20,7 @@ Chapter 04 teaches these pieces inline and imports them from here afterwards:
 * **Data**: :func:`load_ner_data` reads CoNLL files, CoNLL-2003 (online, on request) or the
   offline generated set of :mod:`course_utils.text.ner_data`.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -70,15 +71,18 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
         raise ValueError(f"bio must be 'repair', 'keep' or 'error', got {bio!r}")
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"CoNLL file {path} does not exist: check the path "
-                                "(train_file / dev_file / test_file), or leave it None for the offline data.")
+        raise FileNotFoundError(
+            f"CoNLL file {path} does not exist: check the path "
+            "(train_file / dev_file / test_file), or leave it None for the offline data."
+        )
     if path.is_dir():
         raise ConllFormatError(f"{path} is a directory; give the path of a CoNLL file (one token per line).")
     try:
         text = path.read_bytes().decode("utf-8-sig")  # -sig: a leading byte-order mark is not part of the first token
     except UnicodeDecodeError as err:
-        raise ConllFormatError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): "
-                               "is it a CoNLL file? Re-save it as UTF-8.") from None
+        raise ConllFormatError(
+            f"{path} is not UTF-8 text ({err.reason} at byte {err.start}): is it a CoNLL file? Re-save it as UTF-8."
+        ) from None
 
     sentences: list[Sentence] = []
     tokens: list[str] = []
@@ -98,13 +102,16 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
     for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), start=1):
         odd = next((c for c in line if c.isspace() and c not in _COLUMN_SEPARATORS or c == _BOM), None)
         if odd == _BOM:
-            raise ConllFormatError(f"{path}, line {number}: a byte-order mark {_char_name(odd)} inside the file "
-                                   "(files joined together?); remove it.")
+            raise ConllFormatError(
+                f"{path}, line {number}: a byte-order mark {_char_name(odd)} inside the file "
+                "(files joined together?); remove it."
+            )
         if odd is not None:
             raise ConllFormatError(
                 f"{path}, line {number}: {_char_name(odd)} in {line.strip()!r}; columns are separated by ASCII "
                 "spaces or tabs, so the reader cannot tell whether it separates columns or belongs to the token. "
-                "Replace it with a space (or '_' inside a token), e.g. text.replace('\\u00a0', ' ').")
+                "Replace it with a space (or '_' inside a token), e.g. text.replace('\\u00a0', ' ')."
+            )
         columns = [c for c in line.replace("\t", " ").split(" ") if c]
         if not columns:
             end_sentence()
@@ -116,27 +123,35 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
             raise ConllFormatError(
                 f"{path}, line {number}: expected 2 to 4 columns separated by spaces or tabs "
                 f"(token [POS] [chunk] NER-tag), found {len(columns)}: {line.strip()!r}. "
-                + ("A token with no tag? Every token needs its tag, e.g. 'Paris B-LOC'." if len(columns) == 1
-                   else "A token that contains a space? Join it (e.g. 'New_York') or split it into lines."))
+                + (
+                    "A token with no tag? Every token needs its tag, e.g. 'Paris B-LOC'."
+                    if len(columns) == 1
+                    else "A token that contains a space? Join it (e.g. 'New_York') or split it into lines."
+                )
+            )
         if n_columns is None:
             n_columns, first_line = len(columns), number
         elif len(columns) != n_columns:
             raise ConllFormatError(
                 f"{path}, line {number}: expected {n_columns} columns like line {first_line}, "
-                f"found {len(columns)}: {line.strip()!r}. Every line of a CoNLL file has the same columns.")
+                f"found {len(columns)}: {line.strip()!r}. Every line of a CoNLL file has the same columns."
+            )
         tag = columns[-1]
         if not is_bio_tag(tag):
             raise BioTagError(
                 f"{path}, line {number}: tag {tag!r} is not a BIO tag; expected O, B-TYPE or I-TYPE "
-                "(e.g. B-PER, I-LOC) in the last column. Convert other schemes (IOBES, bare types) to BIO first.")
+                "(e.g. B-PER, I-LOC) in the last column. Convert other schemes (IOBES, bare types) to BIO first."
+            )
         tokens.append(columns[0])
         tags.append(tag)
         tag_lines.append(number)
     end_sentence()
 
     if not sentences:
-        raise ConllFormatError(f"{path} holds no sentences (it is empty, or only blank and -DOCSTART- lines): "
-                               "a CoNLL file has one 'token tag' per line and a blank line between sentences.")
+        raise ConllFormatError(
+            f"{path} holds no sentences (it is empty, or only blank and -DOCSTART- lines): "
+            "a CoNLL file has one 'token tag' per line and a blank line between sentences."
+        )
 
     bad = [(s, i) for s, (_, t) in enumerate(sentences) for i in bio_problems(t)]
     if bad:
@@ -144,15 +159,21 @@ def read_conll(path: str | Path, bio: str = "repair") -> list[Sentence]:
         previous = sentences[s][1][i - 1] if i else "the sentence start"
         where = f"first at line {line_of_tag[s][i]}: {sentences[s][1][i]} after {previous}"
         if bio == "error":
-            raise BioTagError(f"{path}: {len(bad)} entities start with I- instead of B- ({where}). "
-                              "Fix the file, or read it with bio='repair' to turn them into B-.")
+            raise BioTagError(
+                f"{path}: {len(bad)} entities start with I- instead of B- ({where}). "
+                "Fix the file, or read it with bio='repair' to turn them into B-."
+            )
         if bio == "repair":
             sentences = [(tok, repair_bio(t)) for tok, t in sentences]
-            warnings.warn(f"{path}: {len(bad)} entities started with I- instead of B- ({where}); "
-                          "repaired to B- (bio='keep' leaves them, bio='error' refuses the file).", stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(bad)} entities started with I- instead of B- ({where}); "
+                "repaired to B- (bio='keep' leaves them, bio='error' refuses the file).",
+                stacklevel=2,
+            )
         else:
-            warnings.warn(f"{path}: {len(bad)} entities start with I- instead of B- ({where}); kept as they are.",
-                          stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(bad)} entities start with I- instead of B- ({where}); kept as they are.", stacklevel=2
+            )
     return sentences
 
 
@@ -168,19 +189,26 @@ def _check_token(number: int, position: int, token, tag) -> None:
         if not isinstance(value, str):
             raise TypeError(f"{where}: {value!r} is not a string; every {what} must be a str.")
     if not token or any(c.isspace() for c in token):
-        raise ValueError(f"{where}: token {token!r} is empty or contains whitespace, "
-                         "which would break the columns of a CoNLL file.")
+        raise ValueError(
+            f"{where}: token {token!r} is empty or contains whitespace, which would break the columns of a CoNLL file."
+        )
     if token == _DOCSTART:
-        raise ValueError(f"{where}: {token!r} would be read back as a document boundary, not a token; "
-                         "leave document boundaries out of the sentences.")
+        raise ValueError(
+            f"{where}: {token!r} would be read back as a document boundary, not a token; "
+            "leave document boundaries out of the sentences."
+        )
     if _BOM in token:
-        raise ValueError(f"{where}: token {token!r} contains {_char_name(_BOM)}, which readers take for a "
-                         "byte-order mark; remove it.")
+        raise ValueError(
+            f"{where}: token {token!r} contains {_char_name(_BOM)}, which readers take for a "
+            "byte-order mark; remove it."
+        )
     try:
         token.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(f"{where}: token {token!r} cannot be written as UTF-8 ({err.reason}: a lone surrogate, "
-                         "from text decoded with errors='surrogateescape'?); fix the text first.") from None
+        raise ValueError(
+            f"{where}: token {token!r} cannot be written as UTF-8 ({err.reason}: a lone surrogate, "
+            "from text decoded with errors='surrogateescape'?); fix the text first."
+        ) from None
     if not is_bio_tag(tag):
         raise BioTagError(f"{where}: tag {tag!r} is not O, B-TYPE or I-TYPE (no spaces or line breaks inside).")
 
@@ -199,11 +227,18 @@ def write_conll(sentences: Iterable[Sentence], path: str | Path) -> Path:
         try:
             tokens, tags = sentence
         except (TypeError, ValueError):
-            raise ValueError(f"sentence {number} must be a pair (tokens, tags), got {type(sentence).__name__}") from None
-        if isinstance(tokens, str) or isinstance(tags, str) or not all(
-                isinstance(x, (list, tuple)) for x in (tokens, tags)):
-            raise ValueError(f"sentence {number}: tokens and tags must be lists of strings, got "
-                             f"{type(tokens).__name__} and {type(tags).__name__}.")
+            raise ValueError(
+                f"sentence {number} must be a pair (tokens, tags), got {type(sentence).__name__}"
+            ) from None
+        if (
+            isinstance(tokens, str)
+            or isinstance(tags, str)
+            or not all(isinstance(x, (list, tuple)) for x in (tokens, tags))
+        ):
+            raise ValueError(
+                f"sentence {number}: tokens and tags must be lists of strings, got "
+                f"{type(tokens).__name__} and {type(tags).__name__}."
+            )
         if len(tokens) != len(tags):
             raise ValueError(f"sentence {number} has {len(tokens)} tokens but {len(tags)} tags: one tag per token.")
         if not tokens:
@@ -230,8 +265,10 @@ def write_conll(sentences: Iterable[Sentence], path: str | Path) -> Path:
 
 # ---------------------------------------------------------------- data sets
 
-def write_offline_data(directory: str | Path = OFFLINE_DIR, seed: int = 0,
-                       sizes: dict[str, int] | None = None) -> dict[str, Path]:
+
+def write_offline_data(
+    directory: str | Path = OFFLINE_DIR, seed: int = 0, sizes: dict[str, int] | None = None
+) -> dict[str, Path]:
     """Generate the offline splits (:func:`course_utils.text.ner_data.generate`) and write them as CoNLL."""
     data = ner_data.generate(seed, sizes)
     return {split: write_conll(sentences, Path(directory) / f"{split}.conll") for split, sentences in data.items()}
@@ -259,15 +296,18 @@ def load_conll2003() -> dict[str, list[Sentence]] | None:
             raise RuntimeError("no copy of CoNLL-2003 could be loaded")
         names = raw["train"].features["ner_tags"].feature.names
         convert = {"train": "train", "validation": "dev", "test": "test"}
-        return {ours: [(row["tokens"], [names[t] for t in row["ner_tags"]]) for row in raw[theirs] if row["tokens"]]
-                for theirs, ours in convert.items()}
+        return {
+            ours: [(row["tokens"], [names[t] for t in row["ner_tags"]]) for row in raw[theirs] if row["tokens"]]
+            for theirs, ours in convert.items()
+        }
     except Exception as err:  # noqa: BLE001 - the offline data always works
         print(f"CoNLL-2003 is not available ({type(err).__name__}: {str(err)[:80]}); using the offline data instead.")
         return None
 
 
-def load_ner_data(train_file=None, dev_file=None, test_file=None, use_conll2003: bool = False,
-                  seed: int = 0) -> tuple[dict[str, list[Sentence]], str]:
+def load_ner_data(
+    train_file=None, dev_file=None, test_file=None, use_conll2003: bool = False, seed: int = 0
+) -> tuple[dict[str, list[Sentence]], str]:
     """The splits to train and evaluate on, and a line that says where they came from.
 
     Files given win; then CoNLL-2003 when ``use_conll2003`` (falling back to offline data);
@@ -294,8 +334,13 @@ def load_ner_data(train_file=None, dev_file=None, test_file=None, use_conll2003:
 
 # ---------------------------------------------------------------- sub-word alignment
 
-def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label2id: dict[str, int],
-                 label_all_subtokens: bool = False) -> list[int]:
+
+def align_labels(
+    word_ids: Sequence[int | None],
+    word_tags: Sequence[str],
+    label2id: dict[str, int],
+    label_all_subtokens: bool = False,
+) -> list[int]:
     """Word-level tags -> one label id per token.
 
     ``word_ids`` is the tokenizer's map from each token to its word (None for [CLS], [SEP] and
@@ -308,14 +353,17 @@ def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label
 
     def label_of(tag: str) -> int:
         if tag not in label2id:
-            raise ValueError(f"tag {tag!r} is not in the label set {list(label2id)}: build the labels from every "
-                             "split, label_list(train, dev, test).")
+            raise ValueError(
+                f"tag {tag!r} is not in the label set {list(label2id)}: build the labels from every "
+                "split, label_list(train, dev, test)."
+            )
         return label2id[tag]
 
     for word in word_ids:
         if word is not None and not 0 <= word < len(word_tags):
-            raise ValueError(f"the tokens refer to word {word} but there are {len(word_tags)} tags: "
-                             "give one tag per word.")
+            raise ValueError(
+                f"the tokens refer to word {word} but there are {len(word_tags)} tags: give one tag per word."
+            )
         if word is None:
             labels.append(IGNORE_INDEX)
         elif word != previous:
@@ -329,8 +377,13 @@ def align_labels(word_ids: Sequence[int | None], word_tags: Sequence[str], label
     return labels
 
 
-def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], max_length: int,
-           label_all_subtokens: bool = False) -> list[dict]:
+def encode(
+    tokenizer,
+    sentences: Sequence[Sentence],
+    label2id: dict[str, int],
+    max_length: int,
+    label_all_subtokens: bool = False,
+) -> list[dict]:
     """Tokenize pre-split sentences and align their labels; too long ones are truncated with a warning.
 
     Each item: input_ids, attention_mask, token_type_ids, labels (lists) and word_ids.
@@ -340,14 +393,18 @@ def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], m
             raise ValueError(f"sentence {number} has {len(tokens)} tokens but {len(tags)} tags: one tag per token.")
     unknown = sorted({t for _, tags in sentences for t in tags} - set(label2id))
     if unknown:
-        raise ValueError(f"tags {unknown} are not in the label set {list(label2id)}: build the labels "
-                         "from every split, label_list(train, dev, test).")
+        raise ValueError(
+            f"tags {unknown} are not in the label set {list(label2id)}: build the labels "
+            "from every split, label_list(train, dev, test)."
+        )
     if label_all_subtokens:  # a later sub-token of a B-X word is labelled I-X, which must exist too
         inside = sorted({"I-" + t[2:] for _, tags in sentences for t in tags if t.startswith("B-")} - set(label2id))
         if inside:
-            raise ValueError(f"tags {inside} are not in the label set {list(label2id)} but label_all_subtokens=True "
-                             "gives them to the later sub-tokens of B- words: use label_list(...), which holds "
-                             "B- and I- of every type.")
+            raise ValueError(
+                f"tags {inside} are not in the label set {list(label2id)} but label_all_subtokens=True "
+                "gives them to the later sub-tokens of B- words: use label_list(...), which holds "
+                "B- and I- of every type."
+            )
     features, truncated = [], []
     for number, (tokens, tags) in enumerate(sentences):
         enc = tokenizer(list(tokens), is_split_into_words=True, truncation=True, max_length=max_length)
@@ -357,16 +414,23 @@ def encode(tokenizer, sentences: Sequence[Sentence], label2id: dict[str, int], m
         # would also count a last word that yields no token at all, such as '' or a zero-width space.)
         if enc.encodings and enc.encodings[0].overflowing:
             truncated.append((number, kept, len(tokens)))
-        features.append({
-            "input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-            "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
-            "labels": align_labels(word_ids, tags, label2id, label_all_subtokens), "word_ids": word_ids,
-        })
+        features.append(
+            {
+                "input_ids": enc["input_ids"],
+                "attention_mask": enc["attention_mask"],
+                "token_type_ids": enc.get("token_type_ids", [0] * len(enc["input_ids"])),
+                "labels": align_labels(word_ids, tags, label2id, label_all_subtokens),
+                "word_ids": word_ids,
+            }
+        )
     if truncated:
         number, kept, total = truncated[0]
-        warnings.warn(f"{len(truncated)} sentence(s) are longer than the model's {max_length} positions and were "
-                      f"truncated (e.g. sentence {number}: {kept} of {total} words kept); the words cut off "
-                      "count as 'O' in predictions. Split long sentences to keep them whole.", stacklevel=2)
+        warnings.warn(
+            f"{len(truncated)} sentence(s) are longer than the model's {max_length} positions and were "
+            f"truncated (e.g. sentence {number}: {kept} of {total} words kept); the words cut off "
+            "count as 'O' in predictions. Split long sentences to keep them whole.",
+            stacklevel=2,
+        )
     return features
 
 
@@ -379,12 +443,17 @@ def collate(features: Sequence[dict], pad_id: int = 0) -> dict[str, torch.Tensor
     def pad(key, value):
         return torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features], dtype=torch.long)
 
-    return {"input_ids": pad("input_ids", pad_id), "attention_mask": pad("attention_mask", 0),
-            "token_type_ids": pad("token_type_ids", 0), "labels": pad("labels", IGNORE_INDEX)}
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "attention_mask": pad("attention_mask", 0),
+        "token_type_ids": pad("token_type_ids", 0),
+        "labels": pad("labels", IGNORE_INDEX),
+    }
 
 
-def word_predictions(word_ids: Sequence[int | None], token_label_ids: Sequence[int], id2label: dict,
-                     n_words: int) -> list[str]:
+def word_predictions(
+    word_ids: Sequence[int | None], token_label_ids: Sequence[int], id2label: dict, n_words: int
+) -> list[str]:
     """Token predictions -> one tag per word, read at each word's first sub-token.
 
     Words cut off by truncation get ``O``.
@@ -406,16 +475,18 @@ def _check_prediction_inputs(model, tokenizer, max_length: int | None) -> int:
     if max_length is None:
         return max_positions(model, tokenizer)
     positions = int(model.config.max_position_embeddings)
-    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) \
-            or not 2 <= max_length <= positions:
-        raise ValueError(f"max_length={max_length!r} must be an integer between 2 and {positions} (the model's "
-                         "positions, [CLS] and [SEP] included), or None for the model's limit.")
+    if isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral) or not 2 <= max_length <= positions:
+        raise ValueError(
+            f"max_length={max_length!r} must be an integer between 2 and {positions} (the model's "
+            "positions, [CLS] and [SEP] included), or None for the model's limit."
+        )
     return int(max_length)
 
 
 @torch.no_grad()
-def predict_tags(model, tokenizer, sentences: Sequence[Sentence], batch_size: int = 64,
-                 max_length: int | None = None) -> list[list[str]]:
+def predict_tags(
+    model, tokenizer, sentences: Sequence[Sentence], batch_size: int = 64, max_length: int | None = None
+) -> list[list[str]]:
     """Word-level BIO predictions for pre-split sentences (for seqeval)."""
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     label2id = {v: k for k, v in id2label.items()}
@@ -429,7 +500,7 @@ def predict_tags(model, tokenizer, sentences: Sequence[Sentence], batch_size: in
     model.eval()
     predictions = []
     for start in range(0, len(features), batch_size):
-        chunk = features[start:start + batch_size]
+        chunk = features[start : start + batch_size]
         batch = collate(chunk, tokenizer.pad_token_id or 0)
         logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
         best = logits.argmax(-1).cpu()
@@ -458,11 +529,16 @@ def predict_entities(model, tokenizer, text: str, max_length: int | None = None)
     offsets = enc.pop("offset_mapping")[0].tolist()
     word_ids = enc.word_ids(0)
     if full_length > max_length:
-        last = max(end for (start, end), w in zip(offsets, word_ids) if w is not None) if any(
-            w is not None for w in word_ids) else 0
-        warnings.warn(f"the text has {full_length} tokens but the model takes {max_length}: it was truncated and "
-                      f"entities after character {last} are not predicted. Split the text into sentences.",
-                      stacklevel=2)
+        last = (
+            max(end for (start, end), w in zip(offsets, word_ids) if w is not None)
+            if any(w is not None for w in word_ids)
+            else 0
+        )
+        warnings.warn(
+            f"the text has {full_length} tokens but the model takes {max_length}: it was truncated and "
+            f"entities after character {last} are not predicted. Split the text into sentences.",
+            stacklevel=2,
+        )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

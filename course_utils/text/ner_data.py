@@ -22,6 +22,7 @@ train, dev, test and test_seen never use it, and a fifth split,
 ``generate(seed)`` returns the same sentences for the same seed on every
 machine (it uses only :mod:`random` with its own generator).
 """
+
 from __future__ import annotations
 
 import random
@@ -32,7 +33,7 @@ Sentence = tuple[list[str], list[str]]
 SPLITS = ("train", "dev", "test", "test_seen", "test_new_templates")
 DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 800, "test_seen": 400, "test_new_templates": 800}
 HELD_OUT_SPLIT = "test_new_templates"  # the one split made of held-out templates
-HELD_OUT_FRACTION = 0.2                # share of each kind of template held out of train/dev/test/test_seen
+HELD_OUT_FRACTION = 0.2  # share of each kind of template held out of train/dev/test/test_seen
 
 # Name pools. Each is shuffled with the seed and cut 60/15/25 into train/dev/test pools.
 FIRST_NAMES = """James Maria Wei Aisha Carlos Olga Kenji Fatima Lars Priya Ahmed Elena Tomas Ingrid Kwame Mei
@@ -60,7 +61,8 @@ Nakagawa Obi Petrovic Ramos Svensson Tkachenko Vidal Wolff Kowalczyk Abdi Barros
 AMBIGUOUS = """Florence Austin Victoria Madison Lincoln Sydney Jordan Georgia Chelsea Paris Washington Regina
 Adelaide Charlotte Savannah Brooklyn Dallas Camden Phoenix Orlando Eugene Hamilton Aurora Cheyenne""".split()
 
-CITIES = """London Berlin Madrid Rome Lisbon Vienna Prague Warsaw Budapest Athens Oslo Stockholm Helsinki
+CITIES = (
+    """London Berlin Madrid Rome Lisbon Vienna Prague Warsaw Budapest Athens Oslo Stockholm Helsinki
 Copenhagen Dublin Brussels Amsterdam Zurich Geneva Munich Hamburg Milan Naples Barcelona Seville Porto Lyon
 Marseille Krakow Bucharest Istanbul Ankara Cairo Lagos Nairobi Accra Dakar Johannesburg Casablanca Tunis
 Beirut Amman Riyadh Dubai Doha Tehran Karachi Lahore Mumbai Delhi Kolkata Chennai Bangalore Dhaka Kathmandu
@@ -70,12 +72,29 @@ Atlanta Miami Bogota Lima Santiago Montevideo Caracas Quito Havana Reykjavik Tal
 Belgrade Zagreb Ljubljana Bratislava Edinburgh Glasgow Manchester Liverpool Leeds Bristol Cardiff Belfast
 Rotterdam Antwerp Gothenburg Bergen Turin Valencia Bilbao Frankfurt Cologne Stuttgart Dresden Leipzig Salzburg
 Graz Basel Marrakesh Alexandria Khartoum Kampala Kigali Lusaka Harare Luanda Kinshasa Abuja Durban Mombasa
-Tbilisi Yerevan Baku Almaty Tashkent Ulaanbaatar""".split() + [
-    "New York", "Los Angeles", "San Francisco", "Monterrey", "Buenos Aires", "Sao Paulo", "Rio de Janeiro",
-    "Hong Kong", "Kuala Lumpur", "Cape Town", "Addis Ababa", "New Delhi", "Tel Aviv", "Abu Dhabi"]
+Tbilisi Yerevan Baku Almaty Tashkent Ulaanbaatar""".split()
+    + [
+        "New York",
+        "Los Angeles",
+        "San Francisco",
+        "Monterrey",
+        "Buenos Aires",
+        "Sao Paulo",
+        "Rio de Janeiro",
+        "Hong Kong",
+        "Kuala Lumpur",
+        "Cape Town",
+        "Addis Ababa",
+        "New Delhi",
+        "Tel Aviv",
+        "Abu Dhabi",
+    ]
+)
 
 # (country, nationality adjective): the pair goes to one split, so "Kenya" and "Kenyan" travel together.
-COUNTRIES = [tuple(p.split(":")) for p in """France:French Germany:German Spain:Spanish Italy:Italian
+COUNTRIES = [
+    tuple(p.split(":"))
+    for p in """France:French Germany:German Spain:Spanish Italy:Italian
 Portugal:Portuguese Poland:Polish Austria:Austrian Sweden:Swedish Norway:Norwegian Finland:Finnish
 Denmark:Danish Ireland:Irish Belgium:Belgian Switzerland:Swiss Greece:Greek Turkey:Turkish Egypt:Egyptian
 Nigeria:Nigerian Kenya:Kenyan Ghana:Ghanaian Senegal:Senegalese Ethiopia:Ethiopian Morocco:Moroccan
@@ -88,10 +107,18 @@ Estonia:Estonian Latvia:Latvian Lithuania:Lithuanian Ukraine:Ukrainian Serbia:Se
 Slovenia:Slovenian Slovakia:Slovak Hungary:Hungarian Romania:Romanian Bulgaria:Bulgarian Russia:Russian
 Uganda:Ugandan Rwanda:Rwandan Zambia:Zambian Zimbabwe:Zimbabwean Angola:Angolan Algeria:Algerian
 Sudan:Sudanese Tanzania:Tanzanian Mongolia:Mongolian Kazakhstan:Kazakh Bolivia:Bolivian Paraguay:Paraguayan
-Armenia:Armenian Azerbaijan:Azerbaijani Cyprus:Cypriot Malta:Maltese Albania:Albanian""".split()] + [
-    ("South Africa", "South African"), ("South Korea", "South Korean"), ("New Zealand", "New Zealand"),
-    ("Saudi Arabia", "Saudi"), ("Sri Lanka", "Sri Lankan"), ("Costa Rica", "Costa Rican"),
-    ("Panama", "Panamanian"), ("Kuwait", "Kuwaiti"), ("Czech Republic", "Czech")]
+Armenia:Armenian Azerbaijan:Azerbaijani Cyprus:Cypriot Malta:Maltese Albania:Albanian""".split()
+] + [
+    ("South Africa", "South African"),
+    ("South Korea", "South Korean"),
+    ("New Zealand", "New Zealand"),
+    ("Saudi Arabia", "Saudi"),
+    ("Sri Lanka", "Sri Lankan"),
+    ("Costa Rica", "Costa Rican"),
+    ("Panama", "Panamanian"),
+    ("Kuwait", "Kuwaiti"),
+    ("Czech Republic", "Czech"),
+]
 
 REGIONS = """Bavaria Catalonia Tuscany Siberia Patagonia Kashmir Scandinavia Flanders Andalusia Normandy
 Provence Lombardy Silesia Transylvania Anatolia Punjab Bengal Kerala Yunnan Sichuan Hokkaido Tasmania
@@ -111,8 +138,18 @@ ORG_SUFFIXES = """Bank Group Holdings Airlines Motors Energy Telecom Pharmaceuti
 Media Systems Logistics Partners Steel Mining Studios Electronics Chemicals Shipping Securities Brewery
 Textiles""".split()
 CLUB_SUFFIXES = ["United", "Rovers", "Athletic", "Wanderers", "FC", "City", "Albion"]
-EVENT_PATTERNS = ["{city} Marathon", "{city} Open", "{city} Film Festival", "{city} Book Fair", "{nat} Open",
-                  "{nat} Grand Prix", "{nat} Cup", "{nat} Masters", "{core} Cup", "{core} Trophy"]
+EVENT_PATTERNS = [
+    "{city} Marathon",
+    "{city} Open",
+    "{city} Film Festival",
+    "{city} Book Fair",
+    "{nat} Open",
+    "{nat} Grand Prix",
+    "{nat} Cup",
+    "{nat} Masters",
+    "{core} Cup",
+    "{core} Trophy",
+]
 
 DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
 MONTHS = "January February March April May June July August September October November December".split()
@@ -148,7 +185,7 @@ NEWS = [
     "{PER} , a {NAT} writer who lives in {CITY} , won the prize for the best novel .",
     "The minister said {COUNTRY} would send food and medicine to {REGION} .",
     "{ORG} agreed to buy {ORG} for {NUM} million euros .",
-    "\" We are very happy with the result , \" {PER} said after the match in {CITY} .",
+    '" We are very happy with the result , " {PER} said after the match in {CITY} .',
     "{PER} , {AGE} , has played for {CLUB} since {YEAR} .",
     "Born in {CITY} , {PER} studied law at the {UNIVERSITY} before joining {ORG} .",
     "{NAT} investors bought {NUM} million shares of {ORG} last week .",
@@ -237,7 +274,7 @@ def template_split(seed: int = 0) -> tuple[list[list[str]], list[list[str]]]:
         rng.shuffle(order)
         n_out = max(1, round(HELD_OUT_FRACTION * len(order)))
         held = set(order[:n_out])
-        seen.append([t for t in family if t not in held])        # the file's order, for readability
+        seen.append([t for t in family if t not in held])  # the file's order, for readability
         held_out.append([t for t in family if t in held])
     return seen, held_out
 
@@ -257,8 +294,19 @@ MADE_UP_RATE = 0.4  # share of the words of training names replaced by made-up w
 
 def _real_name_words() -> set[str]:
     words = set()
-    for pool in (FIRST_NAMES, SURNAMES, AMBIGUOUS, CITIES, REGIONS, ORG_CORES, ORG_SUFFIXES, CLUB_SUFFIXES,
-                 [c for c, _ in COUNTRIES], [n for _, n in COUNTRIES], EVENT_PATTERNS):
+    for pool in (
+        FIRST_NAMES,
+        SURNAMES,
+        AMBIGUOUS,
+        CITIES,
+        REGIONS,
+        ORG_CORES,
+        ORG_SUFFIXES,
+        CLUB_SUFFIXES,
+        [c for c, _ in COUNTRIES],
+        [n for _, n in COUNTRIES],
+        EVENT_PATTERNS,
+    ):
         for name in pool:
             words.update(w.lower() for w in name.split())
     return words
@@ -390,20 +438,31 @@ class _Filler:
         """(words, type) for one slot; type None for words that are not an entity."""
         rng = self.rng
         makers: dict[str, tuple[Callable[[], list[str]], str]] = {
-            "PER": (self.person, "PER"), "SURNAME": (self.surname, "PER"), "ORG": (self.org, "ORG"),
-            "CLUB": (self.club, "ORG"), "UNIVERSITY": (self.university, "ORG"), "CITY": (self.city, "LOC"),
-            "COUNTRY": (self.country, "LOC"), "REGION": (lambda: [self.p.pick("regions")], "LOC"),
-            "NAT": (self.nationality, "MISC"), "EVENT": (self.event, "MISC"),
+            "PER": (self.person, "PER"),
+            "SURNAME": (self.surname, "PER"),
+            "ORG": (self.org, "ORG"),
+            "CLUB": (self.club, "ORG"),
+            "UNIVERSITY": (self.university, "ORG"),
+            "CITY": (self.city, "LOC"),
+            "COUNTRY": (self.country, "LOC"),
+            "REGION": (lambda: [self.p.pick("regions")], "LOC"),
+            "NAT": (self.nationality, "MISC"),
+            "EVENT": (self.event, "MISC"),
         }
         if slot in makers:
             make, kind = makers[slot]
             return make(), kind
         plain = {
-            "DAY": lambda: rng.choice(DAYS), "MONTH": lambda: rng.choice(MONTHS),
-            "YEAR": lambda: str(rng.randint(1960, 2024)), "NUM": lambda: str(rng.randint(2, 950)),
-            "PCT": lambda: f"{rng.randint(1, 40)}.{rng.randint(0, 9)}", "AGE": lambda: str(rng.randint(18, 39)),
-            "SCORE": lambda: f"{rng.randint(0, 5)}-{rng.randint(0, 5)}", "GOALS": lambda: str(rng.randint(0, 5)),
-            "MINUTE": lambda: f"{rng.randint(1, 90)}th", "MIN": lambda: f"{rng.randint(3, 59):02d}",
+            "DAY": lambda: rng.choice(DAYS),
+            "MONTH": lambda: rng.choice(MONTHS),
+            "YEAR": lambda: str(rng.randint(1960, 2024)),
+            "NUM": lambda: str(rng.randint(2, 950)),
+            "PCT": lambda: f"{rng.randint(1, 40)}.{rng.randint(0, 9)}",
+            "AGE": lambda: str(rng.randint(18, 39)),
+            "SCORE": lambda: f"{rng.randint(0, 5)}-{rng.randint(0, 5)}",
+            "GOALS": lambda: str(rng.randint(0, 5)),
+            "MINUTE": lambda: f"{rng.randint(1, 90)}th",
+            "MIN": lambda: f"{rng.randint(3, 59):02d}",
             "WIN": lambda: (lambda a: f"{a}-{rng.randint(0, a - 1)}")(rng.randint(1, 5)),
             "TENNIS": lambda: " ".join(f"{rng.choice([6, 7])}-{rng.randint(0, 4)}" for _ in range(rng.choice([2, 3]))),
             "DATE": lambda: f"{rng.randint(1990, 2024)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
@@ -429,8 +488,9 @@ def _fill(template: str, filler: _Filler, upper: bool) -> Sentence:
     return tokens, tags
 
 
-def generate(seed: int = 0, sizes: dict[str, int] | None = None,
-             made_up: float = MADE_UP_RATE) -> dict[str, list[Sentence]]:
+def generate(
+    seed: int = 0, sizes: dict[str, int] | None = None, made_up: float = MADE_UP_RATE
+) -> dict[str, list[Sentence]]:
     """The splits of :data:`SPLITS` as lists of (tokens, tags).
 
     The names of dev, test and test_new_templates never occur in train (``test_seen`` reuses

@@ -6,6 +6,7 @@ loads its fast tokenizer (word ids and character offsets); :func:`token_classifi
 :class:`course_utils.text.bert_tasks.BertForTokenClassification` for the data's tag set from it,
 pretrained or freshly initialised; :func:`max_positions` is the longest input the model takes.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,6 +17,7 @@ from course_utils import checkpoints
 
 __all__ = ["check_bert_dir", "load_tokenizer", "tokenizer_lowercases", "max_positions", "token_classifier"]
 
+
 def check_bert_dir(directory: str | Path) -> Path:
     """Check that ``directory`` holds a BERT in the transformers layout, with its tokenizer.
 
@@ -23,26 +25,38 @@ def check_bert_dir(directory: str | Path) -> Path:
     """
     directory = Path(directory).expanduser()
     if not directory.exists():
-        raise FileNotFoundError(f"pretrained_model {directory} does not exist: pass a directory saved by "
-                                "save_pretrained (config.json, model.safetensors, vocab.txt), or None for "
-                                "chapter 03's model.")
+        raise FileNotFoundError(
+            f"pretrained_model {directory} does not exist: pass a directory saved by "
+            "save_pretrained (config.json, model.safetensors, vocab.txt), or None for "
+            "chapter 03's model."
+        )
     if not directory.is_dir():
-        raise FileNotFoundError(f"pretrained_model {directory} is a file; pass the directory that holds it "
-                                "(config.json, model.safetensors and the tokenizer files).")
+        raise FileNotFoundError(
+            f"pretrained_model {directory} is a file; pass the directory that holds it "
+            "(config.json, model.safetensors and the tokenizer files)."
+        )
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"{directory} has no config.json, so it is not a model saved in the transformers "
-                         "layout; pass a BERT directory (config.json, model.safetensors, vocab.txt).")
+        raise ValueError(
+            f"{directory} has no config.json, so it is not a model saved in the transformers "
+            "layout; pass a BERT directory (config.json, model.safetensors, vocab.txt)."
+        )
     config = checkpoints.read_json(config_file)  # one line for invalid JSON, a list, non-UTF-8
     if config.get("model_type") != "bert":
-        raise ValueError(f"{directory} holds a {config.get('model_type')!r} model, not BERT (config.json "
-                         "model_type must be 'bert'): this chapter fine-tunes BERT checkpoints.")
+        raise ValueError(
+            f"{directory} holds a {config.get('model_type')!r} model, not BERT (config.json "
+            "model_type must be 'bert'): this chapter fine-tunes BERT checkpoints."
+        )
     if not any((directory / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
-        raise ValueError(f"{directory} has no model.safetensors: the course reads safetensors weights only "
-                         "(convert a pytorch_model.bin where you trust it with save_pretrained).")
+        raise ValueError(
+            f"{directory} has no model.safetensors: the course reads safetensors weights only "
+            "(convert a pytorch_model.bin where you trust it with save_pretrained)."
+        )
     if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-        raise ValueError(f"{directory} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
-                         "with the model, model.save_pretrained(dir, tokenizer=tokenizer).")
+        raise ValueError(
+            f"{directory} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
+            "with the model, model.save_pretrained(dir, tokenizer=tokenizer)."
+        )
     # the files themselves: complete weights of the config's size, a readable tokenizer of the model's vocabulary
     checkpoints.check_model_files(directory, config)
     return directory
@@ -56,8 +70,10 @@ def load_tokenizer(directory: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     checkpoints.check_loaded_tokenizer(directory, tokenizer, checkpoints.read_json(directory / "config.json"))
     if not tokenizer.is_fast:
-        raise ValueError(f"{directory}: only a slow tokenizer could be loaded; NER needs a fast one "
-                         "(tokenizer.json) for word ids and character offsets.")
+        raise ValueError(
+            f"{directory}: only a slow tokenizer could be loaded; NER needs a fast one "
+            "(tokenizer.json) for word ids and character offsets."
+        )
     return tokenizer
 
 
@@ -85,8 +101,12 @@ def token_classifier(directory: str | Path, labels: Sequence[str], init: str = "
 
     directory = check_bert_dir(directory)
     labels = list(labels)
-    overrides = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                     label2id={label: i for i, label in enumerate(labels)}, **config_overrides)
+    overrides = dict(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **config_overrides,
+    )
     if init == "pretrained":
         with warnings.catch_warnings():  # "the classification head is newly initialised": that is the point
             warnings.filterwarnings("ignore", message=".*(newly|not used|missing|unexpected).*")

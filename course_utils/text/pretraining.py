@@ -15,6 +15,7 @@
 Also here: held-out evaluation against the unigram baseline, and the default pretrained
 model for chapters 04 and 05 (:func:`load_or_pretrain`).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,13 +42,14 @@ IGNORE_INDEX = -100
 # Next-sentence pairs
 # ---------------------------------------------------------------------------------------------
 
+
 def encode_documents(documents, tokenizer) -> list[list[list[int]]]:
     """Token ids of every sentence, without special tokens: ``ids[doc][sentence] -> list[int]``."""
     sentences = [s for d in documents for s in d.sentences]
     encoded = tokenizer(sentences, add_special_tokens=False, verbose=False)["input_ids"] if sentences else []
     result, start = [], 0
     for d in documents:
-        result.append([ids for ids in encoded[start:start + len(d.sentences)] if ids])
+        result.append([ids for ids in encoded[start : start + len(d.sentences)] if ids])
         start += len(d.sentences)
     return result
 
@@ -66,8 +68,9 @@ def truncate_pair(a: list[int], b: list[int], max_tokens: int) -> tuple[list[int
     return a, b
 
 
-def make_nsp_examples(doc_ids: Sequence[Sequence[Sequence[int]]], max_len: int, cls_id: int, sep_id: int,
-                      seed: int = 0) -> list[dict]:
+def make_nsp_examples(
+    doc_ids: Sequence[Sequence[Sequence[int]]], max_len: int, cls_id: int, sep_id: int, seed: int = 0
+) -> list[dict]:
     """NSP examples ``{"input_ids", "token_type_ids", "next_sentence_label"}`` from tokenized documents.
 
     Walking through each document, segment A is one or more consecutive sentences (about half
@@ -107,11 +110,13 @@ def make_nsp_examples(doc_ids: Sequence[Sequence[Sequence[int]]], max_len: int, 
                     break
                 b += s
             a, b = truncate_pair(a, b, budget)
-            examples.append({
-                "input_ids": [cls_id, *a, sep_id, *b, sep_id],
-                "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
-                "next_sentence_label": label,
-            })
+            examples.append(
+                {
+                    "input_ids": [cls_id, *a, sep_id, *b, sep_id],
+                    "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                    "next_sentence_label": label,
+                }
+            )
             start = end
     rng.shuffle(examples)
     return examples
@@ -121,10 +126,15 @@ def make_nsp_examples(doc_ids: Sequence[Sequence[Sequence[int]]], max_len: int, 
 # Masked-language-model masking and batching
 # ---------------------------------------------------------------------------------------------
 
+
 def continuation_ids(tokenizer) -> torch.Tensor:
     """The vocabulary ids of WordPiece continuation pieces (``##ing``): the pieces that extend a word."""
-    prefix = getattr(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None),
-                     "continuing_subword_prefix", None) or "##"
+    prefix = (
+        getattr(
+            getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None), "continuing_subword_prefix", None
+        )
+        or "##"
+    )
     ids = [i for token, i in tokenizer.get_vocab().items() if token.startswith(prefix) and len(token) > len(prefix)]
     return torch.tensor(sorted(ids), dtype=torch.long)
 
@@ -143,9 +153,15 @@ def word_start_index(special_mask: torch.Tensor, continuation_mask: torch.Tensor
     return torch.where(starts, positions, torch.zeros_like(positions)).cummax(dim=-1).values
 
 
-def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: int, candidate_ids: torch.Tensor,
-                mlm_probability: float = 0.15, generator: torch.Generator | None = None,
-                continuation_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special_mask: torch.Tensor,
+    mask_id: int,
+    candidate_ids: torch.Tensor,
+    mlm_probability: float = 0.15,
+    generator: torch.Generator | None = None,
+    continuation_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking: returns ``(masked_input_ids, labels)``.
 
     Each non-special token is chosen with probability ``mlm_probability``; a chosen token
@@ -161,11 +177,14 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, mask_id: in
     same as in token masking: the decisions of a word are those its first piece would get.
     """
     if input_ids.shape != special_mask.shape:
-        raise ValueError(f"input_ids {tuple(input_ids.shape)} and special_mask {tuple(special_mask.shape)} "
-                         "must have the same shape")
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and special_mask {tuple(special_mask.shape)} must have the same shape"
+        )
     if continuation_mask is not None and continuation_mask.shape != input_ids.shape:
-        raise ValueError(f"input_ids {tuple(input_ids.shape)} and continuation_mask "
-                         f"{tuple(continuation_mask.shape)} must have the same shape")
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and continuation_mask "
+            f"{tuple(continuation_mask.shape)} must have the same shape"
+        )
     if not 0.0 < mlm_probability < 1.0:
         raise ValueError(f"mlm_probability must be between 0 and 1, got {mlm_probability}")
     picked = torch.rand(input_ids.shape, generator=generator) < mlm_probability
@@ -191,8 +210,9 @@ class Collator:
     ``whole_word=True`` masks whole words (all the ``##`` pieces of a chosen word, see :func:`mask_tokens`).
     """
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, seed: int = 0, mask: bool = True,
-                 whole_word: bool = False):
+    def __init__(
+        self, tokenizer, mlm_probability: float = 0.15, seed: int = 0, mask: bool = True, whole_word: bool = False
+    ):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
@@ -203,8 +223,10 @@ class Collator:
         self.whole_word = whole_word
         self.continuation_ids = continuation_ids(tokenizer) if whole_word else None
         if whole_word and not len(self.continuation_ids):
-            raise ValueError("whole_word=True needs a WordPiece vocabulary with '##' continuation pieces; "
-                             "this tokenizer has none (use whole_word=False)")
+            raise ValueError(
+                "whole_word=True needs a WordPiece vocabulary with '##' continuation pieces; "
+                "this tokenizer has none (use whole_word=False)"
+            )
         self.generator = torch.Generator().manual_seed(seed)
 
     def pad(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
@@ -223,8 +245,10 @@ class Collator:
         labelled = sum("next_sentence_label" in e for e in examples)
         if 0 < labelled < len(examples):  # some with, some without: dropping or guessing would both be silent
             first = next(i for i, e in enumerate(examples) if "next_sentence_label" not in e)
-            raise ValueError(f"next_sentence_label on {labelled} of {len(examples)} examples (example {first} has "
-                             "none): give every example of a batch its label, or none of them.")
+            raise ValueError(
+                f"next_sentence_label on {labelled} of {len(examples)} examples (example {first} has "
+                "none): give every example of a batch its label, or none of them."
+            )
         if labelled:
             batch["next_sentence_label"] = torch.tensor([e["next_sentence_label"] for e in examples])
         return batch
@@ -235,30 +259,38 @@ class Collator:
             special = torch.isin(batch["input_ids"], self.special_ids) | (batch["attention_mask"] == 0)
             continuation = torch.isin(batch["input_ids"], self.continuation_ids) if self.whole_word else None
             batch["input_ids"], batch["labels"] = mask_tokens(
-                batch["input_ids"], special, self.mask_id, self.candidate_ids, self.mlm_probability, self.generator,
-                continuation_mask=continuation)
+                batch["input_ids"],
+                special,
+                self.mask_id,
+                self.candidate_ids,
+                self.mlm_probability,
+                self.generator,
+                continuation_mask=continuation,
+            )
         return batch
 
 
-def pretraining_batches(doc_ids, collator: Collator, batch_size: int, max_len: int, cls_id: int, sep_id: int,
-                        seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def pretraining_batches(
+    doc_ids, collator: Collator, batch_size: int, max_len: int, cls_id: int, sep_id: int, seed: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches: every epoch new NSP pairs (seed + epoch), shuffled, freshly masked."""
     epoch = 0
     while True:
         examples = make_nsp_examples(doc_ids, max_len, cls_id, sep_id, seed=seed + epoch)
         for start in range(0, len(examples) - batch_size + 1, batch_size):
-            yield collator(examples[start:start + batch_size])
+            yield collator(examples[start : start + batch_size])
         epoch += 1
 
 
 def fixed_batches(examples: Sequence[dict], collator: Collator, batch_size: int) -> list[dict[str, torch.Tensor]]:
     """Batches masked once (the collator's seed), for a held-out set that never changes."""
-    return [collator(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+    return [collator(examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
 # ---------------------------------------------------------------------------------------------
 # The model's outputs, losses and evaluation
 # ---------------------------------------------------------------------------------------------
+
 
 def model_class():
     """The course's own ``BertForPreTraining`` (chapter 03), or transformers' while it is missing."""
@@ -273,6 +305,7 @@ def model_class():
 
 def _accepts_masked_only(model) -> bool:
     import inspect
+
     return "masked_only" in inspect.signature(model.forward).parameters
 
 
@@ -287,8 +320,7 @@ def pretraining_outputs(model, batch: dict[str, torch.Tensor], masked_only: bool
     labels = batch["labels"]
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     if _accepts_masked_only(model):
-        out = model(**inputs, labels=labels, next_sentence_label=batch["next_sentence_label"],
-                    masked_only=masked_only)
+        out = model(**inputs, labels=labels, next_sentence_label=batch["next_sentence_label"], masked_only=masked_only)
     else:
         out = model(**inputs)
     logits = out.prediction_logits
@@ -301,8 +333,13 @@ def pretraining_outputs(model, batch: dict[str, torch.Tensor], masked_only: bool
     nsp_loss = getattr(out, "nsp_loss", None)
     if nsp_loss is None:
         nsp_loss = F.cross_entropy(out.seq_relationship_logits, batch["next_sentence_label"])
-    return SimpleNamespace(loss=mlm_loss + nsp_loss, mlm_loss=mlm_loss, nsp_loss=nsp_loss,
-                           mlm_logits=logits, nsp_logits=out.seq_relationship_logits)
+    return SimpleNamespace(
+        loss=mlm_loss + nsp_loss,
+        mlm_loss=mlm_loss,
+        nsp_loss=nsp_loss,
+        mlm_logits=logits,
+        nsp_logits=out.seq_relationship_logits,
+    )
 
 
 def pretraining_step(model, batch: dict[str, torch.Tensor]) -> dict:
@@ -326,15 +363,20 @@ def unigram_log_probs(doc_ids, vocab_size: int, special_ids: Sequence[int] = ())
 
     The perplexity baseline: a model that ignores the context and guesses by frequency alone.
     """
-    counts = torch.bincount(torch.tensor([t for doc in doc_ids for s in doc for t in s], dtype=torch.long),
-                            minlength=vocab_size)[:vocab_size].double() + 1.0
+    counts = (
+        torch.bincount(
+            torch.tensor([t for doc in doc_ids for s in doc for t in s], dtype=torch.long), minlength=vocab_size
+        )[:vocab_size].double()
+        + 1.0
+    )
     counts[list(special_ids)] = 0.0
     return (counts / counts.sum()).log().float()
 
 
 @torch.no_grad()
-def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_id: int,
-                         unigram: torch.Tensor | None = None) -> dict[str, float]:
+def evaluate_pretraining(
+    model, batches: Sequence[dict], mask_id: int, baseline_id: int, unigram: torch.Tensor | None = None
+) -> dict[str, float]:
     """Held-out metrics on fixed, masked batches.
 
     ``mask_accuracy``/``mask_top5``: at positions replaced by ``[MASK]``, is the original token
@@ -376,10 +418,15 @@ def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_
     if n_mask == 0:
         raise ValueError("the held-out batches contain no [MASK] position: use more examples")
     metrics = {
-        "mask_accuracy": hits / n_mask, "mask_top5": hits5 / n_mask, "baseline_accuracy": base / n_mask,
+        "mask_accuracy": hits / n_mask,
+        "mask_top5": hits5 / n_mask,
+        "baseline_accuracy": base / n_mask,
         "mask_perplexity": math.exp(mask_nll / n_mask),
-        "all_accuracy": all_hits / n_all, "nsp_accuracy": nsp_hits / n_pairs,
-        "mlm_loss": mlm_sum / n_all, "nsp_loss": nsp_sum / n_pairs, "mask_positions": n_mask,
+        "all_accuracy": all_hits / n_all,
+        "nsp_accuracy": nsp_hits / n_pairs,
+        "mlm_loss": mlm_sum / n_all,
+        "nsp_loss": nsp_sum / n_pairs,
+        "mask_positions": n_mask,
     }
     if unigram is not None:
         metrics["unigram_perplexity"] = math.exp(unigram_nll / n_mask)
@@ -389,6 +436,7 @@ def evaluate_pretraining(model, batches: Sequence[dict], mask_id: int, baseline_
 # ---------------------------------------------------------------------------------------------
 # Pretraining end to end, and the default model of chapters 04 and 05
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PretrainSettings:
@@ -412,8 +460,9 @@ class PretrainSettings:
     seed: int = 0
 
 
-FAST_SETTINGS = PretrainSettings(vocab_size=2000, hidden_size=64, num_layers=1, num_heads=2,
-                                 intermediate_size=256, steps=200)
+FAST_SETTINGS = PretrainSettings(
+    vocab_size=2000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, steps=200
+)
 # What load_or_pretrain trains in the full mode when chapter 03 was not run: a couple of minutes.
 QUICK_SETTINGS = PretrainSettings(steps=1200)
 
@@ -422,12 +471,18 @@ def bert_config(settings: PretrainSettings, tokenizer):
     """The ``transformers.BertConfig`` for ``settings`` and the tokenizer's vocabulary."""
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=len(tokenizer), hidden_size=settings.hidden_size,
-                      num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
-                      intermediate_size=settings.intermediate_size,
-                      max_position_embeddings=max(settings.max_position_embeddings, settings.max_len),
-                      type_vocab_size=2, hidden_dropout_prob=settings.dropout,
-                      attention_probs_dropout_prob=settings.dropout, pad_token_id=tokenizer.pad_token_id)
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_layers,
+        num_attention_heads=settings.num_heads,
+        intermediate_size=settings.intermediate_size,
+        max_position_embeddings=max(settings.max_position_embeddings, settings.max_len),
+        type_vocab_size=2,
+        hidden_dropout_prob=settings.dropout,
+        attention_probs_dropout_prob=settings.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def save_bert(model, tokenizer, directory: str | Path, extra: dict | None = None) -> Path:
@@ -445,8 +500,13 @@ def save_bert(model, tokenizer, directory: str | Path, extra: dict | None = None
     return directory
 
 
-def pretrain(output_dir: str | Path, settings: PretrainSettings = FAST_SETTINGS, progress: bool = True,
-             heldout_examples: int = 1024, mode: str | None = None) -> dict:
+def pretrain(
+    output_dir: str | Path,
+    settings: PretrainSettings = FAST_SETTINGS,
+    progress: bool = True,
+    heldout_examples: int = 1024,
+    mode: str | None = None,
+) -> dict:
     """Chapter 03 in one call: corpus, tokenizer, NSP+MLM training, held-out metrics, saving.
 
     Returns the held-out metrics; the model and tokenizer are saved in ``output_dir``.
@@ -458,30 +518,52 @@ def pretrain(output_dir: str | Path, settings: PretrainSettings = FAST_SETTINGS,
     start = time.perf_counter()
     documents = corpus.load_corpus(settings.corpus)
     train_docs, heldout_docs = corpus.split_documents(documents)
-    tokenizer = tokenization.train_tokenizer((s for d in train_docs for s in d.sentences),
-                                             vocab_size=settings.vocab_size,
-                                             model_max_length=max(settings.max_position_embeddings, settings.max_len))
+    tokenizer = tokenization.train_tokenizer(
+        (s for d in train_docs for s in d.sentences),
+        vocab_size=settings.vocab_size,
+        model_max_length=max(settings.max_position_embeddings, settings.max_len),
+    )
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     train_ids = encode_documents(train_docs, tokenizer)
     heldout_ids = encode_documents(heldout_docs, tokenizer)
     collator = Collator(tokenizer, seed=settings.seed)
-    batches = pretraining_batches(train_ids, collator, settings.batch_size, settings.max_len, cls_id, sep_id,
-                                  seed=settings.seed)
+    batches = pretraining_batches(
+        train_ids, collator, settings.batch_size, settings.max_len, cls_id, sep_id, seed=settings.seed
+    )
     heldout = make_nsp_examples(heldout_ids, settings.max_len, cls_id, sep_id, seed=10_000 + settings.seed)
-    heldout_batches = fixed_batches(heldout[:heldout_examples], Collator(tokenizer, seed=10_000 + settings.seed),
-                                    batch_size=128)
+    heldout_batches = fixed_batches(
+        heldout[:heldout_examples], Collator(tokenizer, seed=10_000 + settings.seed), batch_size=128
+    )
     model = model_class()(bert_config(settings, tokenizer))
     optimizer = training.make_optimizer(model, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = training.linear_warmup_schedule(optimizer, int(settings.warmup_fraction * settings.steps),
-                                                settings.steps)
-    history = training.train(model, batches, pretraining_step, optimizer, scheduler, steps=settings.steps,
-                             max_grad_norm=settings.max_grad_norm, progress=progress, desc="pretraining BERT")
+    scheduler = training.linear_warmup_schedule(
+        optimizer, int(settings.warmup_fraction * settings.steps), settings.steps
+    )
+    history = training.train(
+        model,
+        batches,
+        pretraining_step,
+        optimizer,
+        scheduler,
+        steps=settings.steps,
+        max_grad_norm=settings.max_grad_norm,
+        progress=progress,
+        desc="pretraining BERT",
+    )
     baseline_id = most_frequent_token(train_ids, tokenizer.all_special_ids)
     metrics = evaluate_pretraining(model, heldout_batches, tokenizer.mask_token_id, baseline_id)
     metrics["seconds"] = time.perf_counter() - start
     metrics["final_train_loss"] = history.mean("loss", last=50)
-    save_bert(model, tokenizer, output_dir, extra={"settings": asdict(settings), "heldout": metrics,
-                                                   "mode": mode or ("fast" if settings == FAST_SETTINGS else "full")})
+    save_bert(
+        model,
+        tokenizer,
+        output_dir,
+        extra={
+            "settings": asdict(settings),
+            "heldout": metrics,
+            "mode": mode or ("fast" if settings == FAST_SETTINGS else "full"),
+        },
+    )
     return metrics
 
 
@@ -493,8 +575,10 @@ def default_bert_dir() -> Path:
 def check_bert_dir(path: str | Path) -> Path:
     """``path`` as a Path if it holds a BERT in the transformers layout; else a clear error."""
     path = Path(path).expanduser()
-    fix = ("point pretrained_model to a folder written by save_pretrained (config.json, model.safetensors, "
-           "tokenizer files), or leave it None to use chapter 03's model")
+    fix = (
+        "point pretrained_model to a folder written by save_pretrained (config.json, model.safetensors, "
+        "tokenizer files), or leave it None to use chapter 03's model"
+    )
     if not path.exists():
         raise FileNotFoundError(f"pretrained_model {str(path)!r} does not exist: {fix}.")
     if not path.is_dir():
@@ -548,8 +632,10 @@ def load_or_pretrain(pretrained_model: str | Path | None = None, fast: bool | No
             print(f"Note: {directory} holds the fast-mode BERT; run chapter 03 in the full mode for a better one.")
         return directory
     settings = FAST_SETTINGS if fast else QUICK_SETTINGS
-    print(f"No pretrained BERT in {directory}: pretraining a small one now "
-          f"({settings.num_layers} layers, width {settings.hidden_size}, {settings.steps} steps; "
-          "chapter 03 trains a better one).")
+    print(
+        f"No pretrained BERT in {directory}: pretraining a small one now "
+        f"({settings.num_layers} layers, width {settings.hidden_size}, {settings.steps} steps; "
+        "chapter 03 trains a better one)."
+    )
     pretrain(directory, settings, progress=True, mode="fast" if fast else "full")
     return check_bert_dir(directory)

@@ -14,6 +14,7 @@ The pipeline a BERT tokenizer runs, piece by piece:
 reads back. The WordPiece trainer is not bit-for-bit deterministic across runs: never rely
 on the id of a token in a freshly trained vocabulary, only on the special tokens' ids.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,21 +23,33 @@ from typing import Iterable
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, in this order
 
 
-def train_wordpiece(sentences: Iterable[str], vocab_size: int = 4000, min_frequency: int = 2,
-                    lowercase: bool = True, limit_alphabet: int = 200):
+def train_wordpiece(
+    sentences: Iterable[str],
+    vocab_size: int = 4000,
+    min_frequency: int = 2,
+    lowercase: bool = True,
+    limit_alphabet: int = 200,
+):
     """Train a ``tokenizers.Tokenizer`` with BERT's normalizer, pre-tokenizer and post-processor."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     if not isinstance(vocab_size, int) or vocab_size < len(SPECIAL_TOKENS) + 100:
-        raise ValueError(f"vocab_size must be an integer of at least {len(SPECIAL_TOKENS) + 100} "
-                         f"(special tokens plus an alphabet), got {vocab_size!r}")
+        raise ValueError(
+            f"vocab_size must be an integer of at least {len(SPECIAL_TOKENS) + 100} "
+            f"(special tokens plus an alphabet), got {vocab_size!r}"
+        )
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
-                                        continuing_subword_prefix="##", show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        limit_alphabet=limit_alphabet,
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
     count = 0
 
     def counted(items):
@@ -61,13 +74,25 @@ def wrap(tokenizer, model_max_length: int = 512, lowercase: bool = True):
     """A transformers ``BertTokenizerFast`` around a trained ``tokenizers.Tokenizer``."""
     from transformers import BertTokenizerFast
 
-    return BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length,
-                             do_lower_case=lowercase, unk_token="[UNK]", pad_token="[PAD]",
-                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return BertTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=model_max_length,
+        do_lower_case=lowercase,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
-def train_tokenizer(sentences: Iterable[str], vocab_size: int = 4000, model_max_length: int = 512,
-                    min_frequency: int = 2, lowercase: bool = True):
+def train_tokenizer(
+    sentences: Iterable[str],
+    vocab_size: int = 4000,
+    model_max_length: int = 512,
+    min_frequency: int = 2,
+    lowercase: bool = True,
+):
     """Train a WordPiece vocabulary on ``sentences`` and return it as a ``BertTokenizerFast``."""
     raw = train_wordpiece(sentences, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase)
     return wrap(raw, model_max_length=model_max_length, lowercase=lowercase)
@@ -79,11 +104,14 @@ def load_tokenizer(directory: str | Path):
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"tokenizer directory {directory} does not exist: save one with "
-                                "tokenizer.save_pretrained(directory) first.")
+        raise FileNotFoundError(
+            f"tokenizer directory {directory} does not exist: save one with tokenizer.save_pretrained(directory) first."
+        )
     if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-        raise FileNotFoundError(f"{directory} holds no tokenizer (no tokenizer.json or vocab.txt): "
-                                "save one with tokenizer.save_pretrained(directory).")
+        raise FileNotFoundError(
+            f"{directory} holds no tokenizer (no tokenizer.json or vocab.txt): "
+            "save one with tokenizer.save_pretrained(directory)."
+        )
     return AutoTokenizer.from_pretrained(str(directory))
 
 

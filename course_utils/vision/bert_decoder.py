@@ -8,6 +8,7 @@ MLM head predicting the next token. It is weight-compatible with
 (:meth:`~BertDecoder.from_hf`, :meth:`~BertDecoder.to_hf`), parameter names mapped as
 :mod:`course_utils.text.bert_weights` maps the encoder's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,14 +39,16 @@ class BertCrossAttentionSublayer(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.attn = CrossAttention(config.hidden_size, config.num_attention_heads,
-                                   dropout=config.attention_probs_dropout_prob)
+        self.attn = CrossAttention(
+            config.hidden_size, config.num_attention_heads, dropout=config.attention_probs_dropout_prob
+        )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, memory, memory_mask=None):
-        return self.norm(x + self.dropout(self.attn(x, memory, memory, key_padding_mask=memory_mask,
-                                                    need_weights=False)[0]))
+        return self.norm(
+            x + self.dropout(self.attn(x, memory, memory, key_padding_mask=memory_mask, need_weights=False)[0])
+        )
 
 
 class BertDecoderLayer(nn.Module):
@@ -83,7 +86,7 @@ class BertDecoder(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.layers = nn.ModuleList(BertDecoderLayer(layer, config) for layer in build_encoder(config).layers)
         for block in self.layers:
-            block.layer.fused = False   # padded query rows stay finite through the course's own attention
+            block.layer.fused = False  # padded query rows stay finite through the course's own attention
         self.cls = BertOnlyMLMHead(config)
         self.apply(functools.partial(_init_weights, std=config.initializer_range))
         self.cls.predictions.decoder.weight = self.embeddings.word_embeddings.weight
@@ -91,7 +94,9 @@ class BertDecoder(nn.Module):
     def forward(self, input_ids, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None):
         length = input_ids.shape[1]
         if length > self.config.max_position_embeddings:
-            raise CaptionerInputError(f"{length} tokens do not fit the {self.config.max_position_embeddings} positions.")
+            raise CaptionerInputError(
+                f"{length} tokens do not fit the {self.config.max_position_embeddings} positions."
+            )
         mask = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()[None, None]
         if attention_mask is not None:
             mask = mask & attention_mask.bool()[:, None, None, :]
@@ -106,32 +111,38 @@ class BertDecoder(nn.Module):
         out = {}
         for name, tensor in self.state_dict().items():
             if name.startswith("layers."):
-                index, rest = name[len("layers."):].split(".", 1)
+                index, rest = name[len("layers.") :].split(".", 1)
                 module, param = rest.rsplit(".", 1)
                 if module.startswith("layer."):
-                    hf = _LAYER_TO_HF[module[len("layer."):]]
+                    hf = _LAYER_TO_HF[module[len("layer.") :]]
                 else:
                     hf = _CROSS_TO_HF[module]
                 name = f"bert.encoder.layer.{index}.{hf}.{param}"
             elif name.startswith("embeddings."):
                 name = "bert." + name
             if name == "cls.predictions.decoder.weight" or name == "cls.predictions.decoder.bias":
-                continue   # tied: the word embeddings and cls.predictions.bias hold them
+                continue  # tied: the word embeddings and cls.predictions.bias hold them
             out[name] = tensor.detach()
         return out
 
     def load_hf_state_dict(self, state: dict) -> None:
         own = self.hf_state_dict()
-        state = {k: v for k, v in state.items() if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-                 and not k.endswith(("position_ids", "token_type_ids"))}
+        state = {
+            k: v
+            for k, v in state.items()
+            if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+            and not k.endswith(("position_ids", "token_type_ids"))
+        }
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
         if missing or unexpected or wrong:
-            raise CheckpointError(f"the weights do not fit this BertDecoder: missing {missing[:5]}, "
-                                              f"unexpected {unexpected[:5]}, other shapes {wrong[:5]}")
+            raise CheckpointError(
+                f"the weights do not fit this BertDecoder: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}, other shapes {wrong[:5]}"
+            )
         with torch.no_grad():
             for k, v in own.items():
-                v.copy_(state[k])       # own[k] shares storage with the parameter
+                v.copy_(state[k])  # own[k] shares storage with the parameter
 
     @classmethod
     def from_hf(cls, hf_model) -> BertDecoder:

@@ -17,6 +17,7 @@ Training (:func:`train_captioner`: teacher forcing, AdamW with warmup, optional 
 smoothing) and captioning images (:func:`generate_captions`) are at the end; plots and the
 widget live in :mod:`course_utils.vision.captioning_viz`.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,13 +67,13 @@ class CaptionBlock(DecoderBlock):
 @dataclass
 class CaptionerConfig:
     vocab_size: int
-    d_image: int                 # numbers per patch in the memory (chapter 05's descriptions: 10)
-    n_patches: int = 25          # patches per image
+    d_image: int  # numbers per patch in the memory (chapter 05's descriptions: 10)
+    n_patches: int = 25  # patches per image
     d_model: int = 128
     num_heads: int = 4
     num_layers: int = 2
     d_ff: int = 512
-    max_positions: int = 96      # the longest caption, [BOS] and [EOS] included
+    max_positions: int = 96  # the longest caption, [BOS] and [EOS] included
     dropout: float = 0.0
     pad_token_id: int = 0
     bos_token_id: int = 1
@@ -102,11 +103,13 @@ class Captioner(nn.Module):
         self.image_norm = nn.LayerNorm(c.d_model)
         self.token_embedding = nn.Embedding(c.vocab_size, c.d_model)
         self.position_embedding = nn.Embedding(c.max_positions, c.d_model)
-        self.blocks = nn.ModuleList(CaptionBlock(c.d_model, c.num_heads, c.d_ff, c.dropout) for _ in range(c.num_layers))
+        self.blocks = nn.ModuleList(
+            CaptionBlock(c.d_model, c.num_heads, c.d_ff, c.dropout) for _ in range(c.num_layers)
+        )
         self.final_norm = nn.LayerNorm(c.d_model)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.apply(_init_weights)
-        self.lm_head.weight = self.token_embedding.weight          # tied, as GPT-2 and BERT
+        self.lm_head.weight = self.token_embedding.weight  # tied, as GPT-2 and BERT
 
     @property
     def max_positions(self) -> int:
@@ -115,12 +118,16 @@ class Captioner(nn.Module):
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         c = self.config
         if not isinstance(features, torch.Tensor) or not features.dtype.is_floating_point:
-            raise CaptionerInputError(f"patch features must be a float tensor (B, {c.n_patches}, {c.d_image}); got "
-                                      f"{features.dtype if isinstance(features, torch.Tensor) else type(features).__name__}. "
-                                      "For images, run the patch CNN first (features_of(cnn, images)).")
+            raise CaptionerInputError(
+                f"patch features must be a float tensor (B, {c.n_patches}, {c.d_image}); got "
+                f"{features.dtype if isinstance(features, torch.Tensor) else type(features).__name__}. "
+                "For images, run the patch CNN first (features_of(cnn, images))."
+            )
         if features.dim() != 3 or tuple(features.shape[1:]) != (c.n_patches, c.d_image):
-            raise CaptionerInputError(f"patch features have shape {tuple(features.shape)}; this captioner was built for "
-                                      f"(batch, {c.n_patches}, {c.d_image}). Cache them with the same CNN and `what`.")
+            raise CaptionerInputError(
+                f"patch features have shape {tuple(features.shape)}; this captioner was built for "
+                f"(batch, {c.n_patches}, {c.d_image}). Cache them with the same CNN and `what`."
+            )
         grid = self.patch_embedding.weight[None]
         return self.image_norm(self.image_proj(features) + grid)
 
@@ -128,40 +135,56 @@ class Captioner(nn.Module):
         """Every block's cross-attention keys and values of ``memory``: computed once per image."""
         return [block.cross_attn.memory_kv(memory) for block in self.blocks]
 
-    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor | None = None, attention_mask=None,
-                memory_mask=None, past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                position_ids: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        attention_mask=None,
+        memory_mask=None,
+        past_key_values=None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        position_ids: torch.Tensor | None = None,
+    ):
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
             raise CaptionerInputError("input_ids must be a (batch, length) torch.long tensor of caption token ids.")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise CaptionerInputError(f"token ids must be in 0..{self.config.vocab_size - 1}, got "
-                                      f"{int(input_ids.min())}..{int(input_ids.max())}: was the tokenizer made for this model?")
+            raise CaptionerInputError(
+                f"token ids must be in 0..{self.config.vocab_size - 1}, got "
+                f"{int(input_ids.min())}..{int(input_ids.max())}: was the tokenizer made for this model?"
+            )
         past_len = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         length = input_ids.shape[1]
         if past_len + length > self.config.max_positions:
-            raise CaptionerInputError(f"{past_len + length} positions do not fit the position table of "
-                                      f"{self.config.max_positions}: generate fewer tokens or build a longer table.")
+            raise CaptionerInputError(
+                f"{past_len + length} positions do not fit the position table of "
+                f"{self.config.max_positions}: generate fewer tokens or build a longer table."
+            )
         if past_key_values is None:
             if memory is None:
                 raise CaptionerInputError("the first call needs the image memory (memory=captioner.encode(features)).")
             if memory.shape[0] != input_ids.shape[0]:
-                raise CaptionerInputError(f"{memory.shape[0]} images for {input_ids.shape[0]} captions: give one "
-                                          "memory row per caption (repeat_interleave it for several per image).")
+                raise CaptionerInputError(
+                    f"{memory.shape[0]} images for {input_ids.shape[0]} captions: give one "
+                    "memory row per caption (repeat_interleave it for several per image)."
+                )
             cross = self.cross_cache(memory)
         else:
             cross = [(p[2], p[3]) for p in past_key_values]
-        if position_ids is None:       # no left padding: positions follow the cache
+        if position_ids is None:  # no left padding: positions follow the cache
             position_ids = torch.arange(past_len, past_len + length, device=input_ids.device)[None]
         elif int(position_ids.max()) >= self.config.max_positions:
-            raise CaptionerInputError(f"position {int(position_ids.max())} is past the position table "
-                                      f"({self.config.max_positions}).")
+            raise CaptionerInputError(
+                f"position {int(position_ids.max())} is past the position table ({self.config.max_positions})."
+            )
         x = self.token_embedding(input_ids) + self.position_embedding(position_ids)
         key_mask = None if attention_mask is None else attention_mask.bool()
         presents, attentions = [], []
         for i, block in enumerate(self.blocks):
             past = None if past_key_values is None else past_key_values[i][:2]
-            x, present, weights = block(x, cross[i], past=past, key_mask=key_mask, memory_mask=memory_mask,
-                                        need_weights=output_attentions)
+            x, present, weights = block(
+                x, cross[i], past=past, key_mask=key_mask, memory_mask=memory_mask, need_weights=output_attentions
+            )
             if use_cache:
                 presents.append((*present, *cross[i]))
             if output_attentions:
@@ -201,8 +224,10 @@ class Captioner(nn.Module):
         config = CaptionerConfig(**json.loads(meta["config"]))
         if expected is not None and config != expected:
             diff = {k: (v, getattr(expected, k)) for k, v in asdict(config).items() if getattr(expected, k) != v}
-            raise CheckpointError(f"{path} holds a captioner of another size (checkpoint vs expected: "
-                                              f"{diff}); build the model from the checkpoint's config or retrain.")
+            raise CheckpointError(
+                f"{path} holds a captioner of another size (checkpoint vs expected: "
+                f"{diff}); build the model from the checkpoint's config or retrain."
+            )
         model = cls(config)
         model.load_state_dict(load_file(str(path)), strict=False)
         return model.eval()
@@ -222,19 +247,28 @@ class BoundCaptioner(nn.Module):
         self.memory = model.encode(features)
         self.max_positions = model.max_positions
         self.config = model.config
-        self.cross_computations = 0           # how often image keys/values were computed (tests read it)
+        self.cross_computations = 0  # how often image keys/values were computed (tests read it)
         self.last_cross_attentions = None
         self.train(model.training)
 
     def _repeats(self, batch: int) -> int:
         images = self.memory.shape[0]
         if batch % images:
-            raise CaptionerInputError(f"{batch} captions for {images} images: the batch must be a multiple of the "
-                                      "number of images (rows in repeat_interleave order).")
+            raise CaptionerInputError(
+                f"{batch} captions for {images} images: the batch must be a multiple of the "
+                "number of images (rows in repeat_interleave order)."
+            )
         return batch // images
 
-    def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache: bool = False,
-                output_attentions: bool = False, position_ids=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        past_key_values=None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        position_ids=None,
+    ):
         k = self._repeats(input_ids.shape[0])
         if past_key_values is None:
             cross = [tuple(t.repeat_interleave(k, dim=0) for t in kv) for kv in self.model.cross_cache(self.memory)]
@@ -246,11 +280,18 @@ class BoundCaptioner(nn.Module):
         if past is None:
             # run the first step with empty self-attention caches and the precomputed image keys/values
             d_head = self.model.config.d_model // self.model.config.num_heads
-            empty = input_ids.new_zeros((input_ids.shape[0], self.model.config.num_heads, 0, d_head), dtype=cross[0][0].dtype)
+            empty = input_ids.new_zeros(
+                (input_ids.shape[0], self.model.config.num_heads, 0, d_head), dtype=cross[0][0].dtype
+            )
             past = tuple((empty, empty, *kv) for kv in cross)
-        logits, cache, attentions = self.model(input_ids, attention_mask=attention_mask, past_key_values=past,
-                                               use_cache=use_cache, output_attentions=output_attentions,
-                                               position_ids=position_ids)
+        logits, cache, attentions = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            position_ids=position_ids,
+        )
         self.last_cross_attentions = attentions
         return (logits, cache) if use_cache else (logits,)
 
@@ -260,9 +301,14 @@ class BoundCaptioner(nn.Module):
         k = self._repeats(beam_idx.shape[0])
         image_of_row = torch.arange(beam_idx.shape[0], device=beam_idx.device) // k
         same_image = bool((image_of_row[beam_idx] == image_of_row).all())
-        return tuple((layer[0].index_select(0, beam_idx), layer[1].index_select(0, beam_idx),
-                      *(layer[2:] if same_image else (t.index_select(0, beam_idx) for t in layer[2:])))
-                     for layer in cache)
+        return tuple(
+            (
+                layer[0].index_select(0, beam_idx),
+                layer[1].index_select(0, beam_idx),
+                *(layer[2:] if same_image else (t.index_select(0, beam_idx) for t in layer[2:])),
+            )
+            for layer in cache
+        )
 
 
 def _init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -277,14 +323,22 @@ def _init_weights(module: nn.Module, std: float = 0.02) -> None:
 
 # ============================================================================ training
 
-def teacher_forced_loss(model: Captioner, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                        label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+
+def teacher_forced_loss(
+    model: Captioner,
+    features: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Teacher forcing: the decoder reads the *true* caption up to word t and predicts word t + 1.
     Padding takes no part. ``reduction="none"`` gives one mean loss per caption."""
     logits = model(ids[:, :-1], memory=model.encode(features), attention_mask=mask[:, :-1])[0]
     targets = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
-    token_losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
-                                   label_smoothing=label_smoothing, reduction="none")
+    token_losses = F.cross_entropy(
+        logits.transpose(1, 2), targets, ignore_index=-100, label_smoothing=label_smoothing, reduction="none"
+    )
     if reduction == "none":
         return token_losses.sum(1) / mask[:, 1:].sum(1)
     return token_losses.sum() / mask[:, 1:].sum()
@@ -301,9 +355,21 @@ def warmup_factor(step: int, steps: int, warmup: float = 0.05) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, steps: int,
-                    batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.01, warmup: float = 0.05,
-                    label_smoothing: float = 0.0, progress: bool = True, seed: int = 0, cnn=None) -> list:
+def train_captioner(
+    model: Captioner,
+    features: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup: float = 0.05,
+    label_smoothing: float = 0.0,
+    progress: bool = True,
+    seed: int = 0,
+    cnn=None,
+) -> list:
     """Teacher-forced training with AdamW and warmup; returns the loss of every step.
     ``features`` (N, patches, d_image) cached patch features, ``ids``/``mask`` (N, L) the captions.
 
@@ -318,18 +384,24 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
 
         def batch_features(idx, device):
             return describe_patches(cnn(features[idx].to(device)), cnn.coords)
+
         params = [*model.named_parameters(), *(("cnn." + n, q) for n, q in cnn.named_parameters())]
     else:
+
         def batch_features(idx, device):
             return features[idx].to(device)
+
         params = list(model.named_parameters())
     if features.shape[0] != ids.shape[0] or ids.shape != mask.shape:
-        raise CaptionerInputError(f"{features.shape[0]} images, ids {tuple(ids.shape)}, mask {tuple(mask.shape)}: "
-                                  "give one caption (ids and mask of the same shape) per image.")
+        raise CaptionerInputError(
+            f"{features.shape[0]} images, ids {tuple(ids.shape)}, mask {tuple(mask.shape)}: "
+            "give one caption (ids and mask of the same shape) per image."
+        )
     decay = [p for n, p in params if p.dim() >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.dim() >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, steps, warmup))
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
@@ -339,15 +411,28 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
             yield torch.randint(features.shape[0], (batch_size,), generator=g)
 
     def loss_of(_, idx: torch.Tensor) -> torch.Tensor:
-        length = int(mask[idx].sum(1).max())                 # trim the padding every caption in the batch has
-        return teacher_forced_loss(model, batch_features(idx, device), ids[idx, :length].to(device),
-                                   mask[idx, :length].to(device), label_smoothing)
+        length = int(mask[idx].sum(1).max())  # trim the padding every caption in the batch has
+        return teacher_forced_loss(
+            model,
+            batch_features(idx, device),
+            ids[idx, :length].to(device),
+            mask[idx, :length].to(device),
+            label_smoothing,
+        )
 
     # The course's one loop; clipping covers the CNN too when it trains (its parameters follow the captioner's).
     trained = model if cnn is None else nn.ModuleList([model, cnn])
-    history = training.train(trained, random_captions(), loss_of, opt, sched, steps=steps, max_grad_norm=1.0,
-                             progress=progress,
-                             desc="training the captioner" + (" and the CNN" if cnn is not None else ""))
+    history = training.train(
+        trained,
+        random_captions(),
+        loss_of,
+        opt,
+        sched,
+        steps=steps,
+        max_grad_norm=1.0,
+        progress=progress,
+        desc="training the captioner" + (" and the CNN" if cnn is not None else ""),
+    )
     model.eval()
     if cnn is not None:
         cnn.eval().requires_grad_(False)
@@ -355,6 +440,7 @@ def train_captioner(model: Captioner, features: torch.Tensor, ids: torch.Tensor,
 
 
 # ============================================================================ images -> features -> captions
+
 
 def check_uint8_images(images) -> None:
     """Raise one clear line unless ``images`` are (B, 3, 75, 75) uint8 pictures as shapes.generate makes them."""
@@ -364,8 +450,10 @@ def check_uint8_images(images) -> None:
         raise CaptionerInputError(f"one image of shape {tuple(images.shape)}: add a batch axis, images[None].")
     check_images(images)
     if images.dtype != torch.uint8:
-        raise CaptionerInputError(f"images have dtype {images.dtype}; the patch CNN reads uint8 pixels in 0..255 as "
-                                  "shapes.generate makes them (for floats in [0, 1]: (x * 255).round().to(torch.uint8)).")
+        raise CaptionerInputError(
+            f"images have dtype {images.dtype}; the patch CNN reads uint8 pixels in 0..255 as "
+            "shapes.generate makes them (for floats in [0, 1]: (x * 255).round().to(torch.uint8))."
+        )
 
 
 @torch.no_grad()
@@ -378,9 +466,16 @@ def features_of(cnn, images: torch.Tensor, what: str = "description") -> torch.T
 
 
 @torch.no_grad()
-def generate_captions(model: Captioner, features: torch.Tensor, tokenizer, num_beams: int = 1,
-                      max_new_tokens: int | None = None, length_penalty: float = 1.0, batch_size: int = 250,
-                      progress: bool = False) -> list[str]:
+def generate_captions(
+    model: Captioner,
+    features: torch.Tensor,
+    tokenizer,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    length_penalty: float = 1.0,
+    batch_size: int = 250,
+    progress: bool = False,
+) -> list[str]:
     """Captions for cached patch features, greedy (``num_beams=1``) or beam search, batch by batch."""
     from tqdm.auto import tqdm
 
@@ -389,11 +484,20 @@ def generate_captions(model: Captioner, features: torch.Tensor, tokenizer, num_b
     model.eval()
     max_new_tokens = max_new_tokens or model.max_positions - 1
     out = []
-    for start in tqdm(range(0, features.shape[0], batch_size), disable=not progress, desc=f"captions, beams={num_beams}"):
-        chunk = features[start:start + batch_size]
+    for start in tqdm(
+        range(0, features.shape[0], batch_size), disable=not progress, desc=f"captions, beams={num_beams}"
+    ):
+        chunk = features[start : start + batch_size]
         bound = model.bind(chunk)
         prompt = torch.full((chunk.shape[0], 1), tokenizer.BOS, dtype=torch.long)
-        ids = generate(bound, prompt, max_new_tokens, num_beams=num_beams, length_penalty=length_penalty,
-                       eos_token_id=tokenizer.EOS, pad_token_id=tokenizer.PAD)
+        ids = generate(
+            bound,
+            prompt,
+            max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            eos_token_id=tokenizer.EOS,
+            pad_token_id=tokenizer.PAD,
+        )
         out.extend(tokenizer.decode(row[1:]) for row in ids)
     return out

@@ -7,6 +7,7 @@
 * :func:`caption_widget`: pick an image, watch the caption being written word by word, and see
   where each word looked.
 """
+
 from __future__ import annotations
 
 import html
@@ -47,12 +48,17 @@ def caption_with_attention(model, features: torch.Tensor, tokenizer, max_new_tok
         raise ValueError(f"caption_with_attention takes one image, got {feats.shape[0]}")
     model.eval()
     max_new_tokens = max_new_tokens or model.max_positions - 1
-    ids = generate(model.bind(feats), torch.full((1, 1), tokenizer.BOS), max_new_tokens,
-                   eos_token_id=tokenizer.EOS, pad_token_id=tokenizer.PAD)[0]
+    ids = generate(
+        model.bind(feats),
+        torch.full((1, 1), tokenizer.BOS),
+        max_new_tokens,
+        eos_token_id=tokenizer.EOS,
+        pad_token_id=tokenizer.PAD,
+    )[0]
     if tokenizer.EOS in ids[1:].tolist():
         ids = ids[: 1 + ids[1:].tolist().index(tokenizer.EOS) + 1]
     _, _, attentions = model(ids[None, :-1], memory=model.encode(feats), output_attentions=True)
-    per_word = torch.stack([a[0].mean(0) for a in attentions], dim=1)       # (n_words, layers, 25)
+    per_word = torch.stack([a[0].mean(0) for a in attentions], dim=1)  # (n_words, layers, 25)
     return CaptionTrace(tokenizer.tokens(ids[1:]), per_word)
 
 
@@ -68,8 +74,17 @@ def attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, title: st
         if share < 0.05:
             continue
         row, col = divmod(p, GRID)
-        ax.add_patch(Rectangle((col * CELL - 0.5, row * CELL - 0.5), CELL, CELL, fill=False,
-                               edgecolor="black", linewidth=0.5 + 3.5 * share, alpha=0.25 + 0.75 * share))
+        ax.add_patch(
+            Rectangle(
+                (col * CELL - 0.5, row * CELL - 0.5),
+                CELL,
+                CELL,
+                fill=False,
+                edgecolor="black",
+                linewidth=0.5 + 3.5 * share,
+                alpha=0.25 + 0.75 * share,
+            )
+        )
         if share > 0.3:
             ax.text(col * CELL + 1, row * CELL + 4, f"{float(w[p]):.2f}", fontsize=6, color="black")
     ax.set_xticks([]), ax.set_yticks([])
@@ -92,7 +107,9 @@ def trace_figure(image: torch.Tensor, trace: CaptionTrace, word: int):
     fig = Figure(figsize=(2.7 * n_layers, 3.0))
     axes = np.atleast_1d(fig.subplots(1, n_layers))
     for layer, ax in enumerate(axes):
-        attention_on_image(ax, image, trace.attention[word, layer], f"layer {layer + 1} while writing '{trace.words[word]}'")
+        attention_on_image(
+            ax, image, trace.attention[word, layer], f"layer {layer + 1} while writing '{trace.words[word]}'"
+        )
     fig.tight_layout()
     return fig
 
@@ -126,9 +143,11 @@ def caption_widget(model, data: shapes.SortOfClevr, features: torch.Tensor, toke
         trace = caption_with_attention(model, features[image.value], tokenizer)
         state["trace"] = trace
         check = C.check_caption(trace.caption, C.scene_of(data, image.value))
-        verdict.value = (f"<span style='font-size: 12px'>scene check: {check.correct}/{check.n_true} objects right, "
-                         f"{'described exactly' if check.exact else 'NOT exact'}; duplicates {check.duplicates}, "
-                         f"wrong bindings {check.wrong_bindings}, wrong regions {check.wrong_regions}</span>")
+        verdict.value = (
+            f"<span style='font-size: 12px'>scene check: {check.correct}/{check.n_true} objects right, "
+            f"{'described exactly' if check.exact else 'NOT exact'}; duplicates {check.duplicates}, "
+            f"wrong bindings {check.wrong_bindings}, wrong regions {check.wrong_regions}</span>"
+        )
         word.unobserve(draw, "value")
         word.max = len(trace.words) - 1
         word.value = 0

@@ -18,6 +18,7 @@ against the truth:
   per reference *position*, ``corpus_bleu(hyps, [refs_1, refs_2, ...])``);
 * :class:`CaptionTokenizer`: caption words <-> ids for a model.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,10 @@ OBJECT_TEMPLATES = (
 # the anchor object is always named first, the object it is closest to / furthest from second
 RELATION_TEMPLATES = {
     "closest": ("the {c} {s} is closest to the {c2} {s2}.", "the object closest to the {c} {s} is the {c2} {s2}."),
-    "furthest": ("the {c} {s} is furthest from the {c2} {s2}.", "the object furthest from the {c} {s} is the {c2} {s2}."),
+    "furthest": (
+        "the {c} {s} is furthest from the {c2} {s2}.",
+        "the object furthest from the {c} {s} is the {c2} {s2}.",
+    ),
 }
 ORDERS = ("colour", "reading", "random")
 
@@ -68,15 +72,18 @@ def _template_words() -> set:
     return found
 
 
-VOCABULARY = tuple(sorted(_template_words() | {"an"} | set(shapes.COLORS) | set(shapes.SHAPES) | set(ROWS) | set(COLUMNS)))
+VOCABULARY = tuple(
+    sorted(_template_words() | {"an"} | set(shapes.COLORS) | set(shapes.SHAPES) | set(ROWS) | set(COLUMNS))
+)
 
 
 # ---------------------------------------------------------------- scenes and facts
 
+
 class SceneObject(NamedTuple):
     color: str
     shape: str
-    x: int          # pixel centre; y grows downwards
+    x: int  # pixel centre; y grows downwards
     y: int
 
 
@@ -87,10 +94,10 @@ class ObjectFact(NamedTuple):
 
 
 class RelationFact(NamedTuple):
-    color: str           # the anchor ...
+    color: str  # the anchor ...
     shape: str
-    relation: str        # ... is "closest" to / "furthest" from ...
-    other_color: str     # ... this object
+    relation: str  # ... is "closest" to / "furthest" from ...
+    other_color: str  # ... this object
     other_shape: str
 
 
@@ -106,9 +113,15 @@ def scene_of(data: shapes.SortOfClevr, image: int) -> list[SceneObject]:
     """The objects of one image of a :class:`~course_utils.vision.shapes.SortOfClevr`, in colour order."""
     if not 0 <= int(image) < len(data):
         raise IndexError(f"image {image} is out of range: the data holds {len(data)} images")
-    return [SceneObject(shapes.COLORS[k], shapes.SHAPES[int(data.shapes[image, k])],
-                        int(data.centers[image, k, 0]), int(data.centers[image, k, 1]))
-            for k in range(shapes.N_OBJECTS)]
+    return [
+        SceneObject(
+            shapes.COLORS[k],
+            shapes.SHAPES[int(data.shapes[image, k])],
+            int(data.centers[image, k, 0]),
+            int(data.centers[image, k, 1]),
+        )
+        for k in range(shapes.N_OBJECTS)
+    ]
 
 
 def scenes_of(data: shapes.SortOfClevr) -> list[list[SceneObject]]:
@@ -119,10 +132,14 @@ def _check_scene(scene) -> list[SceneObject]:
     scene = [SceneObject(*o) for o in scene]
     colors = [o.color for o in scene]
     if len(set(colors)) != len(colors):
-        raise ValueError(f"a scene holds at most one object per colour (the captions name objects by colour); got {colors}")
+        raise ValueError(
+            f"a scene holds at most one object per colour (the captions name objects by colour); got {colors}"
+        )
     for o in scene:
         if o.color not in shapes.COLORS or o.shape not in shapes.SHAPES:
-            raise ValueError(f"unknown object {o.color!r} {o.shape!r}: colours are {shapes.COLORS}, shapes {shapes.SHAPES}")
+            raise ValueError(
+                f"unknown object {o.color!r} {o.shape!r}: colours are {shapes.COLORS}, shapes {shapes.SHAPES}"
+            )
     return scene
 
 
@@ -152,10 +169,11 @@ def true_relation(scene, color: str, relation: str) -> SceneObject | None:
 
 # ---------------------------------------------------------------- writing captions
 
+
 def _ordered(scene: list[SceneObject], order: str, rng: np.random.Generator | None) -> list[SceneObject]:
     if order == "colour":
         return sorted(scene, key=lambda o: shapes.COLORS.index(o.color))
-    if order == "reading":              # row by row, left to right inside a row
+    if order == "reading":  # row by row, left to right inside a row
         return sorted(scene, key=lambda o: (REGIONS.index(region_of(o.x, o.y)), o.x, o.y))
     if order == "random":
         if rng is None:
@@ -174,8 +192,9 @@ def _phrasing(phrasing: int | None, n: int, rng: np.random.Generator | None) -> 
     return int(phrasing)
 
 
-def describe(scene, order: str = "colour", phrasing: int | None = 0, relations: int = 0,
-             rng: np.random.Generator | None = None) -> str:
+def describe(
+    scene, order: str = "colour", phrasing: int | None = 0, relations: int = 0, rng: np.random.Generator | None = None
+) -> str:
     """One caption of ``scene``: a sentence per object, in ``order``, then ``relations`` relational
     sentences (anchors: the first objects of that order whose answer is not tied; closest and
     furthest alternate). ``phrasing``: a template index, or None for a random one per sentence."""
@@ -225,6 +244,7 @@ def corpus_references(data: shapes.SortOfClevr, n: int = 4, relations: int = 0, 
 
 
 # ---------------------------------------------------------------- reading captions back
+
 
 @dataclass
 class ParsedCaption:
@@ -280,18 +300,19 @@ def parse(caption: str) -> ParsedCaption:
 
 # ---------------------------------------------------------------- checking captions against the scene
 
+
 @dataclass
 class CaptionCheck:
     """One caption against its scene (counts; see :func:`check_caption`)."""
 
-    n_true: int                 # objects in the scene
-    n_said: int                 # object sentences read
-    correct: int                # said objects matching a true one (each true one matched once)
-    exact: bool                 # every object said once and right, nothing else, relations true
-    duplicates: int             # an object (colour) described again
-    absent_colours: int         # a colour the scene does not have
-    wrong_bindings: int         # a present colour given the wrong shape
-    wrong_regions: int          # right colour and shape, wrong region
+    n_true: int  # objects in the scene
+    n_said: int  # object sentences read
+    correct: int  # said objects matching a true one (each true one matched once)
+    exact: bool  # every object said once and right, nothing else, relations true
+    duplicates: int  # an object (colour) described again
+    absent_colours: int  # a colour the scene does not have
+    wrong_bindings: int  # a present colour given the wrong shape
+    wrong_regions: int  # right colour and shape, wrong region
     relations_said: int
     relations_true: int
     unknown_words: int
@@ -321,13 +342,33 @@ def check_caption(caption: str, scene) -> CaptionCheck:
     for r in said.relations:
         other = true_relation(scene, r.color, r.relation)
         anchor = truth.get(r.color)
-        if (other is not None and anchor is not None and anchor.shape == r.shape
-                and (other.color, other.shape) == (r.other_color, r.other_shape)):
+        if (
+            other is not None
+            and anchor is not None
+            and anchor.shape == r.shape
+            and (other.color, other.shape) == (r.other_color, r.other_shape)
+        ):
             rel_true += 1
-    exact = (correct == len(truth) == len(said.objects) and rel_true == len(said.relations)
-             and not said.unknown_words and not said.unreadable)
-    return CaptionCheck(len(truth), len(said.objects), correct, exact, dup, absent, binding, region,
-                        len(said.relations), rel_true, len(said.unknown_words), len(said.unreadable))
+    exact = (
+        correct == len(truth) == len(said.objects)
+        and rel_true == len(said.relations)
+        and not said.unknown_words
+        and not said.unreadable
+    )
+    return CaptionCheck(
+        len(truth),
+        len(said.objects),
+        correct,
+        exact,
+        dup,
+        absent,
+        binding,
+        region,
+        len(said.relations),
+        rel_true,
+        len(said.unknown_words),
+        len(said.unreadable),
+    )
 
 
 def scene_check(captions: Sequence[str], scenes: Sequence) -> dict:
@@ -348,12 +389,19 @@ def scene_check(captions: Sequence[str], scenes: Sequence) -> dict:
     recall = total["correct"] / total["n_true"] if total["n_true"] else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     n = len(checks)
-    return {"precision": precision, "recall": recall, "f1": f1,
-            "exact": sum(c.exact for c in checks) / n,
-            "duplicates": total["duplicates"] / n, "absent_colours": total["absent_colours"] / n,
-            "wrong_bindings": total["wrong_bindings"] / n, "wrong_regions": total["wrong_regions"] / n,
-            "relation_accuracy": total["relations_true"] / total["relations_said"] if total["relations_said"] else None,
-            "unknown_words": total["unknown_words"], "unreadable": total["unreadable"]}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "exact": sum(c.exact for c in checks) / n,
+        "duplicates": total["duplicates"] / n,
+        "absent_colours": total["absent_colours"] / n,
+        "wrong_bindings": total["wrong_bindings"] / n,
+        "wrong_regions": total["wrong_regions"] / n,
+        "relation_accuracy": total["relations_true"] / total["relations_said"] if total["relations_said"] else None,
+        "unknown_words": total["unknown_words"],
+        "unreadable": total["unreadable"],
+    }
 
 
 def bleu(hypotheses: Sequence[str], references_per_image: Sequence[Sequence[str]]) -> float:
@@ -368,13 +416,16 @@ def bleu(hypotheses: Sequence[str], references_per_image: Sequence[Sequence[str]
         raise ValueError(f"{len(hypotheses)} hypotheses but references for {len(references_per_image)} images")
     counts = {len(r) for r in references_per_image}
     if len(counts) != 1 or 0 in counts or any(isinstance(r, str) for r in references_per_image):
-        raise ValueError("give every image the same number (>= 1) of references, each a list of strings; "
-                         f"found per-image counts {sorted(counts)}")
+        raise ValueError(
+            "give every image the same number (>= 1) of references, each a list of strings; "
+            f"found per-image counts {sorted(counts)}"
+        )
     streams = [list(refs) for refs in zip(*references_per_image)]
     return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
 
 
 # ---------------------------------------------------------------- words <-> ids
+
 
 class CaptionTokenizer:
     """Caption words <-> ids: ``[PAD]=0``, ``[BOS]=1``, ``[EOS]=2``, then :data:`VOCABULARY` and ".".
@@ -396,8 +447,10 @@ class CaptionTokenizer:
         tokens = words(caption)
         unknown = sorted({t for t in tokens if t not in self.stoi})
         if unknown:
-            raise ValueError(f"words outside the caption vocabulary: {unknown}; captions here use only "
-                             "captions.VOCABULARY (write them with captions.describe)")
+            raise ValueError(
+                f"words outside the caption vocabulary: {unknown}; captions here use only "
+                "captions.VOCABULARY (write them with captions.describe)"
+            )
         return [self.BOS] + [self.stoi[t] for t in tokens] + [self.EOS]
 
     def batch(self, captions: Sequence[str]):
@@ -408,12 +461,12 @@ class CaptionTokenizer:
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), self.PAD, dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r)
+            ids[i, : len(r)] = torch.tensor(r)
         return ids, ids != self.PAD
 
     def decode(self, ids) -> str:
         out = []
-        for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids)):
+        for i in ids.tolist() if hasattr(ids, "tolist") else list(ids):
             if i == self.EOS:
                 break
             if not 0 <= i < len(self.itos):

@@ -14,6 +14,7 @@ queries from the text, keys and values from the memory.
 :class:`CaptionerInputError` is the one-line error of every captioning model (this layer,
 :class:`~course_utils.vision.bert_decoder.BertDecoder` and :class:`~course_utils.vision.captioning.Captioner`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,6 +33,7 @@ class CaptionerInputError(ValueError):
 
 # ============================================================================ cross-attention
 
+
 class CrossAttention(MultiHeadAttention):
     """Multi-head attention whose keys and values come from the image memory.
 
@@ -44,8 +46,9 @@ class CrossAttention(MultiHeadAttention):
         """(B, N, d) memory -> keys and values (B, heads, N, d_head)."""
         return self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))
 
-    def attend(self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask=None,
-               need_weights: bool = False):
+    def attend(
+        self, query: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_mask=None, need_weights: bool = False
+    ):
         """(B, L, d) queries over precomputed keys and values; ``memory_mask`` (B, N) bool, True = real."""
         q = self.split_heads(self.q_proj(query))
         mask = None if memory_mask is None else memory_mask[:, None, None, :]
@@ -59,6 +62,7 @@ class CrossAttention(MultiHeadAttention):
 
 # ============================================================================ the textbook layer
 
+
 class CrossAttentionDecoderLayer(nn.Module):
     """The Transformer decoder layer (Vaswani et al. 2017): masked self-attention, then attention
     over the encoder's output (the memory), then the feed-forward network; each sub-layer in a
@@ -71,8 +75,16 @@ class CrossAttentionDecoderLayer(nn.Module):
     cross-attention weights (B, heads, L, N) are kept in ``last_cross_attention``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
-                 activation: str = "relu", layer_norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+    ):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.cross_attn = CrossAttention(d_model, num_heads, dropout=dropout)
@@ -92,12 +104,19 @@ class CrossAttentionDecoderLayer(nn.Module):
             self.last_cross_attention = weights.detach()
         return self.dropout2(out)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
-                memory_key_padding_mask: torch.Tensor | None = None,
-                tgt_key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        tgt_mask: torch.Tensor | None = None,
+        memory_key_padding_mask: torch.Tensor | None = None,
+        tgt_key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if memory.dim() != 3 or memory.shape[0] != x.shape[0] or memory.shape[-1] != x.shape[-1]:
-            raise CaptionerInputError(f"memory has shape {tuple(memory.shape)}; expected (batch={x.shape[0]}, "
-                                      f"patches, d_model={x.shape[-1]}), the image encoder's output for each caption.")
+            raise CaptionerInputError(
+                f"memory has shape {tuple(memory.shape)}; expected (batch={x.shape[0]}, "
+                f"patches, d_model={x.shape[-1]}), the image encoder's output for each caption."
+            )
         if self.norm_first:
             x = x + self._self_block(self.norm1(x), tgt_mask, tgt_key_padding_mask)
             x = x + self._cross_block(self.norm2(x), memory, memory_key_padding_mask)
@@ -112,14 +131,26 @@ class CrossAttentionDecoderLayer(nn.Module):
         if not isinstance(layer, nn.TransformerDecoderLayer):
             raise TypeError(f"from_torch expects torch.nn.TransformerDecoderLayer, got {type(layer).__name__}")
         name = torch_activation_name(layer.activation)
-        ours = cls(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                   dropout=layer.dropout.p, norm_first=layer.norm_first, activation=name, layer_norm_eps=layer.norm1.eps)
+        ours = cls(
+            layer.self_attn.embed_dim,
+            layer.self_attn.num_heads,
+            layer.linear1.out_features,
+            dropout=layer.dropout.p,
+            norm_first=layer.norm_first,
+            activation=name,
+            layer_norm_eps=layer.norm1.eps,
+        )
         ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
         cross = MultiHeadAttention.from_torch(layer.multihead_attn)
         ours.cross_attn.load_state_dict(cross.state_dict())
         with torch.no_grad():
-            for mine, theirs in ((ours.ff.linear1, layer.linear1), (ours.ff.linear2, layer.linear2),
-                                 (ours.norm1, layer.norm1), (ours.norm2, layer.norm2), (ours.norm3, layer.norm3)):
+            for mine, theirs in (
+                (ours.ff.linear1, layer.linear1),
+                (ours.ff.linear2, layer.linear2),
+                (ours.norm1, layer.norm1),
+                (ours.norm2, layer.norm2),
+                (ours.norm3, layer.norm3),
+            ):
                 mine.weight.copy_(theirs.weight)
                 mine.bias.copy_(theirs.bias)
         return ours.to(layer.linear1.weight.device, layer.linear1.weight.dtype)

@@ -26,6 +26,7 @@ A visual question answering model has three parts:
 the attention widget are in :mod:`course_utils.vision.vqa_plots`). The patch CNN is in
 :mod:`course_utils.vision.patch_cnn`; the shared image-text embedding space (CLIP-like) in :mod:`course_utils.vision.contrastive`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ N_ANSWERS = len(shapes.ANSWERS)
 
 
 # ============================================================================ question side
+
 
 @dataclass
 class QuestionEncoding:
@@ -69,8 +71,10 @@ class VectorQuestionEncoder(nn.Module):
 
     def forward(self, question_vectors: torch.Tensor, question_texts=None) -> QuestionEncoding:
         if question_vectors.dim() != 2 or question_vectors.shape[-1] != self.d_in:
-            raise ValueError(f"question vectors have shape {tuple(question_vectors.shape)}; expected "
-                             f"(batch, {self.d_in}), the paper's encoding (shapes.question_vector)")
+            raise ValueError(
+                f"question vectors have shape {tuple(question_vectors.shape)}; expected "
+                f"(batch, {self.d_in}), the paper's encoding (shapes.question_vector)"
+            )
         v = self.mlp(question_vectors)
         return QuestionEncoding(v, v[:, None, :], torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device))
 
@@ -95,8 +99,7 @@ class BertQuestionEncoder(nn.Module):
 
     needs_text = True
 
-    def __init__(self, bert: nn.Module, tokenizer, d_model: int = 128, finetune: bool = False,
-                 lr_scale: float = 0.1):
+    def __init__(self, bert: nn.Module, tokenizer, d_model: int = 128, finetune: bool = False, lr_scale: float = 0.1):
         super().__init__()
         from course_utils.text.bert import check_tokenizer_matches
 
@@ -110,13 +113,13 @@ class BertQuestionEncoder(nn.Module):
         self.token_norm = nn.BatchNorm1d(hidden, affine=False)
         self.proj = nn.Linear(hidden, d_model)
         self.bert.requires_grad_(finetune)
-        self._cache: dict = {}                               # sentence -> frozen hidden states
-        self._ids: dict = {}                                 # sentence -> token ids
+        self._cache: dict = {}  # sentence -> frozen hidden states
+        self._ids: dict = {}  # sentence -> token ids
 
     def _encode_unique(self, texts: list) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, T, hidden) states and (U, T) mask for distinct sentences."""
         device = self.proj.weight.device
-        for t in texts:                                  # tokenise each distinct sentence once
+        for t in texts:  # tokenise each distinct sentence once
             if t not in self._ids:
                 self._ids[t] = torch.tensor(self.tokenizer(t)["input_ids"])
         ids, mask = _pad([self._ids[t] for t in texts], self.tokenizer.pad_token_id or 0)
@@ -130,8 +133,10 @@ class BertQuestionEncoder(nn.Module):
 
     def forward(self, question_vectors=None, question_texts=None) -> QuestionEncoding:
         if question_texts is None or isinstance(question_texts, str):
-            raise ValueError("BertQuestionEncoder reads the English questions: pass a list of sentences as "
-                             "question_texts (QuestionSet.texts(rows) gives them)")
+            raise ValueError(
+                "BertQuestionEncoder reads the English questions: pass a list of sentences as "
+                "question_texts (QuestionSet.texts(rows) gives them)"
+            )
         unique = sorted(set(question_texts))
         where = {t: i for i, t in enumerate(unique)}
         if self.finetune:
@@ -141,10 +146,10 @@ class BertQuestionEncoder(nn.Module):
             if missing:
                 new_states, new_mask = self._encode_unique(missing)
                 for t, h, m in zip(missing, new_states, new_mask):
-                    self._cache[t] = h[m]                              # (real tokens, hidden)
+                    self._cache[t] = h[m]  # (real tokens, hidden)
             states, mask = _pad([self._cache[t] for t in unique])
         real = mask[..., None].to(states.dtype)
-        sentences = self._standardise(self.sentence_norm, (states * real).sum(1) / real.sum(1))   # (U, hidden)
+        sentences = self._standardise(self.sentence_norm, (states * real).sum(1) / real.sum(1))  # (U, hidden)
         tokens = torch.zeros_like(states)
         tokens[mask] = self._standardise(self.token_norm, states[mask])
         index = torch.tensor([where[t] for t in question_texts], device=states.device)
@@ -154,11 +159,13 @@ class BertQuestionEncoder(nn.Module):
         """Per feature, subtract the mean and divide by the standard deviation over the batch's
         sentences (tokens) while training, over the running averages otherwise."""
         batch_stats = self.training and x.shape[0] > 1
-        return F.batch_norm(x, norm.running_mean, norm.running_var, training=batch_stats,
-                            momentum=norm.momentum, eps=norm.eps)
+        return F.batch_norm(
+            x, norm.running_mean, norm.running_var, training=batch_stats, momentum=norm.momentum, eps=norm.eps
+        )
 
 
 # ============================================================================ fusions
+
 
 def _mlp(d_in: int, hidden: int, d_out: int, layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
     """Linear-ReLU blocks (``layers`` of them) then a Linear to ``d_out``."""
@@ -182,11 +189,15 @@ class Fusion(nn.Module):
 
     def check(self, elements: torch.Tensor, question: QuestionEncoding) -> None:
         if elements.dim() != 3 or elements.shape[-1] != self.d_image:
-            raise ValueError(f"image elements have shape {tuple(elements.shape)}; this fusion expects "
-                             f"(batch, elements, {self.d_image})")
+            raise ValueError(
+                f"image elements have shape {tuple(elements.shape)}; this fusion expects "
+                f"(batch, elements, {self.d_image})"
+            )
         if question.vector.shape != (elements.shape[0], self.d_question):
-            raise ValueError(f"question vector has shape {tuple(question.vector.shape)}; expected "
-                             f"({elements.shape[0]}, {self.d_question}): one per image row, d_question wide")
+            raise ValueError(
+                f"question vector has shape {tuple(question.vector.shape)}; expected "
+                f"({elements.shape[0]}, {self.d_question}): one per image row, d_question wide"
+            )
 
 
 class EarlyFusion(Fusion):
@@ -205,8 +216,15 @@ class EarlyFusion(Fusion):
 
     OPS = ("concat", "sum", "product")
 
-    def __init__(self, d_image: int, n_elements: int, d_question: int, op: str = "concat",
-                 hidden: int = 256, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_image: int,
+        n_elements: int,
+        d_question: int,
+        op: str = "concat",
+        hidden: int = 256,
+        dropout: float = 0.0,
+    ):
         super().__init__(d_image, n_elements, d_question)
         if op not in self.OPS:
             raise ValueError(f"op must be one of {self.OPS}, got {op!r}")
@@ -222,8 +240,10 @@ class EarlyFusion(Fusion):
     def check(self, elements: torch.Tensor, question: QuestionEncoding) -> None:
         super().check(elements, question)
         if elements.shape[1] != self.n_elements:
-            raise ValueError(f"{elements.shape[1]} image elements, but this fusion flattens exactly "
-                             f"{self.n_elements}: build it with n_elements={elements.shape[1]}")
+            raise ValueError(
+                f"{elements.shape[1]} image elements, but this fusion flattens exactly "
+                f"{self.n_elements}: build it with n_elements={elements.shape[1]}"
+            )
 
     def forward(self, elements: torch.Tensor, question: QuestionEncoding) -> torch.Tensor:
         self.check(elements, question)
@@ -238,8 +258,9 @@ class EarlyFusion(Fusion):
         Linear on [x; q] gets the weight [W_x, W_q] and the bias b_x + b_q."""
         if self.op != "sum":
             raise ValueError("only a 'sum' fusion has a 'concat' twin")
-        twin = EarlyFusion(self.d_image, self.n_elements, self.d_question, op="concat",
-                           hidden=self.image_proj.out_features)
+        twin = EarlyFusion(
+            self.d_image, self.n_elements, self.d_question, op="concat", hidden=self.image_proj.out_features
+        )
         with torch.no_grad():
             first = twin.head[0]
             first.weight.copy_(torch.cat([self.image_proj.weight, self.question_proj.weight], dim=1))
@@ -270,10 +291,10 @@ class FiLMFusion(Fusion):
 
     def forward(self, elements, question):
         self.check(elements, question)
-        h = self.embed(elements)                                       # (B, N, hidden)
+        h = self.embed(elements)  # (B, N, hidden)
         for block, film in zip(self.blocks, self.film):
             gamma, beta = film(question.vector)[:, None, :].chunk(2, dim=-1)
-            h = h + F.relu((1 + gamma) * block(h) + beta)             # 1 + gamma: starts as identity scale
+            h = h + F.relu((1 + gamma) * block(h) + beta)  # 1 + gamma: starts as identity scale
         return self.head(torch.cat([h.mean(1), h.amax(1)], dim=-1))
 
 
@@ -288,8 +309,16 @@ class CrossAttentionFusion(Fusion):
     weights of the last forward, (B, heads, T, N).
     """
 
-    def __init__(self, d_image: int, n_elements: int, d_question: int, d_model: int = 128,
-                 num_heads: int = 4, layers: int = 2, token_queries: bool = False):
+    def __init__(
+        self,
+        d_image: int,
+        n_elements: int,
+        d_question: int,
+        d_model: int = 128,
+        num_heads: int = 4,
+        layers: int = 2,
+        token_queries: bool = False,
+    ):
         super().__init__(d_image, n_elements, d_question)
         self.embed = _mlp(d_image, d_model, d_model, layers=1)
         self.norm_kv = nn.LayerNorm(d_model)
@@ -307,11 +336,11 @@ class CrossAttentionFusion(Fusion):
 
     def forward(self, elements, question):
         self.check(elements, question)
-        kv = self.norm_kv(self.embed(elements))                        # (B, N, d)
+        kv = self.norm_kv(self.embed(elements))  # (B, N, d)
         if self.token_queries:
-            q, real = self.query_in(question.tokens), question.mask     # (B, T, d): every token asks
+            q, real = self.query_in(question.tokens), question.mask  # (B, T, d): every token asks
         else:
-            q = self.query_in(question.vector)[:, None, :]              # (B, 1, d): one question vector asks
+            q = self.query_in(question.vector)[:, None, :]  # (B, 1, d): one question vector asks
             real = torch.ones(q.shape[0], 1, dtype=torch.bool, device=q.device)
         maps = []
         for i in range(len(self.cross_attn)):
@@ -336,8 +365,18 @@ class RelationNetwork(Fusion):
     run on every pair. :meth:`naive_pairs` builds the concatenations explicitly (for checking).
     """
 
-    def __init__(self, d_image: int, n_elements: int, d_question: int, hidden: int = 128,
-                 g_layers: int = 3, f_hidden: int = 256, dropout: float = 0.0, pool: str = "sum", norm: bool = False):
+    def __init__(
+        self,
+        d_image: int,
+        n_elements: int,
+        d_question: int,
+        hidden: int = 128,
+        g_layers: int = 3,
+        f_hidden: int = 256,
+        dropout: float = 0.0,
+        pool: str = "sum",
+        norm: bool = False,
+    ):
         super().__init__(d_image, n_elements, d_question)
         self.pool = pool
         self.norm = nn.LayerNorm(hidden) if norm else nn.Identity()
@@ -352,9 +391,9 @@ class RelationNetwork(Fusion):
         """(B, N, N, hidden): g's first layer (before ReLU) for every pair, by broadcast-adding."""
         d = self.d_image
         w_i, w_j, w_q = self.g_first.weight.split([d, d, self.d_question], dim=1)
-        left = elements @ w_i.T                                         # (B, N, hidden): o_i's part
-        right = elements @ w_j.T                                        # (B, N, hidden): o_j's part
-        q = question @ w_q.T + self.g_first.bias                        # (B, hidden)
+        left = elements @ w_i.T  # (B, N, hidden): o_i's part
+        right = elements @ w_j.T  # (B, N, hidden): o_j's part
+        q = question @ w_q.T + self.g_first.bias  # (B, hidden)
         return left[:, :, None, :] + right[:, None, :, :] + q[:, None, None, :]
 
     def naive_pairs(self, elements: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
@@ -367,7 +406,7 @@ class RelationNetwork(Fusion):
 
     def forward(self, elements, question):
         self.check(elements, question)
-        pairs = self.g_rest(F.relu(self.first_layer(elements, question.vector)))   # (B, N, N, hidden)
+        pairs = self.g_rest(F.relu(self.first_layer(elements, question.vector)))  # (B, N, N, hidden)
         pooled = pairs.sum(dim=(1, 2)) if self.pool == "sum" else pairs.mean(dim=(1, 2))
         return self.f(self.norm(pooled))
 
@@ -407,8 +446,10 @@ class VQAModel(nn.Module):
         if questions_per_image > 1:
             elements = elements.repeat_interleave(questions_per_image, dim=0)
         if elements.shape[0] != question_vectors.shape[0]:
-            raise ValueError(f"{elements.shape[0]} image rows but {question_vectors.shape[0]} questions; "
-                             "give one image per question (or set questions_per_image)")
+            raise ValueError(
+                f"{elements.shape[0]} image rows but {question_vectors.shape[0]} questions; "
+                "give one image per question (or set questions_per_image)"
+            )
         return self.fusion(elements, self.question_encoder(question_vectors, question_texts))
 
 

@@ -5,6 +5,7 @@ the relation-network paper); :func:`pretrain_patch_cnn` trains it to say what ea
 (:func:`grid_targets`, :func:`dense_loss`, :func:`dense_metrics`), after which it is frozen and
 :func:`cache_patches` runs it once over every image. Chapter 07's captioner reads the same patches.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ import torch.nn.functional as F
 from course_utils.vision import shapes
 from course_utils import training
 
-GRID = 5                                   # the CNN's output grid: 5x5 patches of 15x15 pixels
-CELL = shapes.IMAGE_SIZE // GRID           # 15
+GRID = 5  # the CNN's output grid: 5x5 patches of 15x15 pixels
+CELL = shapes.IMAGE_SIZE // GRID  # 15
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -31,16 +32,22 @@ def check_images(images: torch.Tensor) -> None:
             hint = " It looks like a single image: add a batch axis with images[None]."
         elif images.dim() == 4 and images.shape[-1] == 3:
             hint = " It looks channels-last (B, H, W, 3): use images.permute(0, 3, 1, 2)."
-        raise ValueError(f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
-                         f"RGB images as shapes.generate makes them.{hint}")
+        raise ValueError(
+            f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
+            f"RGB images as shapes.generate makes them.{hint}"
+        )
     if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-        raise TypeError(f"images have dtype {images.dtype}; pass uint8 pixels 0..255 as shapes.generate makes them "
-                        "(images.to(torch.uint8)) or floats centred on 0 (to_float(images)).")
+        raise TypeError(
+            f"images have dtype {images.dtype}; pass uint8 pixels 0..255 as shapes.generate makes them "
+            "(images.to(torch.uint8)) or floats centred on 0 (to_float(images))."
+        )
     if images.dtype.is_floating_point and images.numel() and float(images.detach().abs().amax()) > 2.0:
         # to_float passes floats through: pixel values 0..255 as floats would reach the CNN unscaled
-        raise ValueError(f"float images hold values up to {float(images.detach().abs().amax()):.4g}: they look like "
-                         "pixels 0..255 stored as floats; pass the uint8 images, or to_float(images.to(torch.uint8)) "
-                         "(about -0.5..0.5).")
+        raise ValueError(
+            f"float images hold values up to {float(images.detach().abs().amax()):.4g}: they look like "
+            "pixels 0..255 stored as floats; pass the uint8 images, or to_float(images.to(torch.uint8)) "
+            "(about -0.5..0.5)."
+        )
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -57,9 +64,9 @@ def grid_coordinates(grid: int = GRID) -> torch.Tensor:
     return torch.stack([x.flatten(), y.flatten()], dim=-1)
 
 
-EMPTY = shapes.N_OBJECTS                     # the 7th "colour": no object is centred in this patch
+EMPTY = shapes.N_OBJECTS  # the 7th "colour": no object is centred in this patch
 PATCH_CLASSES = shapes.N_OBJECTS + 1
-D_DESCRIPTION = PATCH_CLASSES + 1 + 2       # class probabilities, circle, position (x, y) = 10
+D_DESCRIPTION = PATCH_CLASSES + 1 + 2  # class probabilities, circle, position (x, y) = 10
 
 
 class PatchCNN(nn.Module):
@@ -81,11 +88,18 @@ class PatchCNN(nn.Module):
         super().__init__()
 
         def block(c_in, c_out, kernel, stride):
-            return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
-                    nn.BatchNorm2d(c_out), nn.ReLU()]
+            return [
+                nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
 
-        self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
-                                  *block(channels, channels, 3, 1), *block(channels, channels, 5, 5))
+        self.body = nn.Sequential(
+            *block(3, channels, 3, 3),
+            *block(channels, channels, 3, 1),
+            *block(channels, channels, 3, 1),
+            *block(channels, channels, 5, 5),
+        )
         self.head = nn.Conv2d(channels, PATCH_CLASSES + 3, 1)
         self.channels = channels
         self.register_buffer("coords", grid_coordinates(), persistent=False)
@@ -99,8 +113,10 @@ class PatchCNN(nn.Module):
         check_images(images)
         weight = self.head.weight
         if images.dtype.is_floating_point and images.dtype != weight.dtype:
-            raise TypeError(f"images are {images.dtype} but the CNN's weights are {weight.dtype}: convert them, "
-                            f"images.to({weight.dtype}) (or pass the uint8 images).")
+            raise TypeError(
+                f"images are {images.dtype} but the CNN's weights are {weight.dtype}: convert them, "
+                f"images.to({weight.dtype}) (or pass the uint8 images)."
+            )
         return self.body(to_float(images).to(weight.dtype))
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
@@ -109,7 +125,7 @@ class PatchCNN(nn.Module):
 
     def patches_of(self, fmap: torch.Tensor) -> torch.Tensor:
         """:meth:`patches` from an already computed (B, channels, 5, 5) feature map."""
-        hidden = fmap.flatten(2).transpose(1, 2)                      # (B, 25, channels)
+        hidden = fmap.flatten(2).transpose(1, 2)  # (B, 25, channels)
         return torch.cat([hidden, self.coords.expand(hidden.shape[0], -1, -1)], dim=-1)
 
     def head_of(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -117,7 +133,7 @@ class PatchCNN(nn.Module):
         return self.head(fmap).flatten(2).transpose(1, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head_of(self.grid(images))                        # (B, 25, 10)
+        return self.head_of(self.grid(images))  # (B, 25, 10)
 
     def describe(self, images: torch.Tensor) -> torch.Tensor:
         return describe_patches(self(images), self.coords)
@@ -135,9 +151,10 @@ def describe_patches(head_output: torch.Tensor, coords: torch.Tensor | None = No
     probs = head_output[..., :PATCH_CLASSES].softmax(-1)
     occupied = 1 - probs[..., EMPTY:]
     coords = grid_coordinates().to(head_output.device) if coords is None else coords
-    offset = head_output[..., PATCH_CLASSES + 1:] * occupied * (CELL - 1) / (shapes.IMAGE_SIZE - 1)
-    return torch.cat([probs, torch.sigmoid(head_output[..., PATCH_CLASSES:PATCH_CLASSES + 1]) * occupied,
-                      coords + offset], dim=-1)
+    offset = head_output[..., PATCH_CLASSES + 1 :] * occupied * (CELL - 1) / (shapes.IMAGE_SIZE - 1)
+    return torch.cat(
+        [probs, torch.sigmoid(head_output[..., PATCH_CLASSES : PATCH_CLASSES + 1]) * occupied, coords + offset], dim=-1
+    )
 
 
 def grid_targets(data: shapes.SortOfClevr) -> dict:
@@ -151,13 +168,13 @@ def grid_targets(data: shapes.SortOfClevr) -> dict:
     """
     n, half = len(data), (CELL - 1) / 2
     x, y = data.centers[..., 0], data.centers[..., 1]
-    cell = (y // CELL) * GRID + x // CELL                                   # (N, 6) patch of each object
-    centres = (grid_coordinates() + 1) * (shapes.IMAGE_SIZE - 1) / 2        # (25, 2) patch centres, pixels
-    to_centre = ((data.centers.float() - centres[cell]) ** 2).sum(-1)      # (N, 6)
+    cell = (y // CELL) * GRID + x // CELL  # (N, 6) patch of each object
+    centres = (grid_coordinates() + 1) * (shapes.IMAGE_SIZE - 1) / 2  # (25, 2) patch centres, pixels
+    to_centre = ((data.centers.float() - centres[cell]) ** 2).sum(-1)  # (N, 6)
     holds = torch.full((n, GRID * GRID), EMPTY, dtype=torch.long)
     best = torch.full((n, GRID * GRID), float("inf"))
     rows = torch.arange(n)
-    for k in range(shapes.N_OBJECTS):                                       # nearest centre wins a shared patch
+    for k in range(shapes.N_OBJECTS):  # nearest centre wins a shared patch
         better = to_centre[:, k] < best[rows, cell[:, k]]
         holds[rows[better], cell[better, k]] = k
         best[rows[better], cell[better, k]] = to_centre[better, k]
@@ -176,7 +193,7 @@ def dense_loss(pred: torch.Tensor, targets: dict) -> torch.Tensor:
     weight = occupied / occupied.sum().clamp(min=1)
     circle = pred[..., PATCH_CLASSES]
     loss = loss + (F.binary_cross_entropy_with_logits(circle, targets["circle"], reduction="none") * weight).sum()
-    loss = loss + (((pred[..., PATCH_CLASSES + 1:] - targets["offset"]) ** 2).sum(-1) * weight).sum()
+    loss = loss + (((pred[..., PATCH_CLASSES + 1 :] - targets["offset"]) ** 2).sum(-1) * weight).sum()
     return loss
 
 
@@ -190,13 +207,23 @@ def dense_metrics(pred: torch.Tensor, targets: dict) -> dict:
     shape_ok = (pred[..., PATCH_CLASSES] > 0) == targets["circle"].bool()
     cell_ok = (holds == targets["holds"]) & (shape_ok | ~occupied)
     half = (CELL - 1) / 2
-    error = ((pred[..., PATCH_CLASSES + 1:] - targets["offset"]) * half).norm(dim=-1)[occupied]
-    return {"cell_accuracy": cell_ok.float().mean().item(), "object_accuracy": cell_ok[occupied].float().mean().item(),
-            "position_error_px": error.mean().item()}
+    error = ((pred[..., PATCH_CLASSES + 1 :] - targets["offset"]) * half).norm(dim=-1)[occupied]
+    return {
+        "cell_accuracy": cell_ok.float().mean().item(),
+        "object_accuracy": cell_ok[occupied].float().mean().item(),
+        "position_error_px": error.mean().item(),
+    }
 
 
-def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batch_size: int = 32,
-                       lr: float = 3e-3, progress: bool = True, seed: int = 0) -> list:
+def pretrain_patch_cnn(
+    cnn: PatchCNN,
+    data: shapes.SortOfClevr,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    progress: bool = True,
+    seed: int = 0,
+) -> list:
     """Train ``cnn`` (body and head) to say what each patch holds; returns the loss per step.
 
     Adam with a one-cycle schedule on random batches of images, in the course's one loop
@@ -214,8 +241,17 @@ def pretrain_patch_cnn(cnn: PatchCNN, data: shapes.SortOfClevr, steps: int, batc
     def loss_of(cnn: PatchCNN, idx: torch.Tensor) -> torch.Tensor:
         return dense_loss(cnn(data.images[idx].to(device)), {k: v[idx].to(device) for k, v in targets.items()})
 
-    history = training.train(cnn, random_images(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
-                             progress=progress, desc="pretraining the CNN")
+    history = training.train(
+        cnn,
+        random_images(),
+        loss_of,
+        opt,
+        sched,
+        steps=steps,
+        max_grad_norm=None,
+        progress=progress,
+        desc="pretraining the CNN",
+    )
     cnn.eval()
     return history.values("loss")
 
@@ -233,14 +269,18 @@ class CachedPatches:
     def keep(self, k: int) -> "CachedPatches":
         """The k patches most likely to hold an object, from cached descriptions (reading order)."""
         if self.vectors.shape[-1] != D_DESCRIPTION:
-            raise ValueError("keep() reads the objectness from patch descriptions (10 numbers per patch); "
-                             "for hidden channels pass keep= to cache_patches instead")
+            raise ValueError(
+                "keep() reads the objectness from patch descriptions (10 numbers per patch); "
+                "for hidden channels pass keep= to cache_patches instead"
+            )
         if not 1 <= k <= self.vectors.shape[1]:
             raise ValueError(f"keep must be between 1 and {self.vectors.shape[1]} patches, got {k}")
         objectness = 1 - self.vectors[..., EMPTY]
         pick = objectness.topk(k, dim=1).indices.sort(dim=1).values
-        return CachedPatches(torch.gather(self.vectors, 1, pick[..., None].expand(-1, -1, self.vectors.shape[-1])),
-                             torch.gather(self.index, 1, pick))
+        return CachedPatches(
+            torch.gather(self.vectors, 1, pick[..., None].expand(-1, -1, self.vectors.shape[-1])),
+            torch.gather(self.index, 1, pick),
+        )
 
     def weights_on_grid(self, weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Spread (B, keep) weights of images ``rows`` back onto the (B, 25) patch grid."""
@@ -249,8 +289,9 @@ class CachedPatches:
 
 
 @torch.no_grad()
-def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, what: str = "description",
-                  batch_size: int = 500) -> CachedPatches:
+def cache_patches(
+    cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, what: str = "description", batch_size: int = 500
+) -> CachedPatches:
     """Run the frozen CNN once over every image and keep, per image, the ``keep`` patches it finds
     most likely to hold an object (in reading order).
 
@@ -265,7 +306,7 @@ def cache_patches(cnn: PatchCNN, images: torch.Tensor, keep: int = GRID * GRID, 
     device = next(cnn.parameters()).device
     vectors, index = [], []
     for start in range(0, images.shape[0], batch_size):
-        fmap = cnn.grid(images[start:start + batch_size].to(device))           # the CNN body runs once
+        fmap = cnn.grid(images[start : start + batch_size].to(device))  # the CNN body runs once
         head = cnn.head_of(fmap)
         v = describe_patches(head, cnn.coords) if what == "description" else cnn.patches_of(fmap)
         objectness = 1 - head[..., :PATCH_CLASSES].softmax(-1)[..., EMPTY]

@@ -21,6 +21,7 @@ cross-attention fusion of a post's text (Chinese or English) and its 48x48 image
 * :func:`save_model` / :func:`load_model`: ``config.json`` + ``model.safetensors`` + the
   tokenizer (transformers' ``save_pretrained`` files); :func:`predict_sentiment` for one post.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,15 +37,24 @@ from course_utils.vision import sentiment_data as sd
 from course_utils import training
 from course_utils.layers.attention import MultiHeadAttention
 
-GRID = 4                                   # the CNN's output grid: 4x4 patches of 12x12 pixels
+GRID = 4  # the CNN's output grid: 4x4 patches of 12x12 pixels
 CELL = sd.IMAGE_SIZE // GRID
 FUSIONS = ("text", "image", "early", "gated", "cross")
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-DEFAULTS = {"fusion": "cross", "d_model": 64, "layers": 2, "heads": 4, "max_len": 24, "channels": 32,
-            "vocab_size": None, "dropout": 0.1}
+DEFAULTS = {
+    "fusion": "cross",
+    "d_model": 64,
+    "layers": 2,
+    "heads": 4,
+    "max_len": 24,
+    "channels": 32,
+    "vocab_size": None,
+    "dropout": 0.1,
+}
 
 
 # ============================================================================ tokenizer
+
 
 def vocabulary() -> list:
     """Every word and CJK character the generator can write, after BERT's lower-casing and
@@ -63,6 +73,7 @@ def vocabulary() -> list:
         else:
             for v in x:
                 collect(v)
+
     collect(sd.WORDS)
     strings += [sd.EN_VERB_NEGATION, *sd.NEGATION.values(), "真", "很"]
     words = {w for s in strings for w, _ in pre.pre_tokenize_str(norm.normalize_str(s))}
@@ -75,32 +86,47 @@ def build_tokenizer(max_len: int = DEFAULTS["max_len"]):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     from course_utils.text.tokenization import wrap
+
     vocab = {w: i for i, w in enumerate([*SPECIALS, *vocabulary()])}
     raw = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
     raw.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     raw.decoder = decoders.WordPiece(prefix="##")
     raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
     return wrap(raw, model_max_length=max_len)
 
 
 # ============================================================================ input checks
 
+
 def check_images(images: torch.Tensor) -> None:
     """One-line errors unless ``images`` is (B, 3, 48, 48) uint8 as the generator makes them."""
     size = sd.IMAGE_SIZE
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor (batch, 3, {size}, {size}) of uint8, got {type(images).__name__}")
+        raise TypeError(
+            f"images must be a torch.Tensor (batch, 3, {size}, {size}) of uint8, got {type(images).__name__}"
+        )
     if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size):
-        hint = " Add a batch axis with image[None]." if images.dim() == 3 and tuple(images.shape) == (3, size, size) \
-            else " Channels-last? use .permute(0, 3, 1, 2)." if images.dim() == 4 and images.shape[-1] == 3 else ""
-        raise ValueError(f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
-                         f"uint8 pictures as sentiment_data.generate draws them.{hint}")
+        hint = (
+            " Add a batch axis with image[None]."
+            if images.dim() == 3 and tuple(images.shape) == (3, size, size)
+            else " Channels-last? use .permute(0, 3, 1, 2)."
+            if images.dim() == 4 and images.shape[-1] == 3
+            else ""
+        )
+        raise ValueError(
+            f"images have shape {tuple(images.shape)}; the model expects (batch, 3, {size}, {size}) "
+            f"uint8 pictures as sentiment_data.generate draws them.{hint}"
+        )
     if images.dtype != torch.uint8:
-        raise TypeError(f"images have dtype {images.dtype}; pass uint8 pixels 0..255 (images.to(torch.uint8) "
-                        "after rounding), as sentiment_data.generate makes them.")
+        raise TypeError(
+            f"images have dtype {images.dtype}; pass uint8 pixels 0..255 (images.to(torch.uint8) "
+            "after rounding), as sentiment_data.generate makes them."
+        )
 
 
 def check_image(image) -> torch.Tensor:
@@ -113,11 +139,15 @@ def check_image(image) -> torch.Tensor:
     if image.dim() == 3 and tuple(image.shape) == (size, size, 3):
         image = image.permute(2, 0, 1)
     if image.dim() != 3 or tuple(image.shape) != (3, size, size):
-        raise ValueError(f"image has shape {tuple(image.shape)}; predict_sentiment expects one (3, {size}, {size}) "
-                         f"picture (resize it to {size}x{size}; for a batch call the model).")
+        raise ValueError(
+            f"image has shape {tuple(image.shape)}; predict_sentiment expects one (3, {size}, {size}) "
+            f"picture (resize it to {size}x{size}; for a batch call the model)."
+        )
     if image.dtype != torch.uint8:
-        raise TypeError(f"image has dtype {image.dtype}; pass uint8 pixels 0..255, e.g. (x * 255).round()"
-                        ".to(torch.uint8) for floats in [0, 1].")
+        raise TypeError(
+            f"image has dtype {image.dtype}; pass uint8 pixels 0..255, e.g. (x * 255).round()"
+            ".to(torch.uint8) for floats in [0, 1]."
+        )
     return image
 
 
@@ -128,21 +158,26 @@ def tokenize(tokenizer, texts: list, max_len: int, allow_empty: bool = True) -> 
     rows = []
     for t in texts:
         if not allow_empty and not t.strip():
-            raise ValueError("the text is empty: write a sentence (in Chinese or English); to see what the image "
-                             "alone says, use the ablation in predict_sentiment's answer")
+            raise ValueError(
+                "the text is empty: write a sentence (in Chinese or English); to see what the image "
+                "alone says, use the ablation in predict_sentiment's answer"
+            )
         ids = tokenizer(t)["input_ids"]
         if len(ids) > max_len:
-            raise ValueError(f"the text has {len(ids)} tokens with [CLS] and [SEP] (Chinese counts one per "
-                             f"character) but the model has {max_len} positions: shorten it to {max_len - 2} tokens.")
+            raise ValueError(
+                f"the text has {len(ids)} tokens with [CLS] and [SEP] (Chinese counts one per "
+                f"character) but the model has {max_len} positions: shorten it to {max_len - 2} tokens."
+            )
         rows.append(torch.tensor(ids))
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = r
+        ids[i, : len(r)] = r
     return ids, ids != tokenizer.pad_token_id
 
 
 # ============================================================================ encoders
+
 
 class ImageEncoder(nn.Module):
     """48x48 -> a 4x4 grid of patch vectors (B, 16, channels + 2), coordinates appended.
@@ -155,10 +190,18 @@ class ImageEncoder(nn.Module):
         super().__init__()
 
         def block(c_in, c_out, kernel, stride):
-            return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
-                    nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.body = nn.Sequential(*block(3, channels, 3, 3), *block(channels, channels, 3, 1),
-                                  *block(channels, channels, 3, 1), *block(channels, channels, 4, 4))
+            return [
+                nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel // 2 if stride == 1 else 0)),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+
+        self.body = nn.Sequential(
+            *block(3, channels, 3, 3),
+            *block(channels, channels, 3, 1),
+            *block(channels, channels, 3, 1),
+            *block(channels, channels, 4, 4),
+        )
         centre = (torch.arange(GRID, dtype=torch.float32) + 0.5) / GRID * 2 - 1
         y, x = torch.meshgrid(centre, centre, indexing="ij")
         self.register_buffer("coords", torch.stack([x.flatten(), y.flatten()], -1), persistent=False)
@@ -166,8 +209,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images)
-        fmap = self.body(images.float() / 255.0 - 0.5)                      # (B, C, 4, 4)
-        patches = fmap.flatten(2).transpose(1, 2)                           # (B, 16, C)
+        fmap = self.body(images.float() / 255.0 - 0.5)  # (B, C, 4, 4)
+        patches = fmap.flatten(2).transpose(1, 2)  # (B, 16, C)
         return torch.cat([patches, self.coords.expand(len(patches), -1, -1)], -1)
 
 
@@ -175,11 +218,21 @@ def _bert(config: dict):
     from transformers import BertConfig
 
     from course_utils.text.bert import BertModel
+
     d = config["d_model"]
-    return BertModel(BertConfig(vocab_size=config["vocab_size"], hidden_size=d, num_hidden_layers=config["layers"],
-                                num_attention_heads=config["heads"], intermediate_size=2 * d,
-                                max_position_embeddings=config["max_len"], hidden_dropout_prob=config["dropout"],
-                                attention_probs_dropout_prob=config["dropout"]), add_pooling_layer=False)
+    return BertModel(
+        BertConfig(
+            vocab_size=config["vocab_size"],
+            hidden_size=d,
+            num_hidden_layers=config["layers"],
+            num_attention_heads=config["heads"],
+            intermediate_size=2 * d,
+            max_position_embeddings=config["max_len"],
+            hidden_dropout_prob=config["dropout"],
+            attention_probs_dropout_prob=config["dropout"],
+        ),
+        add_pooling_layer=False,
+    )
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -189,6 +242,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # ============================================================================ fusions
+
 
 class GatedFusion(nn.Module):
     """Gated multimodal unit: h = z * tanh(W_t t) + (1 - z) * tanh(W_i i), z = sigmoid(W_z [t; i])
@@ -231,7 +285,9 @@ class SentimentModel(nn.Module):
         super().__init__()
         config = {**DEFAULTS, **config}
         if config["fusion"] not in FUSIONS:
-            raise ValueError(f"unknown fusion {config['fusion']!r}; choose one of {FUSIONS} (late fusion is LateFusion)")
+            raise ValueError(
+                f"unknown fusion {config['fusion']!r}; choose one of {FUSIONS} (late fusion is LateFusion)"
+            )
         if config["vocab_size"] is None:
             config["vocab_size"] = len(tokenizer)
         self.config, self.tokenizer = config, tokenizer
@@ -268,11 +324,14 @@ class SentimentModel(nn.Module):
         width = max(len(self._ids[t]) for t in unique)
         ids = torch.zeros(len(unique), width, dtype=torch.long)
         for k, t in enumerate(unique):
-            ids[k, :len(self._ids[t])] = self._ids[t]
+            ids[k, : len(self._ids[t])] = self._ids[t]
         mask = ids != self.tokenizer.pad_token_id
         states = self.text(ids, attention_mask=mask.long()).last_hidden_state
-        where = torch.tensor([unique.index(t) for t in texts]) if len(unique) < 64 else \
-            torch.tensor([{t: k for k, t in enumerate(unique)}[t] for t in texts])
+        where = (
+            torch.tensor([unique.index(t) for t in texts])
+            if len(unique) < 64
+            else torch.tensor([{t: k for k, t in enumerate(unique)}[t] for t in texts])
+        )
         return states[where], mask[where]
 
     def features(self, texts: list, images: torch.Tensor) -> dict:
@@ -323,6 +382,7 @@ class LateFusion(nn.Module):
 
 # ============================================================================ modality dropout
 
+
 def drop_modalities(texts: list, images: torch.Tensor, p: float, generator: torch.Generator):
     """Each post independently: with probability p/2 its text becomes "" (empty), with p/2 its image
     becomes the blank grey picture, otherwise it is kept (never both dropped). Returns
@@ -338,15 +398,25 @@ def drop_modalities(texts: list, images: torch.Tensor, p: float, generator: torc
 
 # ============================================================================ training and metrics
 
-def train_model(model: SentimentModel, posts: sd.Posts, steps: int, batch_size: int = 64, lr: float = 2e-3,
-                modality_dropout: float = 0.0, seed: int = 0, progress: bool = True) -> list:
+
+def train_model(
+    model: SentimentModel,
+    posts: sd.Posts,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    modality_dropout: float = 0.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list:
     """AdamW with a linear warm-up (5%) and cosine decay, in the course's one loop
     (:func:`course_utils.training.train`, no gradient clipping); returns the loss per step."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
 
     def random_posts():  # the rows, then (with modality dropout) which posts lose a modality: one generator
         while True:
@@ -360,8 +430,17 @@ def train_model(model: SentimentModel, posts: sd.Posts, steps: int, batch_size: 
         texts, images, labels = batch
         return F.cross_entropy(model(texts, images), labels)
 
-    history = training.train(model, random_posts(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
-                             progress=progress, desc=f"{model.config['fusion']}")
+    history = training.train(
+        model,
+        random_posts(),
+        loss_of,
+        opt,
+        sched,
+        steps=steps,
+        max_grad_norm=None,
+        progress=progress,
+        desc=f"{model.config['fusion']}",
+    )
     model.eval()
     return history.values("loss")
 
@@ -370,8 +449,12 @@ def train_model(model: SentimentModel, posts: sd.Posts, steps: int, batch_size: 
 def predict_proba(model, texts: list, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """(N, 2) probabilities, in eval mode, in batches."""
     model.eval()
-    return torch.cat([model.probabilities(texts[i:i + batch_size], images[i:i + batch_size])
-                      for i in range(0, len(texts), batch_size)])
+    return torch.cat(
+        [
+            model.probabilities(texts[i : i + batch_size], images[i : i + batch_size])
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
 
 
 def macro_f1(pred: np.ndarray, gold: np.ndarray, classes=(0, 1)) -> float:
@@ -398,16 +481,21 @@ def evaluate(model, posts: sd.Posts, texts: list | None = None, images: torch.Te
 
 # ============================================================================ save, load, predict
 
+
 def save_model(model: SentimentModel, directory: str | Path) -> Path:
     """config.json + model.safetensors + the tokenizer's files, in one directory."""
     from safetensors.torch import save_file
 
     if not isinstance(model, SentimentModel):
-        raise TypeError(f"save_model saves a SentimentModel, got {type(model).__name__} (LateFusion: save its two models)")
+        raise TypeError(
+            f"save_model saves a SentimentModel, got {type(model).__name__} (LateFusion: save its two models)"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps({"model_type": "course-multimodal-sentiment", **model.config},
-                                                      indent=2, ensure_ascii=False), encoding="utf-8")
+    (directory / "config.json").write_text(
+        json.dumps({"model_type": "course-multimodal-sentiment", **model.config}, indent=2, ensure_ascii=False),
+        encoding="utf-8",
+    )
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
     model.tokenizer.save_pretrained(str(directory))
     return directory
@@ -432,19 +520,27 @@ def load_model(directory: str | Path) -> SentimentModel:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{directory / 'config.json'} is not valid JSON ({err}): save the model again") from None
     if config.pop("model_type", None) != "course-multimodal-sentiment":
-        raise ValueError(f"{directory / 'config.json'} is not a multimodal sentiment model's config "
-                         "(model_type should be 'course-multimodal-sentiment')")
+        raise ValueError(
+            f"{directory / 'config.json'} is not a multimodal sentiment model's config "
+            "(model_type should be 'course-multimodal-sentiment')"
+        )
     # from tokenizer.json directly: transformers' loader would read our config.json and warn about its model_type
-    tokenizer = wrap(Tokenizer.from_file(str(directory / "tokenizer.json")), model_max_length=config.get("max_len", 512))
+    tokenizer = wrap(
+        Tokenizer.from_file(str(directory / "tokenizer.json")), model_max_length=config.get("max_len", 512)
+    )
     model = SentimentModel(config, tokenizer)
     try:
         state = load_file(str(directory / "model.safetensors"))
-    except Exception as err:   # safetensors reports a damaged file deep in its own code
-        raise ValueError(f"{directory / 'model.safetensors'} cannot be read ({type(err).__name__}): save the model again") from None
+    except Exception as err:  # safetensors reports a damaged file deep in its own code
+        raise ValueError(
+            f"{directory / 'model.safetensors'} cannot be read ({type(err).__name__}): save the model again"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{directory / 'model.safetensors'} does not fit its config.json "
-                         f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        raise ValueError(
+            f"{directory / 'model.safetensors'} does not fit its config.json "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
     return model.eval()
 
 
@@ -457,8 +553,10 @@ def predict_sentiment(model: SentimentModel, text: str, image) -> dict:
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
-        raise ValueError("the text is empty: write a sentence (in Chinese or English); the answer's "
-                         "'without_text' field shows what the image alone says")
+        raise ValueError(
+            "the text is empty: write a sentence (in Chinese or English); the answer's "
+            "'without_text' field shows what the image alone says"
+        )
     image = check_image(image)
     tokenize(model.tokenizer, [text], model.config["max_len"], allow_empty=False)
     model.eval()
@@ -468,7 +566,7 @@ def predict_sentiment(model: SentimentModel, text: str, image) -> dict:
     attention = None
     if model.config["fusion"] == "cross":
         model.probabilities([text], image[None])
-        w = model.blocks[-1].last_attention[0]                             # (heads, T, 16)
+        w = model.blocks[-1].last_attention[0]  # (heads, T, 16)
         attention = w.mean(0).mean(0)
     full, no_image, no_text = (float(x) for x in p)
     moved_by_image, moved_by_text = abs(full - no_image), abs(full - no_text)
@@ -479,11 +577,19 @@ def predict_sentiment(model: SentimentModel, text: str, image) -> dict:
     else:
         driver = "both"
     label = int(full >= 0.5)
-    return {"label": sd.LABELS[label], "probability": full if label else 1 - full, "positive": full,
-            "driver": driver, "without_image": no_image, "without_text": no_text, "attention": attention}
+    return {
+        "label": sd.LABELS[label],
+        "probability": full if label else 1 - full,
+        "positive": full,
+        "driver": driver,
+        "without_image": no_image,
+        "without_text": no_text,
+        "attention": attention,
+    }
 
 
 # ============================================================================ the widget
+
 
 def explain(model: SentimentModel, text: str, image) -> tuple[str, object]:
     """The widget's callback: (a one-line summary, a matplotlib figure of the image with the
@@ -495,9 +601,11 @@ def explain(model: SentimentModel, text: str, image) -> tuple[str, object]:
         answer = predict_sentiment(model, text, image)
     except (ValueError, TypeError) as err:
         return f"⚠️ {err}", None
-    summary = (f"{answer['label']} ({answer['probability']:.0%}) — driven by the {answer['driver']}"
-               f" | P(positive): with both {answer['positive']:.2f}, blank image {answer['without_image']:.2f},"
-               f" empty text {answer['without_text']:.2f}")
+    summary = (
+        f"{answer['label']} ({answer['probability']:.0%}) — driven by the {answer['driver']}"
+        f" | P(positive): with both {answer['positive']:.2f}, blank image {answer['without_image']:.2f},"
+        f" empty text {answer['without_text']:.2f}"
+    )
     fig, ax = plt.subplots(figsize=(3, 3))
     ax.imshow(check_image(image).permute(1, 2, 0).numpy())
     if answer["attention"] is not None:
@@ -516,8 +624,13 @@ def sentiment_widget(model: SentimentModel, posts: sd.Posts, n_images: int = 12)
     from IPython.display import display
 
     text = W.Text(value="太好了，又下雨了", description="text", layout=W.Layout(width="420px"))
-    labels = [(f"#{i}: {posts.image_kinds[i]} {posts.weather[i] or ('smile' if posts.image_valence[i] == 1 else 'frown' if posts.image_valence[i] == 0 else '')}".strip(), i)
-              for i in range(min(n_images, len(posts)))]
+    labels = [
+        (
+            f"#{i}: {posts.image_kinds[i]} {posts.weather[i] or ('smile' if posts.image_valence[i] == 1 else 'frown' if posts.image_valence[i] == 0 else '')}".strip(),
+            i,
+        )
+        for i in range(min(n_images, len(posts)))
+    ]
     pick = W.Dropdown(options=labels, description="image")
     line, out = W.HTML(), W.Output()
 
@@ -528,6 +641,7 @@ def sentiment_widget(model: SentimentModel, posts: sd.Posts, n_images: int = 12)
             out.clear_output(wait=True)
             if fig is not None:
                 display(fig)
+
     text.observe(draw, names="value")
     pick.observe(draw, names="value")
     draw()

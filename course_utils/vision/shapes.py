@@ -20,6 +20,7 @@ subtype one-hot) and as an English sentence.
 :func:`generate` draws everything with NumPy in a few vectorised passes, so ten
 thousand images take a few seconds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -28,17 +29,16 @@ import numpy as np
 import torch
 
 IMAGE_SIZE = 75
-OBJECT_RADIUS = 5           # a square is 11x11 pixels, a circle has radius 5
-MIN_CENTER_GAP = 2 * OBJECT_RADIUS + 2   # Chebyshev distance between centres: bounding boxes never touch
+OBJECT_RADIUS = 5  # a square is 11x11 pixels, a circle has radius 5
+MIN_CENTER_GAP = 2 * OBJECT_RADIUS + 2  # Chebyshev distance between centres: bounding boxes never touch
 COLORS = ("red", "green", "blue", "orange", "yellow", "gray")
-RGB = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 156, 0), (255, 255, 0), (128, 128, 128)],
-               dtype=np.uint8)
+RGB = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 156, 0), (255, 255, 0), (128, 128, 128)], dtype=np.uint8)
 BACKGROUND = 255
 SHAPES = ("square", "circle")
 ANSWERS = ("yes", "no", "square", "circle", "1", "2", "3", "4", "5", "6")
 SUBTYPES = ("shape", "left", "top", "closest", "furthest", "count")
 RELATIONAL = (False, False, False, True, True, True)
-QUESTIONS_PER_KIND = 10     # 10 non-relational + 10 relational per image, as in the paper
+QUESTIONS_PER_KIND = 10  # 10 non-relational + 10 relational per image, as in the paper
 QUESTION_DIM = len(COLORS) + 2 + 3
 N_OBJECTS = len(COLORS)
 
@@ -118,9 +118,16 @@ class SortOfClevr:
             start = int(index) % n
             index = slice(start, start + 1)
         idx = torch.arange(len(self))[index]
-        return SortOfClevr(**{f.name: (getattr(self, f.name)[idx] if f.name != "question_text"
-                                       else [self.question_text[i] for i in idx.tolist()])
-                              for f in fields(self)})
+        return SortOfClevr(
+            **{
+                f.name: (
+                    getattr(self, f.name)[idx]
+                    if f.name != "question_text"
+                    else [self.question_text[i] for i in idx.tolist()]
+                )
+                for f in fields(self)
+            }
+        )
 
     @property
     def question_ids(self) -> torch.Tensor:
@@ -139,7 +146,7 @@ class SortOfClevr:
         n = len(self)
         color = torch.eye(N_OBJECTS).expand(n, N_OBJECTS, N_OBJECTS)
         shape = torch.nn.functional.one_hot(self.shapes, 2).float()
-        xy = self.centers.float() / (IMAGE_SIZE - 1) * 2 - 1      # centred: [-1, 1]
+        xy = self.centers.float() / (IMAGE_SIZE - 1) * 2 - 1  # centred: [-1, 1]
         objects = torch.cat([color, shape, xy], dim=-1)
         if shuffle:
             g = torch.Generator().manual_seed(seed)
@@ -153,7 +160,9 @@ class SortOfClevr:
         parts = []
         for k in range(N_OBJECTS):
             x, y = (int(v) for v in self.centers[image, k])
-            parts.append(f"{COLORS[k]} {SHAPES[int(self.shapes[image, k])]} {_third(y, VERTICAL)} {_third(x, HORIZONTAL)}")
+            parts.append(
+                f"{COLORS[k]} {SHAPES[int(self.shapes[image, k])]} {_third(y, VERTICAL)} {_third(x, HORIZONTAL)}"
+            )
         return ". ".join(parts) + "."
 
 
@@ -187,7 +196,7 @@ def _place_centers(rng: np.random.Generator, n: int) -> np.ndarray:
 def _has_distance_ties(centers: np.ndarray) -> np.ndarray:
     """(n,) bool: some object has two closest or two furthest others (an ambiguous answer)."""
     xy = centers.astype(np.int64)
-    dist2 = ((xy[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)       # exact integers
+    dist2 = ((xy[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)  # exact integers
     eye = np.eye(N_OBJECTS, dtype=bool)
     near = np.where(eye, np.iinfo(np.int64).max, dist2)
     far = np.where(eye, -1, dist2)
@@ -215,13 +224,13 @@ def _draw(centers: np.ndarray, shapes: np.ndarray) -> np.ndarray:
     # A circle paints the pixels whose centre lies within r + 1/2 of the object's centre, the disc
     # that just fits the 11x11 box: (dx^2 + dy^2 <= (r + 1/2)^2) is dx^2 + dy^2 <= r^2 + r on integers.
     # (<= r^2 left a one-pixel nub at each of the four extremes.)
-    templates = np.stack([np.ones_like(dy, dtype=bool), dx ** 2 + dy ** 2 <= r * r + r])  # square, circle
+    templates = np.stack([np.ones_like(dy, dtype=bool), dx**2 + dy**2 <= r * r + r])  # square, circle
     images = np.full((n * IMAGE_SIZE * IMAGE_SIZE, 3), BACKGROUND, dtype=np.uint8)  # one row per pixel
     image_start = (np.arange(n) * IMAGE_SIZE * IMAGE_SIZE)[:, None, None]
     for k in range(N_OBJECTS):
-        ys = centers[:, k, 1, None, None] + dy            # (n, 11, 11) pixel rows of the stamp
+        ys = centers[:, k, 1, None, None] + dy  # (n, 11, 11) pixel rows of the stamp
         xs = centers[:, k, 0, None, None] + dx
-        inside = templates[shapes[:, k]]                   # (n, 11, 11) which stamp pixels to paint
+        inside = templates[shapes[:, k]]  # (n, 11, 11) which stamp pixels to paint
         images[(image_start + ys * IMAGE_SIZE + xs)[inside]] = RGB[k]
     images = images.reshape(n, IMAGE_SIZE, IMAGE_SIZE, 3)
     return images
@@ -232,20 +241,22 @@ def _answers(centers: np.ndarray, shapes: np.ndarray, subtypes: np.ndarray, colo
     n = centers.shape[0]
     rows = np.arange(n)[:, None]
     xy = centers.astype(np.float64)
-    dist2 = ((xy[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)   # (n, 6, 6)
+    dist2 = ((xy[:, :, None, :] - xy[:, None, :, :]) ** 2).sum(-1)  # (n, 6, 6)
     eye = np.eye(N_OBJECTS, dtype=bool)
-    closest = np.where(eye, np.inf, dist2).argmin(-1)                 # generate() leaves no ties
+    closest = np.where(eye, np.inf, dist2).argmin(-1)  # generate() leaves no ties
     furthest = np.where(eye, -np.inf, dist2).argmax(-1)
-    same_shape_count = (shapes[:, :, None] == shapes[:, None, :]).sum(-1)   # (n, 6), includes itself
+    same_shape_count = (shapes[:, :, None] == shapes[:, None, :]).sum(-1)  # (n, 6), includes itself
     half = IMAGE_SIZE / 2
-    per_subtype = np.stack([
-        SQUARE + shapes,                                              # shape of c
-        np.where(centers[..., 0] < half, YES, NO),                    # c on the left
-        np.where(centers[..., 1] < half, YES, NO),                    # c on the top
-        SQUARE + np.take_along_axis(shapes, closest, 1),              # shape of the closest
-        SQUARE + np.take_along_axis(shapes, furthest, 1),             # shape of the furthest
-        COUNT_1 - 1 + same_shape_count,                               # how many share c's shape
-    ])                                                                # (6 subtypes, n, 6 colours)
+    per_subtype = np.stack(
+        [
+            SQUARE + shapes,  # shape of c
+            np.where(centers[..., 0] < half, YES, NO),  # c on the left
+            np.where(centers[..., 1] < half, YES, NO),  # c on the top
+            SQUARE + np.take_along_axis(shapes, closest, 1),  # shape of the closest
+            SQUARE + np.take_along_axis(shapes, furthest, 1),  # shape of the furthest
+            COUNT_1 - 1 + same_shape_count,  # how many share c's shape
+        ]
+    )  # (6 subtypes, n, 6 colours)
     return per_subtype[subtypes, rows, colors]
 
 
@@ -293,8 +304,11 @@ def answer_balance(data: SortOfClevr) -> dict:
         counts = torch.bincount(answers, minlength=len(ANSWERS))
         present = {ANSWERS[a]: int(c) for a, c in enumerate(counts.tolist()) if c}
         top = int(counts.argmax())
-        result[name] = {"counts": present, "majority": ANSWERS[top],
-                        "baseline": float(counts[top]) / max(int(counts.sum()), 1)}
+        result[name] = {
+            "counts": present,
+            "majority": ANSWERS[top],
+            "baseline": float(counts[top]) / max(int(counts.sum()), 1),
+        }
     return result
 
 
@@ -317,7 +331,9 @@ def show_examples(data: SortOfClevr, images=(0, 1, 2, 3), questions_per_image: i
 
 
 def _short(text: str) -> str:
-    return (text.replace("What is the shape of the object", "shape of obj.")
-                .replace("What is the shape of the", "shape of")
-                .replace("How many objects have the same shape as the", "# same shape as")
-                .replace(" object", ""))
+    return (
+        text.replace("What is the shape of the object", "shape of obj.")
+        .replace("What is the shape of the", "shape of")
+        .replace("How many objects have the same shape as the", "# same shape as")
+        .replace(" object", "")
+    )

@@ -22,6 +22,7 @@ Both fusions follow :class:`course_utils.vision.multimodal.Fusion`, so :class:`~
 and :func:`~course_utils.vision.vqa_training.train_vqa` train them unchanged. Zero-shot retrieval with a
 CLIP-style embedding is in :mod:`course_utils.vision.vl_retrieval`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,12 +38,19 @@ from course_utils.text.bert import BertModel
 from course_utils.layers.transformer import TransformerEncoderLayer
 from course_utils.vision.vqa_training import lr_factor
 
-TEXT, IMAGE = 0, 1                      # segment (token type) ids, as BERT's sentence A and B
-WORDS_PER_OBJECT = 5                    # "red circle top left ." in a scene description
+TEXT, IMAGE = 0, 1  # segment (token type) ids, as BERT's sentence A and B
+WORDS_PER_OBJECT = 5  # "red circle top left ." in a scene description
 
 
-def bert_config(hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int | None = None,
-                dropout: float = 0.0, max_positions: int = 64, init_std: float = 0.02):
+def bert_config(
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int | None = None,
+    dropout: float = 0.0,
+    max_positions: int = 64,
+    init_std: float = 0.02,
+):
     """A small ``transformers.BertConfig`` for an encoder whose inputs are embeddings already:
     one (unused, all-zero) word embedding, two segments (text, image); ``init_std`` is BERT's
     ``initializer_range``, the standard deviation of the starting weights."""
@@ -53,30 +61,46 @@ def bert_config(hidden: int = 64, layers: int = 2, heads: int = 4, intermediate:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if hidden % heads:
         raise ValueError(f"hidden={hidden} is not divisible by heads={heads}: each head gets hidden / heads features")
-    return BertConfig(vocab_size=1, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      intermediate_size=intermediate or 4 * hidden, hidden_dropout_prob=dropout,
-                      attention_probs_dropout_prob=dropout, max_position_embeddings=max_positions,
-                      type_vocab_size=2, pad_token_id=0, initializer_range=init_std)
+    return BertConfig(
+        vocab_size=1,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 4 * hidden,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        max_position_embeddings=max_positions,
+        type_vocab_size=2,
+        pad_token_id=0,
+        initializer_range=init_std,
+    )
 
 
 def _check_tokens(name: str, x, mask=None) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise ValueError(f"{name} must be a (batch, length, features) tensor, got "
-                         f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        raise ValueError(
+            f"{name} must be a (batch, length, features) tensor, got "
+            f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}"
+        )
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != x.shape[:2]):
-        raise ValueError(f"{name} mask must be (batch, length) = {tuple(x.shape[:2])}, True at real entries; "
-                         f"got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}")
+        raise ValueError(
+            f"{name} mask must be (batch, length) = {tuple(x.shape[:2])}, True at real entries; "
+            f"got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}"
+        )
 
 
 def _check_fusion_inputs(fusion: mm.Fusion, elements, question) -> None:
     """The base checks, and question tokens as wide as the question vector (the tokens are read here)."""
     mm.Fusion.check(fusion, elements, question)
     if question.tokens.shape[-1] != fusion.d_question or question.mask.shape != question.tokens.shape[:2]:
-        raise ValueError(f"question tokens {tuple(question.tokens.shape)} and mask {tuple(question.mask.shape)} must "
-                         f"be (batch, tokens, {fusion.d_question}) and (batch, tokens)")
+        raise ValueError(
+            f"question tokens {tuple(question.tokens.shape)} and mask {tuple(question.mask.shape)} must "
+            f"be (batch, tokens, {fusion.d_question}) and (batch, tokens)"
+        )
 
 
 # ============================================================================ single stream
+
 
 class SingleStreamEncoder(nn.Module):
     """One BERT over [CLS; text; image]: the course's :class:`~course_utils.text.bert.BertModel` layers
@@ -94,19 +118,24 @@ class SingleStreamEncoder(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=True)
         self.cls = nn.Parameter(torch.randn(config.hidden_size) * config.initializer_range)
 
-    def embed_inputs(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor,
-                     image_mask: torch.Tensor | None = None) -> dict:
+    def embed_inputs(
+        self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor | None = None
+    ) -> dict:
         """The sequence the encoder reads, as transformers' BertModel takes it: ``inputs_embeds``
         (B, 1+T+N, hidden), ``token_type_ids``, ``position_ids`` and ``attention_mask`` (1 = real)."""
         _check_tokens("text", text, text_mask)
         _check_tokens("image", image, image_mask)
         hidden = self.config.hidden_size
         if text.shape[-1] != hidden or image.shape[-1] != hidden or text.shape[0] != image.shape[0]:
-            raise ValueError(f"text {tuple(text.shape)} and image {tuple(image.shape)} must share the batch and "
-                             f"have {hidden} features each (project them to the hidden size first)")
+            raise ValueError(
+                f"text {tuple(text.shape)} and image {tuple(image.shape)} must share the batch and "
+                f"have {hidden} features each (project them to the hidden size first)"
+            )
         if text.shape[1] + 1 > self.config.max_position_embeddings:
-            raise ValueError(f"{text.shape[1]} text tokens + [CLS] exceed the {self.config.max_position_embeddings} "
-                             "positions: build the config with a larger max_positions")
+            raise ValueError(
+                f"{text.shape[1]} text tokens + [CLS] exceed the {self.config.max_position_embeddings} "
+                "positions: build the config with a larger max_positions"
+            )
         b, t, n = text.shape[0], text.shape[1], image.shape[1]
         device = text.device
         image_mask = torch.ones(b, n, dtype=torch.bool, device=device) if image_mask is None else image_mask
@@ -114,8 +143,12 @@ class SingleStreamEncoder(nn.Module):
         types = torch.cat([torch.full((b, 1 + t), TEXT, device=device), torch.full((b, n), IMAGE, device=device)], 1)
         positions = torch.cat([torch.arange(1 + t, device=device), torch.zeros(n, dtype=torch.long, device=device)])
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=device), text_mask.bool(), image_mask.bool()], 1)
-        return {"inputs_embeds": embeds, "token_type_ids": types, "position_ids": positions.expand(b, -1),
-                "attention_mask": mask.long()}
+        return {
+            "inputs_embeds": embeds,
+            "token_type_ids": types,
+            "position_ids": positions.expand(b, -1),
+            "attention_mask": mask.long(),
+        }
 
     def encode(self, inputs_embeds, token_type_ids, position_ids, attention_mask):
         """(hidden states (B, L, hidden), pooled [CLS] (B, hidden)) -- what
@@ -125,7 +158,7 @@ class SingleStreamEncoder(nn.Module):
         x = inputs_embeds + emb.token_type_embeddings(token_type_ids) + emb.position_embeddings(position_ids)
         x = emb.dropout(emb.LayerNorm(x))
         keep = attention_mask.bool()
-        keep = None if bool(keep.all()) else keep            # no padding: the fused kernel may run
+        keep = None if bool(keep.all()) else keep  # no padding: the fused kernel may run
         for layer in self.bert.encoder.layers:
             x = layer(x, key_padding_mask=keep)
         return x, self.bert.pooler(x)
@@ -140,8 +173,17 @@ class SingleStreamFusion(mm.Fusion):
     together by one :class:`SingleStreamEncoder`; an MLP on the pooled [CLS] gives the answer.
     Every layer lets every token attend to every other, words and image elements alike."""
 
-    def __init__(self, d_image: int, n_elements: int, d_question: int, hidden: int = 64, layers: int = 2,
-                 heads: int = 4, dropout: float = 0.0, init_std: float = 0.02):
+    def __init__(
+        self,
+        d_image: int,
+        n_elements: int,
+        d_question: int,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.0,
+        init_std: float = 0.02,
+    ):
         super().__init__(d_image, n_elements, d_question)
         self.text_in = nn.Linear(d_question, hidden)
         self.image_in = nn.Linear(d_image, hidden)
@@ -159,6 +201,7 @@ class SingleStreamFusion(mm.Fusion):
 
 # ============================================================================ two streams
 
+
 class CoAttentionLayer(nn.Module):
     """One co-layer of two streams (pre-LN, as LXMERT's cross-modality layer in order):
 
@@ -174,8 +217,8 @@ class CoAttentionLayer(nn.Module):
     def __init__(self, d_model: int = 64, num_heads: int = 4, d_ff: int | None = None):
         super().__init__()
         self.norm_text, self.norm_image = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.text_from_image = MultiHeadAttention(d_model, num_heads)    # text queries, image keys/values
-        self.image_from_text = MultiHeadAttention(d_model, num_heads)    # image queries, text keys/values
+        self.text_from_image = MultiHeadAttention(d_model, num_heads)  # text queries, image keys/values
+        self.image_from_text = MultiHeadAttention(d_model, num_heads)  # image queries, text keys/values
         self.text_self = TransformerEncoderLayer(d_model, num_heads, d_ff or 2 * d_model, norm_first=True)
         self.image_self = TransformerEncoderLayer(d_model, num_heads, d_ff or 2 * d_model, norm_first=True)
         self.keep_attention = False
@@ -194,8 +237,7 @@ class CoAttentionLayer(nn.Module):
     def forward(self, text, text_mask, image, image_mask=None):
         to_text, to_image = self.cross(text, text_mask, image, image_mask)
         text, image = text + to_text, image + to_image
-        return (self.text_self(text, key_padding_mask=text_mask),
-                self.image_self(image, key_padding_mask=image_mask))
+        return (self.text_self(text, key_padding_mask=text_mask), self.image_self(image, key_padding_mask=image_mask))
 
 
 class CoAttentionFusion(mm.Fusion):
@@ -205,8 +247,9 @@ class CoAttentionFusion(mm.Fusion):
     mean-pooled over its real entries, and an MLP on the two pooled vectors gives the answer
     (ViLBERT multiplies them element-wise; concatenating keeps both for the MLP)."""
 
-    def __init__(self, d_image: int, n_elements: int, d_question: int, d_model: int = 64, layers: int = 1,
-                 heads: int = 4):
+    def __init__(
+        self, d_image: int, n_elements: int, d_question: int, d_model: int = 64, layers: int = 1, heads: int = 4
+    ):
         super().__init__(d_image, n_elements, d_question)
         self.text_in = nn.Linear(d_question, d_model)
         self.image_in = nn.Linear(d_image, d_model)
@@ -241,7 +284,7 @@ def make_fusion(name: str, d_image: int, n_elements: int, d_question: int, **kwa
 
 # ============================================================================ scene descriptions as ids
 
-VOCAB = {w: i for i, w in enumerate(contrastive.scene_vocabulary())}      # the words of SortOfClevr.scene_text
+VOCAB = {w: i for i, w in enumerate(contrastive.scene_vocabulary())}  # the words of SortOfClevr.scene_text
 COLOR_IDS = torch.tensor([VOCAB[c] for c in shapes.COLORS])
 SHAPE_IDS = torch.tensor([VOCAB[s] for s in shapes.SHAPES])
 VERTICAL_IDS = torch.tensor([VOCAB[w] for w in shapes.VERTICAL])
@@ -259,8 +302,9 @@ def regions(data: shapes.SortOfClevr) -> torch.Tensor:
 def object_words(colour: torch.Tensor, shape: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """(..., 5) word ids "colour shape vertical horizontal ." of objects given as index tensors."""
     full_stop = torch.full_like(colour, VOCAB["."])
-    return torch.stack([COLOR_IDS[colour], SHAPE_IDS[shape], VERTICAL_IDS[region // 3],
-                        HORIZONTAL_IDS[region % 3], full_stop], dim=-1)
+    return torch.stack(
+        [COLOR_IDS[colour], SHAPE_IDS[shape], VERTICAL_IDS[region // 3], HORIZONTAL_IDS[region % 3], full_stop], dim=-1
+    )
 
 
 def decode(ids: torch.Tensor) -> str:
@@ -274,8 +318,9 @@ def decode(ids: torch.Tensor) -> str:
 NEGATIVES = ("other image", "colours swapped", "shape flipped", "object moved")
 
 
-def matching_batch(data: shapes.SortOfClevr, rows: torch.Tensor, kinds: torch.Tensor, g: torch.Generator,
-                   objects: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def matching_batch(
+    data: shapes.SortOfClevr, rows: torch.Tensor, kinds: torch.Tensor, g: torch.Generator, objects: int = 6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptions of ``objects`` objects (in a random order) for the images ``rows``: kind -1
     describes the image itself; kind k >= 0 makes the negative :data:`NEGATIVES`[k]:
 
@@ -301,7 +346,7 @@ def matching_batch(data: shapes.SortOfClevr, rows: torch.Tensor, kinds: torch.Te
     source = rows.clone()
     other = kinds == 0
     source[other] = (rows[other] + torch.randint(1, len(data), (int(other.sum()),), generator=g)) % len(data)
-    order = torch.rand(b, shapes.N_OBJECTS, generator=g).argsort(1)[:, :objects]     # the described objects
+    order = torch.rand(b, shapes.N_OBJECTS, generator=g).argsort(1)[:, :objects]  # the described objects
     colour, shape, region = order.clone(), data.shapes[source[:, None], order], regions(data)[source[:, None], order]
     swap = (kinds == 1).nonzero().flatten()
     if len(swap):
@@ -309,7 +354,7 @@ def matching_batch(data: shapes.SortOfClevr, rows: torch.Tensor, kinds: torch.Te
         code = shape[swap] * N_REGIONS + region[swap]
         score = torch.rand(len(swap), objects, objects, generator=g)
         differ = code[:, :, None] != code[:, None, :]
-        score = torch.where(differ, score, score - 2).flatten(1)       # a pair that differs whenever there is one
+        score = torch.where(differ, score, score - 2).flatten(1)  # a pair that differs whenever there is one
         first, second = score.argmax(1) // objects, score.argmax(1) % objects
         a, c = colour[swap, first].clone(), colour[swap, second].clone()
         colour[swap, first], colour[swap, second] = c, a
@@ -330,8 +375,16 @@ class ImageTextMatcher(nn.Module):
     image elements through a Linear, both into one :class:`SingleStreamEncoder`; two logits
     (no / yes) from the pooled [CLS], as BERT's next-sentence head."""
 
-    def __init__(self, d_image: int, hidden: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0,
-                 sentence_tokens: bool = True, init_std: float = 0.02):
+    def __init__(
+        self,
+        d_image: int,
+        hidden: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.0,
+        sentence_tokens: bool = True,
+        init_std: float = 0.02,
+    ):
         super().__init__()
         self.d_image, self.sentence_tokens = d_image, sentence_tokens
         self.words = nn.Embedding(len(VOCAB), hidden, padding_idx=0)
@@ -341,20 +394,31 @@ class ImageTextMatcher(nn.Module):
 
     def forward(self, elements: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         if not isinstance(elements, torch.Tensor) or elements.dim() != 3 or elements.shape[-1] != self.d_image:
-            raise ValueError(f"elements must be (batch, elements, {self.d_image}), got "
-                             f"{tuple(getattr(elements, 'shape', ())) or type(elements).__name__}")
-        if not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or ids.dim() != 2 or ids.shape[0] != elements.shape[0]:
-            raise ValueError(f"ids must be (batch={elements.shape[0]}, words) torch.long word ids from "
-                             f"tokenize_scenes, got {getattr(ids, 'dtype', type(ids).__name__)} "
-                             f"{tuple(getattr(ids, 'shape', ()))}")
+            raise ValueError(
+                f"elements must be (batch, elements, {self.d_image}), got "
+                f"{tuple(getattr(elements, 'shape', ())) or type(elements).__name__}"
+            )
+        if (
+            not isinstance(ids, torch.Tensor)
+            or ids.dtype != torch.long
+            or ids.dim() != 2
+            or ids.shape[0] != elements.shape[0]
+        ):
+            raise ValueError(
+                f"ids must be (batch={elements.shape[0]}, words) torch.long word ids from "
+                f"tokenize_scenes, got {getattr(ids, 'dtype', type(ids).__name__)} "
+                f"{tuple(getattr(ids, 'shape', ()))}"
+            )
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(VOCAB)):
             raise ValueError(f"word ids must be in 0..{len(VOCAB) - 1} (the scene vocabulary); use tokenize_scenes")
         if self.sentence_tokens:
             if ids.shape[1] % WORDS_PER_OBJECT:
-                raise ValueError(f"sentence tokens need descriptions of whole sentences ({WORDS_PER_OBJECT} words "
-                                 f"each), got {ids.shape[1]} words")
+                raise ValueError(
+                    f"sentence tokens need descriptions of whole sentences ({WORDS_PER_OBJECT} words "
+                    f"each), got {ids.shape[1]} words"
+                )
             sentences = ids.view(ids.shape[0], -1, WORDS_PER_OBJECT)
-            text, real = self.words(sentences).sum(2), (sentences != 0).any(2)    # a bag of words per sentence
+            text, real = self.words(sentences).sum(2), (sentences != 0).any(2)  # a bag of words per sentence
         else:
             text, real = self.words(ids), ids != 0
         _, pooled = self.encoder(text, real, self.image_in(elements))
@@ -363,16 +427,26 @@ class ImageTextMatcher(nn.Module):
 
 def _check_training(elements, data, steps, batch_size) -> None:
     if not isinstance(elements, torch.Tensor) or elements.dim() != 3 or elements.shape[0] != len(data):
-        raise ValueError(f"elements must be (images={len(data)}, elements, features), one row per image of the "
-                         f"data, got {tuple(getattr(elements, 'shape', ()))}")
+        raise ValueError(
+            f"elements must be (images={len(data)}, elements, features), one row per image of the "
+            f"data, got {tuple(getattr(elements, 'shape', ()))}"
+        )
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def train_matching(model: ImageTextMatcher, elements: torch.Tensor, data: shapes.SortOfClevr, steps: int,
-                   objects: int = 6, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-                   progress: bool = True) -> dict:
+def train_matching(
+    model: ImageTextMatcher,
+    elements: torch.Tensor,
+    data: shapes.SortOfClevr,
+    steps: int,
+    objects: int = 6,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Each step: ``batch_size`` random images, each once with its own description and once with a
     negative whose kind is drawn uniformly from :data:`NEGATIVES` (descriptions of ``objects``
     objects; the label is whether the text is true of the image, :func:`matching_batch`).
@@ -387,8 +461,9 @@ def train_matching(model: ImageTextMatcher, elements: torch.Tensor, data: shapes
     def random_pairs():
         while True:
             rows = torch.randint(len(data), (batch_size,), generator=g)
-            kinds = torch.cat([torch.full((batch_size,), -1),
-                               torch.randint(len(NEGATIVES), (batch_size,), generator=g)])
+            kinds = torch.cat(
+                [torch.full((batch_size,), -1), torch.randint(len(NEGATIVES), (batch_size,), generator=g)]
+            )
             ids, true = matching_batch(data, rows.repeat(2), kinds, g, objects)
             yield rows.repeat(2), ids, true
 
@@ -396,15 +471,30 @@ def train_matching(model: ImageTextMatcher, elements: torch.Tensor, data: shapes
         rows, ids, true = batch
         return F.cross_entropy(model(elements[rows], ids), true.long())
 
-    history = training.train(model, random_pairs(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
-                             progress=progress, desc="image-text matching")
+    history = training.train(
+        model,
+        random_pairs(),
+        loss_of,
+        opt,
+        sched,
+        steps=steps,
+        max_grad_norm=None,
+        progress=progress,
+        desc="image-text matching",
+    )
     model.eval()
     return {"losses": history.values("loss"), "seconds": history.seconds, "parameters": mm.count_parameters(model)}
 
 
 @torch.no_grad()
-def matching_accuracy(model: ImageTextMatcher, elements: torch.Tensor, data: shapes.SortOfClevr,
-                      objects: int = 6, seed: int = 0, batch_size: int = 500) -> dict:
+def matching_accuracy(
+    model: ImageTextMatcher,
+    elements: torch.Tensor,
+    data: shapes.SortOfClevr,
+    objects: int = 6,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict:
     """Every image once with its own description and once with one negative of each kind.
 
     Returns the accuracy on the true descriptions (``"true description"``), on each kind of

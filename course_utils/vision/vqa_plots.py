@@ -1,4 +1,5 @@
 """Figures and the attention widget of chapter 05 (split out of :mod:`course_utils.vision.multimodal`)."""
+
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import torch
 from course_utils.vision import shapes
 from course_utils.vision.multimodal import CrossAttentionFusion, VQAModel
 from course_utils.vision.patch_cnn import CELL, EMPTY, GRID, PATCH_CLASSES, CachedPatches
+
 
 def _image_hwc(image: torch.Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).cpu().numpy()
@@ -58,8 +60,16 @@ def plot_attention_on_image(ax, image: torch.Tensor, weights: torch.Tensor, titl
         x, y = (patch % GRID) * CELL - 0.5, (patch // GRID) * CELL - 0.5
         # black with opacity w / vmax: on the white background this is the Greys colour of w, and over
         # an object it darkens a thin line instead of painting the patch
-        ax.add_patch(Rectangle((x + 1, y + 1), CELL - 2, CELL - 2, fill=False, edgecolor=(0, 0, 0, min(1.0, w / vmax)),
-                               linewidth=0.5 + 2.5 * w / vmax))
+        ax.add_patch(
+            Rectangle(
+                (x + 1, y + 1),
+                CELL - 2,
+                CELL - 2,
+                fill=False,
+                edgecolor=(0, 0, 0, min(1.0, w / vmax)),
+                linewidth=0.5 + 2.5 * w / vmax,
+            )
+        )
     ax.set_xlim(-0.5, shapes.IMAGE_SIZE - 0.5)
     ax.set_ylim(shapes.IMAGE_SIZE - 0.5, -0.5)
     ax.set_xticks([]), ax.set_yticks([])
@@ -92,8 +102,9 @@ def attention_figure(model: VQAModel, data: shapes.SortOfClevr, patches: CachedP
 
     texts = [data.question_text[image][question]] if getattr(model.question_encoder, "needs_text", False) else None
     device = next(model.parameters()).device
-    logits, maps = attention_maps(model, patches.vectors[image:image + 1].to(device),
-                                  data.questions[image, question][None].to(device), texts)
+    logits, maps = attention_maps(
+        model, patches.vectors[image : image + 1].to(device), data.questions[image, question][None].to(device), texts
+    )
     maps = [patches.weights_on_grid(w, torch.tensor([image])) for w in maps]
     predicted = shapes.ANSWERS[int(logits.argmax())]
     truth = data.answer_text(image, question)
@@ -134,7 +145,7 @@ def attention_widget(model: VQAModel, data: shapes.SortOfClevr, patches: CachedP
     def new_image(change):
         question.unobserve(draw, "value")
         question.options = questions_of(image.value)
-        question.value = 10                                  # the first relational question
+        question.value = 10  # the first relational question
         question.observe(draw, "value")
         draw()
 
@@ -146,7 +157,7 @@ def attention_widget(model: VQAModel, data: shapes.SortOfClevr, patches: CachedP
     image.add_class("course-image-picker")
     box = widgets.VBox([widgets.HBox([image, question]), picture])
     box.add_class("course-attention-on-image")
-    box.image, box.question, box.picture = image, question, picture      # for tests and for tinkering
+    box.image, box.question, box.picture = image, question, picture  # for tests and for tinkering
     return box
 
 
@@ -156,8 +167,9 @@ def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per
     import matplotlib.pyplot as plt
 
     rows = math.ceil(len(cases) / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.3 * (len(predictions) + 1)) * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, per_row, figsize=(3.2 * per_row, (3.3 + 0.3 * (len(predictions) + 1)) * rows), squeeze=False
+    )
     for ax in axes.flat:
         ax.set_visible(False)
     for ax, (i, j) in zip(axes.flat, cases):
@@ -165,8 +177,10 @@ def show_questions(data: shapes.SortOfClevr, cases: list, predictions: dict, per
         ax.imshow(_image_hwc(data.images[i]))
         ax.set_xticks([]), ax.set_yticks([])
         lines = [f"answer: {data.answer_text(i, j)}"]
-        lines += [f"{m}: {shapes.ANSWERS[int(p[i, j])]}" + ("" if p[i, j] == data.answers[i, j] else "  (wrong)")
-                  for m, p in predictions.items()]
+        lines += [
+            f"{m}: {shapes.ANSWERS[int(p[i, j])]}" + ("" if p[i, j] == data.answers[i, j] else "  (wrong)")
+            for m, p in predictions.items()
+        ]
         ax.set_title(f"image {i}: " + shapes._short(data.question_text[i][j]), fontsize=8)
         ax.set_xlabel("\n".join(lines), fontsize=7, loc="left")
     fig.tight_layout()

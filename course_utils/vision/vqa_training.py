@@ -7,6 +7,7 @@ measures accuracy on **validation** questions (images of their own, never the te
 so the number of steps is chosen on validation and the test questions are scored once, afterwards,
 with :func:`evaluate_vqa`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,24 +23,31 @@ from course_utils import config, training
 from course_utils.vision import shapes
 from course_utils.vision.multimodal import FUSIONS, VQAModel, count_parameters
 
+
 @dataclass
 class QuestionSet:
     """Questions flattened to one row each, pointing at their image's elements."""
 
-    elements: torch.Tensor          # (N_images, N, d) image elements, or (N_images, 3, 75, 75) images
-    image_index: torch.Tensor       # (Q,)
-    vectors: torch.Tensor           # (Q, 11)
-    question_ids: torch.Tensor      # (Q,) which of the 36 distinct questions
-    subtypes: torch.Tensor          # (Q,)
-    answers: torch.Tensor           # (Q,)
+    elements: torch.Tensor  # (N_images, N, d) image elements, or (N_images, 3, 75, 75) images
+    image_index: torch.Tensor  # (Q,)
+    vectors: torch.Tensor  # (Q, 11)
+    question_ids: torch.Tensor  # (Q,) which of the 36 distinct questions
+    subtypes: torch.Tensor  # (Q,)
+    answers: torch.Tensor  # (Q,)
 
     @classmethod
     def from_data(cls, data: shapes.SortOfClevr, elements: torch.Tensor) -> "QuestionSet":
         if elements.shape[0] != len(data):
             raise ValueError(f"elements are given for {elements.shape[0]} images but the data has {len(data)}")
         per_image = data.answers.shape[1]
-        return cls(elements, torch.arange(len(data)).repeat_interleave(per_image), data.questions.flatten(0, 1),
-                   data.question_ids.flatten(), data.subtypes.flatten(), data.answers.flatten())
+        return cls(
+            elements,
+            torch.arange(len(data)).repeat_interleave(per_image),
+            data.questions.flatten(0, 1),
+            data.question_ids.flatten(),
+            data.subtypes.flatten(),
+            data.answers.flatten(),
+        )
 
     def __len__(self) -> int:
         return self.answers.shape[0]
@@ -48,7 +56,7 @@ class QuestionSet:
         return [shapes.ALL_QUESTION_TEXTS[i] for i in self.question_ids[rows].tolist()]
 
 
-ACCURACY_KEYS = ("non-relational", "relational", "overall")   # what each evaluation point records
+ACCURACY_KEYS = ("non-relational", "relational", "overall")  # what each evaluation point records
 
 
 @dataclass
@@ -61,7 +69,7 @@ class TrainResult:
     history: training.History = field(default_factory=training.History)
     train_seconds: float = 0.0
     parameters: int = 0
-    best_step: int = 0                               # the evaluation point with the best validation accuracy
+    best_step: int = 0  # the evaluation point with the best validation accuracy
 
     def _values(self, name: str) -> list:
         return self.history.values(name) if name in self.history else []
@@ -87,8 +95,9 @@ class TrainResult:
         return [dict(zip(ACCURACY_KEYS, point)) for point in zip(*(self._values(f"eval_{k}") for k in ACCURACY_KEYS))]
 
 
-def _forward_rows(model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device,
-                  questions_per_image: int = 1) -> torch.Tensor:
+def _forward_rows(
+    model: VQAModel, qs: QuestionSet, rows: torch.Tensor, device, questions_per_image: int = 1
+) -> torch.Tensor:
     """Logits for the questions ``rows``; with ``questions_per_image = k`` the rows come in runs
     of k questions about the same image, and each image's elements are computed once."""
     texts = qs.texts(rows) if getattr(model.question_encoder, "needs_text", False) else None
@@ -116,8 +125,10 @@ def predict(model: VQAModel, qs: QuestionSet, batch_size: int = 500, device=None
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [_forward_rows(model, qs, torch.arange(i, min(i + batch_size, len(qs))), device).argmax(-1).cpu()
-           for i in range(0, len(qs), batch_size)]
+    out = [
+        _forward_rows(model, qs, torch.arange(i, min(i + batch_size, len(qs))), device).argmax(-1).cpu()
+        for i in range(0, len(qs), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out)
 
@@ -165,10 +176,22 @@ def lr_factor(step: int, steps: int, warmup: float = 0.05, decay: float = 0.3) -
     return 0.5 * (1 + math.cos(math.pi * min(step - start, steps - start) / max(1, steps - start)))
 
 
-def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, steps: int, batch_size: int = 64,
-              lr: float = 1e-3, eval_every: int | None = None, eval_questions: int = 2000, name: str = "",
-              weight_decay: float = 0.0, progress: bool = True, seed: int = 0,
-              questions_per_image: int = 1, keep_best: bool = False) -> TrainResult:
+def train_vqa(
+    model: VQAModel,
+    train: QuestionSet,
+    validation: QuestionSet,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    eval_every: int | None = None,
+    eval_questions: int = 2000,
+    name: str = "",
+    weight_decay: float = 0.0,
+    progress: bool = True,
+    seed: int = 0,
+    questions_per_image: int = 1,
+    keep_best: bool = False,
+) -> TrainResult:
     """AdamW for ``steps`` batches of random questions, the learning rate shaped by :func:`lr_factor`.
 
     ``questions_per_image = k > 1`` (for training from pixels) fills each batch with k questions
@@ -188,8 +211,19 @@ def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, step
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(_param_groups(model, lr), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
-    probe = QuestionSet(validation.elements, *(t[:eval_questions] for t in (
-        validation.image_index, validation.vectors, validation.question_ids, validation.subtypes, validation.answers)))
+    probe = QuestionSet(
+        validation.elements,
+        *(
+            t[:eval_questions]
+            for t in (
+                validation.image_index,
+                validation.vectors,
+                validation.question_ids,
+                validation.subtypes,
+                validation.answers,
+            )
+        ),
+    )
     result = TrainResult(name=name, parameters=count_parameters(model))
     g = torch.Generator().manual_seed(seed)
 
@@ -214,11 +248,23 @@ def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, step
     # keep_best: EarlyStopping keeps the weights of the first evaluation with the highest overall accuracy
     # (its "better" is strict); patience=steps never stops the run, which has at most steps evaluations.
     keeper = training.EarlyStopping(patience=steps, mode="max", monitor="overall") if keep_best else None
-    training.train(model, random_questions(), loss_of, opt, sched, steps=steps, max_grad_norm=None,
-                   eval_fn=validate, eval_every=eval_every or max(1, steps // 10), early_stopping=keeper,
-                   progress=progress, desc=name or "training", history=result.history)
+    training.train(
+        model,
+        random_questions(),
+        loss_of,
+        opt,
+        sched,
+        steps=steps,
+        max_grad_norm=None,
+        eval_fn=validate,
+        eval_every=eval_every or max(1, steps // 10),
+        early_stopping=keeper,
+        progress=progress,
+        desc=name or "training",
+        history=result.history,
+    )
     overall = [a["overall"] for a in result.accuracy]
-    result.best_step = result.steps[overall.index(max(overall))]      # the same point, read off the curve
+    result.best_step = result.steps[overall.index(max(overall))]  # the same point, read off the curve
     result.train_seconds = time.perf_counter() - start - evaluating
     model.eval()
     return result
@@ -229,15 +275,38 @@ def train_vqa(model: VQAModel, train: QuestionSet, validation: QuestionSet, step
 # several early-fusion steps. Within its budget a run keeps the step with the best validation accuracy
 # (train_vqa(..., keep_best=True)), so the steps in the chapter's table are chosen on validation.
 _BUDGETS = {
-    "fast": {"objects": dict.fromkeys(FUSIONS, 150), "patches": dict.fromkeys(FUSIONS, 100), "bert": 100,
-             "channels": 100},
-    "full": {"objects": {"concat": 20000, "sum": 20000, "product": 20000, "film": 5000, "cross_attention": 8000,
-                         "relation_network": 20000},
-             "patches": {"concat": 20000, "sum": 20000, "product": 20000, "film": 5000, "cross_attention": 8000,
-                         "relation_network": 20000},
-             "bert": 8000, "channels": 4000},
-    "gpu": {"objects": dict.fromkeys(FUSIONS, 30000), "patches": dict.fromkeys(FUSIONS, 30000), "bert": 20000,
-            "channels": 30000},
+    "fast": {
+        "objects": dict.fromkeys(FUSIONS, 150),
+        "patches": dict.fromkeys(FUSIONS, 100),
+        "bert": 100,
+        "channels": 100,
+    },
+    "full": {
+        "objects": {
+            "concat": 20000,
+            "sum": 20000,
+            "product": 20000,
+            "film": 5000,
+            "cross_attention": 8000,
+            "relation_network": 20000,
+        },
+        "patches": {
+            "concat": 20000,
+            "sum": 20000,
+            "product": 20000,
+            "film": 5000,
+            "cross_attention": 8000,
+            "relation_network": 20000,
+        },
+        "bert": 8000,
+        "channels": 4000,
+    },
+    "gpu": {
+        "objects": dict.fromkeys(FUSIONS, 30000),
+        "patches": dict.fromkeys(FUSIONS, 30000),
+        "bert": 20000,
+        "channels": 30000,
+    },
 }
 
 
@@ -252,11 +321,14 @@ def step_budgets(steps=None) -> dict:
     if steps is None:
         return budgets
     if isinstance(steps, bool) or not isinstance(steps, (int, dict)):
-        raise TypeError(f"steps must be None, an int or a dict, got {steps!r}; with papermill pass a dict "
-                        "as YAML: -y 'steps: {objects: {concat: 40000}}'")
+        raise TypeError(
+            f"steps must be None, an int or a dict, got {steps!r}; with papermill pass a dict "
+            "as YAML: -y 'steps: {objects: {concat: 40000}}'"
+        )
     if isinstance(steps, int):
-        return {key: dict.fromkeys(value, steps) if isinstance(value, dict) else steps
-                for key, value in budgets.items()}
+        return {
+            key: dict.fromkeys(value, steps) if isinstance(value, dict) else steps for key, value in budgets.items()
+        }
     for key, value in steps.items():
         if key not in budgets:
             raise ValueError(f"unknown key {key!r} in steps; the keys are {sorted(budgets)}")

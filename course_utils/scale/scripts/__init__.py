@@ -10,6 +10,7 @@
 Each rank writes its results to files (JSON; parameters as safetensors) that the chapter reads:
 a notebook launches these with :func:`course_utils.scale.launch.torchrun`, never in its own kernel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ import torch
 import torch.distributed as dist
 
 
-def check_numbers(parser: argparse.ArgumentParser, args: argparse.Namespace, *, positive=(), unit=(),
-                  finite_positive=()) -> argparse.Namespace:
+def check_numbers(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, positive=(), unit=(), finite_positive=()
+) -> argparse.Namespace:
     """Refuse impossible numbers before any rank starts (argparse's one-line error, exit code 2).
 
     ``positive``: whole numbers >= 1; ``unit``: numbers in [0, 1); ``finite_positive``: finite
@@ -52,9 +54,11 @@ def init_distributed(timeout_s: float = 60.0) -> tuple[int, int, torch.device]:
     On the CPU each rank uses one thread: two ranks on two cores, no oversubscription.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise RuntimeError("RANK and WORLD_SIZE are not set: start this script with torchrun "
-                           "(python -m torch.distributed.run --nproc-per-node=2 -m <module>) or "
-                           "course_utils.scale.launch.torchrun(...)")
+        raise RuntimeError(
+            "RANK and WORLD_SIZE are not set: start this script with torchrun "
+            "(python -m torch.distributed.run --nproc-per-node=2 -m <module>) or "
+            "course_utils.scale.launch.torchrun(...)"
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
@@ -81,7 +85,7 @@ def write_json(path: str | Path, data: dict) -> Path:
 def read_rank_results(directory: str | Path, name: str = "rank") -> list[dict]:
     """Every ``{name}{r}.json`` in ``directory``, ordered by rank (what the chapter reads)."""
     directory = Path(directory)
-    files = sorted(directory.glob(f"{name}[0-9]*.json"), key=lambda p: int(p.stem[len(name):]))
+    files = sorted(directory.glob(f"{name}[0-9]*.json"), key=lambda p: int(p.stem[len(name) :]))
     if not files:
         raise FileNotFoundError(f"no {name}N.json in {directory}: did the torchrun launch finish? See its log.")
     return [json.loads(p.read_text(encoding="utf-8")) for p in files]

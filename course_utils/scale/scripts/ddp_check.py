@@ -17,6 +17,7 @@ safetensors. The chapter compares them with one process training on the same glo
    and the padding that repeats samples when the data set does not divide evenly.
 5. ``fsdp``: the same training with ``torch.distributed.fsdp.fully_shard`` (FSDP2), if it runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--no-fsdp", action="store_true", help="skip the FSDP run")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a collective may wait")
-    return check_numbers(parser, parser.parse_args(argv),
-                         positive=("steps", "global_batch", "micro_batches", "sampler_size", "epochs"),
-                         finite_positive=("lr", "timeout"))
+    return check_numbers(
+        parser,
+        parser.parse_args(argv),
+        positive=("steps", "global_batch", "micro_batches", "sampler_size", "epochs"),
+        finite_positive=("lr", "timeout"),
+    )
 
 
 def experiment_data(args) -> list[list[list[int]]]:
@@ -89,17 +93,22 @@ def train_ddp(model, batches, rank, world, lr, device, normalize="tokens") -> li
     optimizer = torch.optim.SGD(ddp.parameters(), lr=lr)
     log = []
     for sequences in batches:
-        batch = on(scaling.collate_tokens(sequences[rank::world]), device)   # this rank's share
+        batch = on(scaling.collate_tokens(sequences[rank::world]), device)  # this rank's share
         optimizer.zero_grad(set_to_none=True)
         loss_sum, count = scaling.token_loss_sum(ddp, batch)
         if normalize == "tokens":
-            loss = loss_sum / global_count(count, device) * world   # DDP divides by world: undo
+            loss = loss_sum / global_count(count, device) * world  # DDP divides by world: undo
         else:
-            loss = loss_sum / count                                 # each rank's mean: the trap
+            loss = loss_sum / count  # each rank's mean: the trap
         loss.backward()
         optimizer.step()
-        log.append({"tokens": count, "local_mean": loss_sum.item() / count,
-                    "global_mean": global_mean(loss_sum.item(), count, device)})
+        log.append(
+            {
+                "tokens": count,
+                "local_mean": loss_sum.item() / count,
+                "global_mean": global_mean(loss_sum.item(), count, device),
+            }
+        )
     return log
 
 
@@ -139,7 +148,7 @@ def sampler_orders(size, rank, world, epochs, seed, call_set_epoch: bool) -> lis
     orders = []
     for epoch in range(epochs):
         if call_set_epoch:
-            sampler.set_epoch(epoch)   # forget this and every epoch repeats epoch 0's order
+            sampler.set_epoch(epoch)  # forget this and every epoch repeats epoch 0's order
         orders.append(list(sampler))
     return orders
 
@@ -149,14 +158,14 @@ def train_fsdp(model, batches, rank, world, lr, device) -> dict[str, torch.Tenso
     from torch.distributed.fsdp import fully_shard
 
     for layer in (model.embed, model.hidden, model.out):
-        fully_shard(layer)   # one all-gather / reduce-scatter unit per layer
+        fully_shard(layer)  # one all-gather / reduce-scatter unit per layer
     fully_shard(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     for sequences in batches:
         batch = on(scaling.collate_tokens(sequences[rank::world]), device)
         optimizer.zero_grad(set_to_none=True)
         loss_sum, count = scaling.token_loss_sum(model, batch)
-        (loss_sum / global_count(count, device) * world).backward()   # FSDP averages gradients too
+        (loss_sum / global_count(count, device) * world).backward()  # FSDP averages gradients too
         optimizer.step()
     return {name: p.full_tensor().detach().cpu() for name, p in model.named_parameters()}
 
@@ -185,16 +194,18 @@ def main(argv=None) -> None:
 
     for name, use_no_sync in (("no_sync", True), ("sync_every_micro", False)):
         model = fresh_model(args).to(device)
-        result[f"{name}_allreduce_calls"] = train_accumulating(model, batches, rank, world, args.lr,
-                                                               args.micro_batches, device, use_no_sync)
+        result[f"{name}_allreduce_calls"] = train_accumulating(
+            model, batches, rank, world, args.lr, args.micro_batches, device, use_no_sync
+        )
         saved[name] = params_of(model)
 
     result["sampler_set_epoch"] = sampler_orders(args.sampler_size, rank, world, args.epochs, args.seed, True)
     result["sampler_no_set_epoch"] = sampler_orders(args.sampler_size, rank, world, args.epochs, args.seed, False)
-    uneven = args.sampler_size + 1   # does not divide by 2: padded with repeated samples
+    uneven = args.sampler_size + 1  # does not divide by 2: padded with repeated samples
     result["eval_sampler_padded"] = list(DistributedSampler(range(uneven), world, rank, shuffle=False))
-    result["eval_sampler_drop_last"] = list(DistributedSampler(range(uneven), world, rank, shuffle=False,
-                                                               drop_last=True))
+    result["eval_sampler_drop_last"] = list(
+        DistributedSampler(range(uneven), world, rank, shuffle=False, drop_last=True)
+    )
     result["eval_size"] = uneven
 
     if not args.no_fsdp:

@@ -19,6 +19,7 @@ and corpus sizes are arguments (``--corpus wikitext`` downloads WikiText, fallin
 offline corpus in one line). Rank 0 evaluates on held-out text and saves the model in the
 transformers layout (``--out``/model); every rank writes ``rank{r}.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout-examples", type=int, default=512)
     p.add_argument("--timing-skip", type=int, default=3, help="first steps left out of the throughput")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a collective may wait")
-    args = check_numbers(p, p.parse_args(argv),
-                         positive=("steps", "batch_size", "hidden_size", "layers", "heads", "intermediate_size",
-                                   "vocab_size", "max_len", "heldout_examples"),
-                         unit=("warmup_fraction",), finite_positive=("lr", "timeout"))
+    args = check_numbers(
+        p,
+        p.parse_args(argv),
+        positive=(
+            "steps",
+            "batch_size",
+            "hidden_size",
+            "layers",
+            "heads",
+            "intermediate_size",
+            "vocab_size",
+            "max_len",
+            "heldout_examples",
+        ),
+        unit=("warmup_fraction",),
+        finite_positive=("lr", "timeout"),
+    )
     if args.hidden_size % args.heads:
         p.error(f"--hidden-size ({args.hidden_size}) must be a multiple of --heads ({args.heads})")
     if args.max_documents is not None and args.max_documents < 1:
@@ -74,11 +88,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def settings_of(args) -> pretraining.PretrainSettings:
-    return replace(pretraining.PretrainSettings(), corpus=args.corpus, vocab_size=args.vocab_size,
-                   max_len=args.max_len, hidden_size=args.hidden_size, num_layers=args.layers,
-                   num_heads=args.heads, intermediate_size=args.intermediate_size,
-                   max_position_embeddings=max(128, args.max_len), batch_size=args.batch_size,
-                   steps=args.steps, lr=args.lr, warmup_fraction=args.warmup_fraction, seed=args.seed)
+    return replace(
+        pretraining.PretrainSettings(),
+        corpus=args.corpus,
+        vocab_size=args.vocab_size,
+        max_len=args.max_len,
+        hidden_size=args.hidden_size,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=max(128, args.max_len),
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        warmup_fraction=args.warmup_fraction,
+        seed=args.seed,
+    )
 
 
 def shared_tokenizer(args, train_docs, rank: int, out: Path):
@@ -88,9 +113,11 @@ def shared_tokenizer(args, train_docs, rank: int, out: Path):
         if args.tokenizer:
             tokenizer = tokenization.load_tokenizer(args.tokenizer)
         else:
-            tokenizer = tokenization.train_tokenizer((s for d in train_docs for s in d.sentences),
-                                                     vocab_size=args.vocab_size,
-                                                     model_max_length=max(128, args.max_len))
+            tokenizer = tokenization.train_tokenizer(
+                (s for d in train_docs for s in d.sentences),
+                vocab_size=args.vocab_size,
+                model_max_length=max(128, args.max_len),
+            )
         tokenizer.save_pretrained(str(folder))
     dist.barrier()
     return tokenization.load_tokenizer(folder)
@@ -104,19 +131,25 @@ def local_shards(batches, rank: int, world: int):
 
 def make_step_fn(world: int, device: torch.device, bf16: bool):
     """``step_fn(model, batch)`` for ``training.train``: the token-count-correct loss under DDP."""
-    autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 \
-        else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    )
 
     def step_fn(model, batch):
-        step_fn.times.append(time.perf_counter())           # one call per optimizer step: the throughput
+        step_fn.times.append(time.perf_counter())  # one call per optimizer step: the throughput
         n_masked = int((batch["labels"] != pretraining.IGNORE_INDEX).sum())
         rows = len(batch["next_sentence_label"])
         counts = torch.tensor([n_masked, rows], dtype=torch.float64, device=device)
-        dist.all_reduce(counts)                              # SUM over ranks
+        dist.all_reduce(counts)  # SUM over ranks
         with autocast():
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"], labels=batch["labels"],
-                        next_sentence_label=batch["next_sentence_label"], masked_only=True)
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"],
+                labels=batch["labels"],
+                next_sentence_label=batch["next_sentence_label"],
+                masked_only=True,
+            )
         mlm_sum = out.mlm_loss.float() * n_masked if n_masked else out.prediction_logits.sum() * 0.0
         nsp_sum = out.nsp_loss.float() * rows
         # DDP averages gradients over ranks, so multiply by world: sum over all tokens / all tokens
@@ -134,24 +167,26 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     rank, world, device = init_distributed(args.timeout)
     if args.batch_size % world:
-        raise ValueError(f"--batch-size {args.batch_size} does not divide among {world} ranks: use a multiple "
-                         f"of {world}")
+        raise ValueError(
+            f"--batch-size {args.batch_size} does not divide among {world} ranks: use a multiple of {world}"
+        )
     out = Path(args.out)
     settings = settings_of(args)
     start = time.perf_counter()
     documents = corpus.load_corpus(args.corpus) if rank == 0 else None
-    documents = _broadcast_object(documents)   # one download or read; every rank the same text
+    documents = _broadcast_object(documents)  # one download or read; every rank the same text
     train_docs, heldout_docs = corpus.split_documents(documents)
     if args.max_documents:
-        train_docs = train_docs[:args.max_documents]
+        train_docs = train_docs[: args.max_documents]
     tokenizer = shared_tokenizer(args, train_docs, rank, out)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     train_ids = pretraining.encode_documents(train_docs, tokenizer)
     collator = pretraining.Collator(tokenizer, seed=args.seed)
-    batches = pretraining.pretraining_batches(train_ids, collator, args.batch_size, args.max_len, cls_id, sep_id,
-                                              seed=args.seed)
+    batches = pretraining.pretraining_batches(
+        train_ids, collator, args.batch_size, args.max_len, cls_id, sep_id, seed=args.seed
+    )
 
-    torch.manual_seed(args.seed)                       # the same initial weights on every rank
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = pretraining.model_class()(pretraining.bert_config(settings, tokenizer)).to(device)
     if args.checkpointing:
         scaling.checkpoint_layers(model.bert.encoder.layers)
@@ -160,30 +195,51 @@ def main(argv=None) -> None:
     scheduler = training.linear_warmup_schedule(optimizer, int(args.warmup_fraction * args.steps), args.steps)
     setup_seconds = time.perf_counter() - start
     step_fn = make_step_fn(world, device, args.bf16)
-    history = training.train(ddp, local_shards(batches, rank, world), step_fn,
-                             optimizer, scheduler, steps=args.steps, max_grad_norm=settings.max_grad_norm,
-                             progress=rank == 0, desc=f"pretraining on {world} process(es)", device=device)
-    timed = step_fn.times[args.timing_skip:] if len(step_fn.times) > args.timing_skip + 1 else step_fn.times
+    history = training.train(
+        ddp,
+        local_shards(batches, rank, world),
+        step_fn,
+        optimizer,
+        scheduler,
+        steps=args.steps,
+        max_grad_norm=settings.max_grad_norm,
+        progress=rank == 0,
+        desc=f"pretraining on {world} process(es)",
+        device=device,
+    )
+    timed = step_fn.times[args.timing_skip :] if len(step_fn.times) > args.timing_skip + 1 else step_fn.times
     seconds = timed[-1] - timed[0] if len(timed) > 1 else float("nan")
-    result = {"rank": rank, "world_size": world, "device": str(device), "backend": dist.get_backend(),
-              "bf16": args.bf16, "checkpointing": args.checkpointing, "settings": asdict(settings),
-              "setup_seconds": setup_seconds, "train_seconds": history.seconds,
-              "samples_per_second": (len(timed) - 1) * args.batch_size / seconds,
-              "global_loss": history.values("global_loss"), "global_mlm_loss": history.values("mlm_loss"),
-              "global_nsp_loss": history.values("nsp_loss"),
-              "tokenizer_vocab": len(tokenizer)}
+    result = {
+        "rank": rank,
+        "world_size": world,
+        "device": str(device),
+        "backend": dist.get_backend(),
+        "bf16": args.bf16,
+        "checkpointing": args.checkpointing,
+        "settings": asdict(settings),
+        "setup_seconds": setup_seconds,
+        "train_seconds": history.seconds,
+        "samples_per_second": (len(timed) - 1) * args.batch_size / seconds,
+        "global_loss": history.values("global_loss"),
+        "global_mlm_loss": history.values("mlm_loss"),
+        "global_nsp_loss": history.values("nsp_loss"),
+        "tokenizer_vocab": len(tokenizer),
+    }
     if rank == 0:
         heldout_ids = pretraining.encode_documents(heldout_docs, tokenizer)
         heldout = pretraining.make_nsp_examples(heldout_ids, args.max_len, cls_id, sep_id, seed=10_000 + args.seed)
         heldout_batches = pretraining.fixed_batches(
-            heldout[:args.heldout_examples], pretraining.Collator(tokenizer, seed=10_000 + args.seed), 128)
+            heldout[: args.heldout_examples], pretraining.Collator(tokenizer, seed=10_000 + args.seed), 128
+        )
         baseline = pretraining.most_frequent_token(train_ids, tokenizer.all_special_ids)
-        result["heldout"] = pretraining.evaluate_pretraining(model, heldout_batches, tokenizer.mask_token_id,
-                                                             baseline)
+        result["heldout"] = pretraining.evaluate_pretraining(model, heldout_batches, tokenizer.mask_token_id, baseline)
         scaling.checkpoint_layers(model.bert.encoder.layers, enabled=False)
-        pretraining.save_bert(model.cpu(), tokenizer, out / "model",
-                              extra={"settings": asdict(settings), "heldout": result["heldout"],
-                                     "world_size": world, "mode": "ch08"})
+        pretraining.save_bert(
+            model.cpu(),
+            tokenizer,
+            out / "model",
+            extra={"settings": asdict(settings), "heldout": result["heldout"], "world_size": world, "mode": "ch08"},
+        )
     write_json(out / f"rank{rank}.json", result)
     dist.barrier()
     dist.destroy_process_group()
