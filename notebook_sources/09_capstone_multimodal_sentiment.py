@@ -91,6 +91,7 @@ import torch
 from course_utils.text import bert
 from course_utils import config, exercises, glossary
 from course_utils.vision import sentiment as st
+from course_utils.vision import sentiment_predict, sentiment_training
 from course_utils.vision import sentiment_data as sd
 
 cfg = config.setup(fast=fast, seed=seed)
@@ -247,7 +248,8 @@ models, losses, times = {}, {}, {}
 for fusion in ("text", "image", "early", "gated", "cross"):
     models[fusion] = build(fusion)
     start = time.perf_counter()
-    losses[fusion] = st.train_model(models[fusion], train, steps, batch_size=batch_size, lr=lr, seed=seed)
+    losses[fusion] = sentiment_training.train_model(models[fusion], train, steps, batch_size=batch_size, lr=lr,
+                                                    seed=seed)
     times[fusion] = time.perf_counter() - start
 models["late"] = st.LateFusion(models["text"], models["image"])
 print("seconds of training:", {k: round(v, 1) for k, v in times.items()})
@@ -270,7 +272,7 @@ plt.show()
 # %%
 names = {"text": "text-only", "image": "image-only", "late": "late fusion", "early": "early fusion",
          "gated": "gated fusion", "cross": "cross-attention"}
-results = {names[k]: st.evaluate(m, test) for k, m in models.items()}
+results = {names[k]: sentiment_training.evaluate(m, test) for k, m in models.items()}
 rows = {}
 for name, r in results.items():
     rows[name] = {(s, metric): r[s][i] for s in ("all", *sd.SLICES) for i, metric in enumerate(("acc", "F1"))}
@@ -312,19 +314,19 @@ else:
 # At test time a post may lack its image (a link that failed to load) or its text. We feed the test
 # posts with the **blank** grey image, then with an **empty** text, to the cross-attention model
 # trained above and to one trained with **modality dropout**: each training post loses its text
-# with probability p/2 and its image with probability p/2 (`st.drop_modalities`).
+# with probability p/2 and its image with probability p/2 (`sentiment_training.drop_modalities`).
 
 # %%
 torch.manual_seed(seed)
 models["cross + dropout"] = build("cross")
-st.train_model(models["cross + dropout"], train, steps, batch_size=batch_size, lr=lr, seed=seed,
-               modality_dropout=modality_dropout)
+sentiment_training.train_model(models["cross + dropout"], train, steps, batch_size=batch_size, lr=lr, seed=seed,
+                               modality_dropout=modality_dropout)
 blank = sd.blank_image()[None].expand(len(test), -1, -1, -1).contiguous()
 empty = [""] * len(test)
 ablation = {}
 for name in ("cross", "cross + dropout"):
     for condition, kwargs in (("both", {}), ("blank image", {"images": blank}), ("empty text", {"texts": empty})):
-        r = st.evaluate(models[name], test, **kwargs)
+        r = sentiment_training.evaluate(models[name], test, **kwargs)
         ablation[(name, condition)] = {s: r[s][0] for s in ("all", *sd.SLICES)}
 ablation = pd.DataFrame(ablation).T
 ablation.round(3)
@@ -383,7 +385,7 @@ cup = torch.from_numpy(sd.draw_image(rng, "object", -1))
 for text, image, picture in [("太好了，又下雨了", cup, "a cup"), ("great, just what i needed", rain, "rain"),
                              ("great, just what i needed", sun, "sun"), ("希望今天下雨", rain, "rain"),
                              ("希望今天下雨", sun, "sun")]:
-    a = st.predict_sentiment(model, text, image)
+    a = sentiment_predict.predict_sentiment(model, text, image)
     print(f"{text:<28} + {picture:<5} -> {a['label']:<8} {a['probability']:.2f}  driven by the {a['driver']}")
 
 # %% [markdown]
@@ -393,7 +395,7 @@ for text, image, picture in [("太好了，又下雨了", cup, "a cup"), ("great
 for bad_text, bad_image in [("", rain), ("好" * 40, rain), ("i love this", rain[:, :32, :32]),
                             ("i love this", rain.float() / 255)]:
     try:
-        st.predict_sentiment(model, bad_text, bad_image)
+        sentiment_predict.predict_sentiment(model, bad_text, bad_image)
     except (ValueError, TypeError) as err:
         print(f"{type(err).__name__}: {err}")
     else:
@@ -406,12 +408,12 @@ for bad_text, bad_image in [("", rain), ("好" * 40, rain), ("i love this", rain
 # text's tokens look in the picture (the last cross-attention block, averaged over heads and tokens).
 
 # %%
-summary, fig = st.explain(model, "希望今天下雨", rain)
+summary, fig = sentiment_predict.explain(model, "希望今天下雨", rain)
 print(summary)
 fig
 
 # %%
-st.sentiment_widget(model, test)
+sentiment_predict.sentiment_widget(model, test)
 
 # %% [markdown]
 # ## 8. A real data set (online, on request)

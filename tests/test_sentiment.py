@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.vision import sentiment as st
+from course_utils.vision import sentiment_predict, sentiment_training
 from course_utils.vision import sentiment_data as sd
 
 SMALL = {"d_model": 16, "heads": 2, "layers": 1, "channels": 8, "dropout": 0.0}
@@ -116,18 +117,18 @@ def test_cross_attention_block_equals_torch_multihead_attention_and_sdpa():
 def test_modality_dropout_drops_what_it_says():
     posts = sd.generate(400, seed=2)
     g = torch.Generator().manual_seed(0)
-    texts, images, no_text, no_image = st.drop_modalities(posts.texts, posts.images, 0.5, g)
+    texts, images, no_text, no_image = sentiment_training.drop_modalities(posts.texts, posts.images, 0.5, g)
     assert not (no_text & no_image).any()
     for i in range(len(posts)):
         assert texts[i] == ("" if no_text[i] else posts.texts[i])
         assert torch.equal(images[i], sd.blank_image() if no_image[i] else posts.images[i])
     assert 0.15 < no_text.float().mean() < 0.35 and 0.15 < no_image.float().mean() < 0.35
-    texts, images, no_text, no_image = st.drop_modalities(posts.texts, posts.images, 0.0, g)
+    texts, images, no_text, no_image = sentiment_training.drop_modalities(posts.texts, posts.images, 0.0, g)
     assert texts == posts.texts and torch.equal(images, posts.images) and not no_text.any() and not no_image.any()
-    _, _, no_text, no_image = st.drop_modalities(posts.texts, posts.images, 1.0, g)
+    _, _, no_text, no_image = sentiment_training.drop_modalities(posts.texts, posts.images, 1.0, g)
     assert (no_text ^ no_image).all()
     with pytest.raises(ValueError, match="probability"):
-        st.drop_modalities(posts.texts, posts.images, 1.5, g)
+        sentiment_training.drop_modalities(posts.texts, posts.images, 1.5, g)
 
 
 def test_macro_f1_equals_scikit_learn():
@@ -136,20 +137,20 @@ def test_macro_f1_equals_scikit_learn():
     rng = np.random.default_rng(0)
     for _ in range(20):
         gold, pred = rng.integers(2, size=30), rng.integers(2, size=30)
-        assert st.macro_f1(pred, gold) == pytest.approx(
+        assert sentiment_training.macro_f1(pred, gold) == pytest.approx(
             f1_score(gold, pred, average="macro", labels=[0, 1], zero_division=0)
         )
     ones = np.ones(5, dtype=int)
-    assert st.macro_f1(ones, ones) == pytest.approx(
+    assert sentiment_training.macro_f1(ones, ones) == pytest.approx(
         f1_score(ones, ones, average="macro", labels=[0, 1], zero_division=0)
     )
 
 
 def test_training_steps_lower_the_loss_and_evaluate_reports_every_slice():
     model = small("early")
-    losses = st.train_model(model, sd.generate(64, seed=4), steps=8, batch_size=16, progress=False)
+    losses = sentiment_training.train_model(model, sd.generate(64, seed=4), steps=8, batch_size=16, progress=False)
     assert len(losses) == 8 and np.mean(losses[-3:]) < np.mean(losses[:3])
-    report = st.evaluate(model, POSTS)
+    report = sentiment_training.evaluate(model, POSTS)
     assert set(report) == {"all", *sd.SLICES} and all(0 <= a <= 1 and 0 <= f <= 1 for a, f in report.values())
 
 
@@ -166,7 +167,9 @@ with torch.no_grad():
 
 def test_save_then_load_in_a_fresh_process_predicts_the_same(tmp_path):
     model = small("cross")
-    st.train_model(model, sd.generate(32, seed=5), steps=2, batch_size=16, progress=False)  # batch-norm statistics move
+    sentiment_training.train_model(
+        model, sd.generate(32, seed=5), steps=2, batch_size=16, progress=False
+    )  # batch-norm statistics move
     st.save_model(model, tmp_path / "model")
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -202,16 +205,16 @@ def test_load_errors_are_one_line(tmp_path):
 
 def test_predict_sentiment_answers_and_names_the_driver():
     cross = small("cross")
-    answer = st.predict_sentiment(cross, "太好了，又下雨了", POSTS.images[0])
+    answer = sentiment_predict.predict_sentiment(cross, "太好了，又下雨了", POSTS.images[0])
     assert answer["label"] in sd.LABELS and 0.5 <= answer["probability"] <= 1
     assert answer["attention"].shape == (16,) and float(answer["attention"].sum()) == pytest.approx(1.0, abs=1e-5)
     # a model that never reads the text is driven by the image, and the other way round
-    assert st.predict_sentiment(small("image"), "i love this", POSTS.images[0])["driver"] == "image"
-    assert st.predict_sentiment(small("text"), "i love this", POSTS.images[0])["driver"] == "text"
+    assert sentiment_predict.predict_sentiment(small("image"), "i love this", POSTS.images[0])["driver"] == "image"
+    assert sentiment_predict.predict_sentiment(small("text"), "i love this", POSTS.images[0])["driver"] == "text"
     # channels-last arrays are accepted
     hwc = POSTS.images[0].permute(1, 2, 0).numpy()
-    assert st.predict_sentiment(cross, "look at this", hwc)["positive"] == pytest.approx(
-        st.predict_sentiment(cross, "look at this", POSTS.images[0])["positive"]
+    assert sentiment_predict.predict_sentiment(cross, "look at this", hwc)["positive"] == pytest.approx(
+        sentiment_predict.predict_sentiment(cross, "look at this", POSTS.images[0])["positive"]
     )
 
 
@@ -229,7 +232,7 @@ def test_predict_sentiment_answers_and_names_the_driver():
 )
 def test_bad_input_is_one_line(text, image, error, match):
     with pytest.raises(error, match=match) as info:
-        st.predict_sentiment(small("cross"), text, image)
+        sentiment_predict.predict_sentiment(small("cross"), text, image)
     assert "\n" not in str(info.value)
 
 
@@ -247,15 +250,15 @@ def test_bad_batches():
 
 def test_widget_callback_explains_and_reports_bad_input_in_one_line():
     model = small("cross")
-    summary, fig = st.explain(model, "太好了，又下雨了", POSTS.images[1])
-    answer = st.predict_sentiment(model, "太好了，又下雨了", POSTS.images[1])
+    summary, fig = sentiment_predict.explain(model, "太好了，又下雨了", POSTS.images[1])
+    answer = sentiment_predict.predict_sentiment(model, "太好了，又下雨了", POSTS.images[1])
     assert summary.startswith(f"{answer['label']} (") and f"driven by the {answer['driver']}" in summary
     overlay = fig.axes[0].images[1].get_array()
     assert overlay.shape == (sd.IMAGE_SIZE, sd.IMAGE_SIZE)
     assert np.allclose(overlay[: st.CELL, : st.CELL], float(answer["attention"][0]))
-    summary, fig = st.explain(model, "", POSTS.images[1])
+    summary, fig = sentiment_predict.explain(model, "", POSTS.images[1])
     assert fig is None and "empty" in summary and "\n" not in summary
-    summary, fig = st.explain(small("early"), "i love this", POSTS.images[1])
+    summary, fig = sentiment_predict.explain(small("early"), "i love this", POSTS.images[1])
     assert len(fig.axes[0].images) == 1  # no attention to draw
 
 
@@ -270,7 +273,7 @@ def test_train_model_is_the_plain_loop_bit_for_bit(modality_dropout):
     steps, batch, lr = 6, 8, 2e-3
     model, twin = small("cross", seed=1), small("cross", seed=1)
     torch.manual_seed(4)
-    losses = st.train_model(
+    losses = sentiment_training.train_model(
         model, posts, steps, batch_size=batch, lr=lr, modality_dropout=modality_dropout, seed=2, progress=False
     )
 
@@ -287,7 +290,7 @@ def test_train_model_is_the_plain_loop_bit_for_bit(modality_dropout):
         rows = torch.randint(len(posts), (batch,), generator=g)
         texts, images = [posts.texts[i] for i in rows.tolist()], posts.images[rows]
         if modality_dropout:
-            texts, images, _, _ = st.drop_modalities(texts, images, modality_dropout, g)
+            texts, images, _, _ = sentiment_training.drop_modalities(texts, images, modality_dropout, g)
         loss = F.cross_entropy(twin(texts, images), posts.labels[rows])
         opt.zero_grad()
         loss.backward()

@@ -1,5 +1,5 @@
-"""Multimodal sentiment models (chapter 09): text-only, image-only, late, early, gated and
-cross-attention fusion of a post's text (Chinese or English) and its 48x48 image.
+"""Multimodal sentiment models (chapter 09): text-only, image-only, early, gated and
+cross-attention fusion of a post's text (Chinese or English) and its 48x48 image, and late fusion.
 
 * **Text**: a small BERT built with chapter 03's :class:`~course_utils.text.bert.BertModel`, trained
   from scratch with the classifier, over a BERT tokenizer whose vocabulary is every word and
@@ -16,25 +16,23 @@ cross-attention fusion of a post's text (Chinese or English) and its 48x48 image
   tanh(W_i i)`` with ``z = sigmoid(W_z [t; i])``), ``"cross"`` (text tokens attend to image
   patches with the course's :class:`~course_utils.layers.attention.MultiHeadAttention`). Late fusion,
   the average of a text-only and an image-only model's probabilities, is :class:`LateFusion`.
-* **Modality dropout** (:func:`drop_modalities`): in training, a share of the posts lose their
-  text (it becomes empty) or their image (it becomes :func:`~course_utils.vision.sentiment_data.blank_image`).
 * :func:`save_model` / :func:`load_model`: ``config.json`` + ``model.safetensors`` + the
-  tokenizer (transformers' ``save_pretrained`` files); :func:`predict_sentiment` for one post.
+  tokenizer (transformers' ``save_pretrained`` files).
+
+Training them (with modality dropout) and scoring them per slice is
+:mod:`course_utils.vision.sentiment_training`; one post's prediction, what drove it, and the
+widget are :mod:`course_utils.vision.sentiment_predict`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from course_utils.vision import sentiment_data as sd
-from course_utils import training
 from course_utils.layers.attention import MultiHeadAttention
 
 GRID = 4  # the CNN's output grid: 4x4 patches of 12x12 pixels
@@ -127,28 +125,6 @@ def check_images(images: torch.Tensor) -> None:
             f"images have dtype {images.dtype}; pass uint8 pixels 0..255 (images.to(torch.uint8) "
             "after rounding), as sentiment_data.generate makes them."
         )
-
-
-def check_image(image) -> torch.Tensor:
-    """One post's image: (3, 48, 48) uint8 (a (48, 48, 3) array is accepted and transposed)."""
-    size = sd.IMAGE_SIZE
-    if isinstance(image, np.ndarray):
-        image = torch.from_numpy(image)
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a (3, {size}, {size}) uint8 tensor or array, got {type(image).__name__}")
-    if image.dim() == 3 and tuple(image.shape) == (size, size, 3):
-        image = image.permute(2, 0, 1)
-    if image.dim() != 3 or tuple(image.shape) != (3, size, size):
-        raise ValueError(
-            f"image has shape {tuple(image.shape)}; predict_sentiment expects one (3, {size}, {size}) "
-            f"picture (resize it to {size}x{size}; for a batch call the model)."
-        )
-    if image.dtype != torch.uint8:
-        raise TypeError(
-            f"image has dtype {image.dtype}; pass uint8 pixels 0..255, e.g. (x * 255).round()"
-            ".to(torch.uint8) for floats in [0, 1]."
-        )
-    return image
 
 
 def tokenize(tokenizer, texts: list, max_len: int, allow_empty: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,106 +356,7 @@ class LateFusion(nn.Module):
         return (self.text_model.probabilities(texts, images) + self.image_model.probabilities(texts, images)) / 2
 
 
-# ============================================================================ modality dropout
-
-
-def drop_modalities(texts: list, images: torch.Tensor, p: float, generator: torch.Generator):
-    """Each post independently: with probability p/2 its text becomes "" (empty), with p/2 its image
-    becomes the blank grey picture, otherwise it is kept (never both dropped). Returns
-    (texts, images, dropped_text (B,) bool, dropped_image (B,) bool)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"modality dropout p is a probability in [0, 1], got {p!r}")
-    u = torch.rand(len(texts), generator=generator)
-    drop_text, drop_image = u < p / 2, (u >= p / 2) & (u < p)
-    texts = ["" if d else t for t, d in zip(texts, drop_text.tolist())]
-    images = torch.where(drop_image[:, None, None, None], sd.blank_image()[None], images)
-    return texts, images, drop_text, drop_image
-
-
-# ============================================================================ training and metrics
-
-
-def train_model(
-    model: SentimentModel,
-    posts: sd.Posts,
-    steps: int,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    modality_dropout: float = 0.0,
-    seed: int = 0,
-    progress: bool = True,
-) -> list:
-    """AdamW with a linear warm-up (5%) and cosine decay, in the course's one loop
-    (:func:`course_utils.training.train`, no gradient clipping); returns the loss per step."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-
-    def random_posts():  # the rows, then (with modality dropout) which posts lose a modality: one generator
-        while True:
-            rows = torch.randint(len(posts), (batch_size,), generator=g)
-            texts, images = [posts.texts[i] for i in rows.tolist()], posts.images[rows]
-            if modality_dropout:
-                texts, images, _, _ = drop_modalities(texts, images, modality_dropout, g)
-            yield texts, images, posts.labels[rows]
-
-    def loss_of(model: SentimentModel, batch) -> torch.Tensor:
-        texts, images, labels = batch
-        return F.cross_entropy(model(texts, images), labels)
-
-    history = training.train(
-        model,
-        random_posts(),
-        loss_of,
-        opt,
-        sched,
-        steps=steps,
-        max_grad_norm=None,
-        progress=progress,
-        desc=f"{model.config['fusion']}",
-    )
-    model.eval()
-    return history.values("loss")
-
-
-@torch.no_grad()
-def predict_proba(model, texts: list, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """(N, 2) probabilities, in eval mode, in batches."""
-    model.eval()
-    return torch.cat(
-        [
-            model.probabilities(texts[i : i + batch_size], images[i : i + batch_size])
-            for i in range(0, len(texts), batch_size)
-        ]
-    )
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray, classes=(0, 1)) -> float:
-    """Mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class absent from both counts 0 (as scikit-learn)."""
-    scores = []
-    for c in classes:
-        tp = np.sum((pred == c) & (gold == c))
-        fp, fn = np.sum((pred == c) & (gold != c)), np.sum((pred != c) & (gold == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0)
-    return float(np.mean(scores))
-
-
-def evaluate(model, posts: sd.Posts, texts: list | None = None, images: torch.Tensor | None = None) -> dict:
-    """Accuracy and macro-F1 overall and per slice: {"all": (acc, f1), slice: (acc, f1)}.
-    ``texts`` / ``images`` replace the posts' own (for the missing-modality ablation)."""
-    probs = predict_proba(model, posts.texts if texts is None else texts, posts.images if images is None else images)
-    pred, gold = probs.argmax(-1).numpy(), posts.labels.numpy()
-    out = {"all": (float((pred == gold).mean()), macro_f1(pred, gold))}
-    for s in sd.SLICES:
-        m = posts.slice_mask(s)
-        out[s] = (float((pred[m] == gold[m]).mean()), macro_f1(pred[m], gold[m]))
-    return out
-
-
-# ============================================================================ save, load, predict
+# ============================================================================ save and load
 
 
 def save_model(model: SentimentModel, directory: str | Path) -> Path:
@@ -542,107 +419,3 @@ def load_model(directory: str | Path) -> SentimentModel:
             f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
         )
     return model.eval()
-
-
-@torch.no_grad()
-def predict_sentiment(model: SentimentModel, text: str, image) -> dict:
-    """One post -> {"label", "probability" (of that label), "positive" (P(positive)), "driver"
-    ("text", "image" or "both", by ablation: how far P(positive) moves when the image is blanked
-    or the text emptied), "without_image", "without_text", "attention" ((16,) weights over the
-    4x4 patches, averaged over heads and tokens of the last block; None unless cross-attention)}."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError(
-            "the text is empty: write a sentence (in Chinese or English); the answer's "
-            "'without_text' field shows what the image alone says"
-        )
-    image = check_image(image)
-    tokenize(model.tokenizer, [text], model.config["max_len"], allow_empty=False)
-    model.eval()
-    texts = [text, text, ""]
-    images = torch.stack([image, sd.blank_image(), image])
-    p = model.probabilities(texts, images)[:, 1]
-    attention = None
-    if model.config["fusion"] == "cross":
-        model.probabilities([text], image[None])
-        w = model.blocks[-1].last_attention[0]  # (heads, T, 16)
-        attention = w.mean(0).mean(0)
-    full, no_image, no_text = (float(x) for x in p)
-    moved_by_image, moved_by_text = abs(full - no_image), abs(full - no_text)
-    if moved_by_image > 2 * moved_by_text:
-        driver = "image"
-    elif moved_by_text > 2 * moved_by_image:
-        driver = "text"
-    else:
-        driver = "both"
-    label = int(full >= 0.5)
-    return {
-        "label": sd.LABELS[label],
-        "probability": full if label else 1 - full,
-        "positive": full,
-        "driver": driver,
-        "without_image": no_image,
-        "without_text": no_text,
-        "attention": attention,
-    }
-
-
-# ============================================================================ the widget
-
-
-def explain(model: SentimentModel, text: str, image) -> tuple[str, object]:
-    """The widget's callback: (a one-line summary, a matplotlib figure of the image with the
-    cross-attention over its 4x4 patches, or None). Bad input gives its one-line message instead
-    of raising, so the widget keeps working while the learner types."""
-    import matplotlib.pyplot as plt
-
-    try:
-        answer = predict_sentiment(model, text, image)
-    except (ValueError, TypeError) as err:
-        return f"⚠️ {err}", None
-    summary = (
-        f"{answer['label']} ({answer['probability']:.0%}) — driven by the {answer['driver']}"
-        f" | P(positive): with both {answer['positive']:.2f}, blank image {answer['without_image']:.2f},"
-        f" empty text {answer['without_text']:.2f}"
-    )
-    fig, ax = plt.subplots(figsize=(3, 3))
-    ax.imshow(check_image(image).permute(1, 2, 0).numpy())
-    if answer["attention"] is not None:
-        grid = answer["attention"].reshape(GRID, GRID).numpy()
-        ax.imshow(np.kron(grid, np.ones((CELL, CELL))), cmap="magma", alpha=0.55, vmin=0, vmax=grid.max())
-    ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title("text tokens' attention over the patches" if answer["attention"] is not None else "image", fontsize=8)
-    plt.close(fig)
-    return summary, fig
-
-
-def sentiment_widget(model: SentimentModel, posts: sd.Posts, n_images: int = 12):
-    """Type a sentence (Chinese or English), pick one of the first ``n_images`` pictures, see the
-    prediction, what drove it, and the cross-attention over the picture."""
-    import ipywidgets as W
-    from IPython.display import display
-
-    text = W.Text(value="太好了，又下雨了", description="text", layout=W.Layout(width="420px"))
-    labels = [
-        (
-            f"#{i}: {posts.image_kinds[i]} {posts.weather[i] or ('smile' if posts.image_valence[i] == 1 else 'frown' if posts.image_valence[i] == 0 else '')}".strip(),
-            i,
-        )
-        for i in range(min(n_images, len(posts)))
-    ]
-    pick = W.Dropdown(options=labels, description="image")
-    line, out = W.HTML(), W.Output()
-
-    def draw(*_):
-        summary, fig = explain(model, text.value, posts.images[pick.value])
-        line.value = summary
-        with out:
-            out.clear_output(wait=True)
-            if fig is not None:
-                display(fig)
-
-    text.observe(draw, names="value")
-    pick.observe(draw, names="value")
-    draw()
-    return W.VBox([W.HBox([text, pick]), line, out])
