@@ -16,17 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course_utils import exercises
-from course_utils.exercises import Mistake, expect_same, forbid
+from course_utils.exercises import Mistake, expect_same, forbid, registry, verdicts
 from course_utils.exercises.rules import Watch, static_violation
 
 
 @pytest.fixture
 def scratch():
     """Register exercises under 99.*; they are removed after the test."""
-    before = set(exercises._REGISTRY)
+    before = set(registry._REGISTRY)
     yield
-    for key in set(exercises._REGISTRY) - before:
-        exercises._REGISTRY.pop(key)
+    for key in set(registry._REGISTRY) - before:
+        registry._REGISTRY.pop(key)
 
 
 def _loss_reference(logits, labels):
@@ -265,9 +265,7 @@ def test_error_deep_in_a_library_points_at_the_learners_line(scratch):
 
     passed, message = exercises.verdict("99.plain", answer)
     assert not passed and message.startswith("your answer raised RuntimeError: ")
-    assert message.endswith(
-        "(at line 3 of answer: `return weights @ torch.ones(2)  # shape mismatch inside torch`)"
-    )
+    assert message.endswith("(at line 3 of answer: `return weights @ torch.ones(2)  # shape mismatch inside torch`)")
 
 
 def test_system_exit_is_reported_and_keyboard_interrupt_still_interrupts(scratch):
@@ -284,7 +282,7 @@ def test_system_exit_is_reported_and_keyboard_interrupt_still_interrupts(scratch
 
     with pytest.raises(KeyboardInterrupt):
         exercises.verdict("99.plain", interrupted)
-    assert sys.getprofile() is None and exercises._CURRENT.get() is None
+    assert sys.getprofile() is None and registry._CURRENT.get() is None
 
 
 def test_a_returned_value_the_check_cannot_use_is_said_so(scratch):
@@ -301,7 +299,7 @@ def test_a_stub_function_is_not_tried(scratch, source):
     _register_plain()
     namespace = {}
     exec(source, namespace)
-    assert exercises.verdict("99.plain", namespace["f"]) == (False, exercises.NOT_TRIED)
+    assert exercises.verdict("99.plain", namespace["f"]) == (False, verdicts.NOT_TRIED)
 
 
 # ----------------------------------------------------------------------------- comparing, diagnosing
