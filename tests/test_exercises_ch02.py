@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from course_utils import exercises
-from course_utils.exercises import ch02
+from course_utils.exercises import ch02, ch02_attention
 
 KEYS = exercises.keys("02")
 
@@ -124,11 +124,11 @@ def test_handing_the_job_to_torch_breaks_the_rule():
 
 def test_the_broken_function_passes_with_one_head_only():
     """The bugs are invisible with one head, which is why the check uses several."""
-    broken = exercises.given_function(ch02.FIX_MULTI_HEAD_GIVEN, "multi_head", "02.fix_multi_head")
+    broken = exercises.given_function(ch02_attention.FIX_MULTI_HEAD_GIVEN, "multi_head", "02.fix_multi_head")
     torch.manual_seed(0)
     x, ws = torch.randn(2, 5, 8), [torch.randn(8, 8) for _ in range(4)]
-    assert torch.allclose(broken(x, *ws, 1), ch02._multi_head_reference(x, *ws, 1), atol=1e-5)
-    assert not torch.allclose(broken(x, *ws, 2), ch02._multi_head_reference(x, *ws, 2), atol=1e-3)
+    assert torch.allclose(broken(x, *ws, 1), ch02_attention._multi_head_reference(x, *ws, 1), atol=1e-5)
+    assert not torch.allclose(broken(x, *ws, 2), ch02_attention._multi_head_reference(x, *ws, 2), atol=1e-3)
     passed, message = verdict("02.fix_multi_head", broken)
     assert not passed and "the function as given" in message
 
@@ -156,7 +156,7 @@ def test_a_mask_that_reverses_only_full_sequences_is_diagnosed():
 
 def test_the_reference_mask_makes_torchs_attention_reverse_whatever_its_weights():
     lengths, n = [6, 3], 6
-    mask = ch02._reversal_mask_reference(lengths, n)
+    mask = ch02_attention._reversal_mask_reference(lengths, n)
     for seed in range(3):
         torch.manual_seed(seed)
         mha = nn.MultiheadAttention(4, 1, batch_first=True).eval()
