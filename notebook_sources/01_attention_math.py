@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils import config, exercises, glossary
-from course_utils.layers import viz
+from course_utils.layers import attention_widgets, viz
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg, "  torch", torch.__version__)
@@ -980,7 +980,7 @@ assert cost["ours (math)"]["MiB"][-1] > 2.9 * score_mib[-1]
 # (Widgets need a running kernel: in a static view of the notebook you see only the first picture.)
 
 # %%
-viz.attention_explorer(temperature=1.0, length=6, d_k=16, mask_type="none", seed=seed)
+attention_widgets.attention_explorer(temperature=1.0, length=6, d_k=16, mask_type="none", seed=seed)
 
 # %% [markdown]
 # ## Recap

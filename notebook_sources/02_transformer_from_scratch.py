@@ -99,7 +99,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils import config, exercises, glossary
-from course_utils.layers import toy_tasks, viz
+from course_utils.layers import attention_widgets, toy_tasks, viz
 
 cfg = config.setup(fast=fast, seed=seed)
 print(cfg)
@@ -1154,7 +1154,7 @@ assert task != "reverse" or share > config.pick(fast=0.5, full=0.9)
 # (Widgets need a running kernel: in a static view of the notebook you see only the first picture.)
 
 # %%
-viz.attention_viewer(maps, tokens, title="toy encoder on a held-out sequence")
+attention_widgets.attention_viewer(maps, tokens, title="toy encoder on a held-out sequence")
 
 # %% [markdown]
 # Finally, the learned position vectors. The table started as `nn.Embedding`'s random

@@ -1,4 +1,5 @@
-"""course_utils.layers.viz: the plots draw what they are given, the widgets respond, bad input is named."""
+"""course_utils.layers.viz and attention_widgets: the plots draw what they are given, the widgets
+respond, bad input is named."""
 
 import base64
 
@@ -12,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import ipywidgets as widgets  # noqa: E402
 
-from course_utils.layers import attention, viz  # noqa: E402
+from course_utils.layers import attention, attention_widgets, viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +157,7 @@ def _png(output_widget):
 def test_attention_viewer_shows_the_selected_layer_head_and_query():
     attentions = [torch.softmax(torch.randn(3, 5, 5), dim=-1) for _ in range(2)]
     tokens = ["[CLS]", "the", "cat", "sat", "[SEP]"]
-    box = viz.attention_viewer(attentions, tokens, title="toy")
+    box = attention_widgets.attention_viewer(attentions, tokens, title="toy")
     viewer = box.viewer
     assert isinstance(box, widgets.VBox)
     assert _png(viewer.output).startswith(b"\x89PNG") and _png(viewer.output) == viewer.last_png
@@ -177,7 +178,7 @@ def test_attention_viewer_shows_the_selected_layer_head_and_query():
 
 def test_attention_viewer_takes_transformers_style_outputs_and_callables():
     attentions = tuple(torch.softmax(torch.randn(1, 2, 3, 4), dim=-1) for _ in range(3))  # batch of one
-    box = viz.attention_viewer(lambda: attentions, tokens=list("abcd"), query_tokens=list("xyz"))
+    box = attention_widgets.attention_viewer(lambda: attentions, tokens=list("abcd"), query_tokens=list("xyz"))
     assert len(box.viewer.layers) == 3 and box.viewer.layers[0].shape == (2, 3, 4)
     assert [label for label, _ in box.viewer.query.options] == ["0: x", "1: y", "2: z"]
 
@@ -197,7 +198,7 @@ def test_attention_viewer_takes_transformers_style_outputs_and_callables():
 )
 def test_attention_viewer_rejects_bad_input(attentions, tokens, message):
     with pytest.raises(ValueError) as err:
-        viz.attention_viewer(attentions, tokens)
+        attention_widgets.attention_viewer(attentions, tokens)
     assert message in str(err.value)
 
 
@@ -205,10 +206,10 @@ def test_attention_viewer_rejects_bad_input(attentions, tokens, message):
 
 
 def test_attention_explorer_computes_with_the_package_attention():
-    box = viz.attention_explorer(temperature=0.5, length=5, d_k=8, mask_type="causal", seed=3)
+    box = attention_widgets.attention_explorer(temperature=0.5, length=5, d_k=8, mask_type="causal", seed=3)
     explorer = box.explorer
     weights, mask, tokens = explorer.compute()
-    q, k = viz.explorer_inputs(5, 8, 3)
+    q, k = attention_widgets.explorer_inputs(5, 8, 3)
     want = torch.softmax((q @ k.T / (8**0.5 * 0.5)).masked_fill(~torch.ones(5, 5).tril().bool(), float("-inf")), -1)
     torch.testing.assert_close(weights, want)
     assert torch.equal(mask, attention.causal_mask(5)) and len(tokens) == 5
@@ -217,7 +218,7 @@ def test_attention_explorer_computes_with_the_package_attention():
 
 
 def test_attention_explorer_redraws_when_a_control_moves():
-    explorer = viz.attention_explorer().explorer
+    explorer = attention_widgets.attention_explorer().explorer
     seen = {explorer.last_png}
     for control, value in (
         (explorer.temperature, 3.0),
@@ -237,7 +238,7 @@ def test_attention_explorer_redraws_when_a_control_moves():
 
 
 def test_attention_explorer_temperature_sharpens_and_flattens():
-    explorer = viz.attention_explorer(length=8).explorer
+    explorer = attention_widgets.attention_explorer(length=8).explorer
     explorer.temperature.value = 0.1
     sharp = explorer.compute()[0].max(dim=-1).values.mean()
     explorer.temperature.value = 10.0
@@ -250,11 +251,11 @@ def test_attention_explorer_rejects_unknown_mask_type():
     with pytest.raises(
         ValueError, match=r"mask_type must be one of \('none', 'padding', 'causal', 'both'\), got 'future'"
     ):
-        viz.attention_explorer(mask_type="future")
+        attention_widgets.attention_explorer(mask_type="future")
 
 
 def test_attention_explorer_masked_cells_show_only_the_cross():
-    explorer = viz.attention_explorer(length=6, mask_type="causal").explorer
+    explorer = attention_widgets.attention_explorer(length=6, mask_type="causal").explorer
     texts = [t.get_text() for t in explorer._heat_ax.texts]
     weights, mask, _ = explorer.compute()
     numbers, crosses = texts[:36], texts[36:]
@@ -264,7 +265,7 @@ def test_attention_explorer_masked_cells_show_only_the_cross():
 
 
 def test_attention_explorer_title_says_whether_scores_are_scaled_and_that_vectors_are_random():
-    explorer = viz.attention_explorer(d_k=64).explorer
+    explorer = attention_widgets.attention_explorer(d_k=64).explorer
     assert "softmax(q·k / (√d_k·T))" in explorer._heat_ax.get_title() and "NOT" not in explorer._heat_ax.get_title()
     explorer.scaled.value = False
     title = explorer._heat_ax.get_title()

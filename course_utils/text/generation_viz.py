@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from course_utils.text import generation
-from course_utils.layers.viz import _figure_png, _png_output, plot_attention
+from course_utils.layers.attention_widgets import _figure_png, _png_output
+from course_utils.layers.viz import plot_attention
 
 MODES = ("greedy", "sample", "beam")
 
