@@ -8,7 +8,7 @@ code (``SafetensorError: Error while deserializing header``, ``JSONDecodeError``
 that fails ten frames down); these checks read only the small parts that tell (a JSON file, the
 safetensors header, the tokenizer's vocabulary) and say plainly what is wrong before any of that.
 
-Used by :func:`course_utils.text.ner_models.check_bert_dir`, :func:`course_utils.text.pretraining.check_bert_dir`
+Used by :func:`course_utils.text.ner_models.check_bert_dir`, :func:`course_utils.text.pretraining_run.check_bert_dir`
 and :mod:`course_utils.text.bert`'s loaders.
 """
 

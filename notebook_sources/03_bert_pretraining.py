@@ -112,9 +112,9 @@ import torch
 import transformers
 from IPython.display import Markdown, display
 
-from course_utils.text import bert, bert_layers, pretraining, tokenization
+from course_utils.text import bert, bert_layers, pretraining, pretraining_run, tokenization
 from course_utils import config, exercises, glossary, training
-from course_utils.layers import viz
+from course_utils.layers import attention_widgets, viz
 from course_utils.text.corpus import corpus_stats, load_corpus, split_documents
 
 chapter_start = time.perf_counter()
@@ -130,7 +130,7 @@ steps = steps or config.pick(fast=200, full=4800)
 small_steps = small_steps or config.pick(fast=10, full=400)
 heldout_size = config.pick(fast=256, full=1024)        # held-out NSP pairs to evaluate on
 eval_every = config.pick(fast=100, full=400)
-output_dir = Path(output_dir) if output_dir else pretraining.default_bert_dir()
+output_dir = Path(output_dir) if output_dir else pretraining_run.default_bert_dir()
 print(f"vocab {vocab_size}, hidden {hidden_size}, layers {num_layers}, heads {num_heads}, length {max_len}, "
       f"batch {batch_size}, steps {steps}, lr {lr}, dropout {dropout}, "
       f"{'whole-word' if whole_word_mask else 'token'} masking; saving to {output_dir}")
@@ -789,16 +789,16 @@ model = model.to(cfg.device)
 optimizer = torch.optim.AdamW(groups, lr=lr)
 scheduler = training.linear_warmup_schedule(optimizer, warmup_steps, steps)
 batches = pretraining.pretraining_batches(train_ids, collator, batch_size, max_len, cls_id, sep_id, seed=seed)
-baseline_id = pretraining.most_frequent_token(train_ids, tokenizer.all_special_ids)
-unigram = pretraining.unigram_log_probs(train_ids, len(tokenizer), tokenizer.all_special_ids)
+baseline_id = pretraining_run.most_frequent_token(train_ids, tokenizer.all_special_ids)
+unigram = pretraining_run.unigram_log_probs(train_ids, len(tokenizer), tokenizer.all_special_ids)
 
 
 def evaluate(m, batches=heldout_batches):
-    return pretraining.evaluate_pretraining(m, batches, tokenizer.mask_token_id, baseline_id, unigram=unigram)
+    return pretraining_run.evaluate_pretraining(m, batches, tokenizer.mask_token_id, baseline_id, unigram=unigram)
 
 
 cpu_start = time.process_time()
-history = training.train(model, batches, pretraining.pretraining_step, optimizer, scheduler, steps=steps,
+history = training.train(model, batches, pretraining_run.pretraining_step, optimizer, scheduler, steps=steps,
                          max_grad_norm=1.0, eval_fn=evaluate, eval_every=eval_every, device=cfg.device,
                          desc="pretraining BERT")
 cpu_seconds = time.process_time() - cpu_start
@@ -932,7 +932,7 @@ def small_run(n_steps, dropout=0.0, whole_word=False, name=""):
     small_batches = pretraining.pretraining_batches(
         train_ids, pretraining.Collator(tokenizer, seed=seed, whole_word=whole_word), batch_size, max_len, cls_id, sep_id,
         seed=seed)
-    run = training.train(small, small_batches, pretraining.pretraining_step, small_optimizer,
+    run = training.train(small, small_batches, pretraining_run.pretraining_step, small_optimizer,
                          training.linear_warmup_schedule(small_optimizer, int(warmup_fraction * n_steps), n_steps),
                          steps=n_steps, max_grad_norm=1.0, device=cfg.device, desc=name)
     by_token, by_word = evaluate(small), evaluate(small, heldout_word_batches)
@@ -1073,7 +1073,7 @@ assert not any(s.replace("[MASK]", a) in all_sentences for s, a in demo[-2:])   
 card = (minilm_dir / "README.md").read_text(encoding="utf-8")
 assert "contrastive" in card and "1B sentence pairs" in card and "nreimers/MiniLM-L6-H384-uncased" in card
 minilm_tokens = minilm_tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
-viz.attention_viewer([layer[0] for layer in mine.attentions], minilm_tokens, title="all-MiniLM-L6-v2")
+attention_widgets.attention_viewer([layer[0] for layer in mine.attentions], minilm_tokens, title="all-MiniLM-L6-v2")
 
 # %% [markdown]
 # ## 11. Saving in the `transformers` layout
@@ -1086,7 +1086,7 @@ viz.attention_viewer([layer[0] for layer in mine.attentions], minilm_tokens, tit
 
 # %%
 model = model.cpu()
-pretraining.save_bert(model, tokenizer, output_dir,
+pretraining_run.save_bert(model, tokenizer, output_dir,
                       extra={"mode": cfg.mode, "steps": history.steps_done, "heldout": metrics})
 for path in sorted(output_dir.iterdir()):
     print(f"{path.name:<26} {path.stat().st_size / 1e6:.2f} MB")

@@ -121,7 +121,7 @@ import transformers
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from seqeval.metrics.v1 import UndefinedMetricWarning
 
-from course_utils.text import bert, bert_tasks, bio_tags, intents, lora, ner, ner_data, ner_models, pretraining
+from course_utils.text import bert, bert_tasks, bio_tags, intents, lora, ner, ner_data, ner_models, pretraining_run
 from course_utils import config, exercises, glossary, paths, training
 from course_utils.layers import viz
 
@@ -381,7 +381,7 @@ print(f"train {len(train_sents)}, dev {len(dev_sents)}, test {len(test_sents)}, 
 # %% [markdown]
 # ## 3. Sub-words: giving a word's label to its pieces
 #
-# The model reads WordPiece tokens, not words. `pretraining.load_or_pretrain` returns chapter
+# The model reads WordPiece tokens, not words. `pretraining_run.load_or_pretrain` returns chapter
 # 03's saved BERT (or pretrains a small one now if chapter 03 was not run); any BERT directory
 # in `pretrained_model` works the same way: the vocabulary, the casing and the size are read
 # from it.
@@ -409,12 +409,12 @@ def hub_or_local(name):
     return local
 
 
-pretrained_here = pretrained_model is None and not pretraining.is_bert_dir(pretraining.default_bert_dir())
-bert_dir = pretraining.load_or_pretrain(hub_or_local(pretrained_model))
+pretrained_here = pretrained_model is None and not pretraining_run.is_bert_dir(pretraining_run.default_bert_dir())
+bert_dir = pretraining_run.load_or_pretrain(hub_or_local(pretrained_model))
 run_info = Path(bert_dir) / "course_pretraining.json"   # written by chapter 03 (and by load_or_pretrain)
 weak_start = pretrained_here or (run_info.is_file() and json.loads(run_info.read_text()).get("mode") == "fast")
 tokenizer = ner_models.load_tokenizer(bert_dir)
-model_name = "chapter 03 BERT" if bert_dir == pretraining.default_bert_dir() else bert_dir.name
+model_name = "chapter 03 BERT" if bert_dir == pretraining_run.default_bert_dir() else bert_dir.name
 lowercases = ner_models.tokenizer_lowercases(tokenizer)
 print(f"{bert_dir}: vocabulary {len(tokenizer)}, {'lower-cases its input (uncased)' if lowercases else 'keeps case (cased)'}")
 print(tokenizer.tokenize("Florence Lopez flew from Florence to BERLIN ."))
@@ -1350,7 +1350,7 @@ scratch.mkdir(exist_ok=True)
 show_error(lambda: ner.read_conll(scratch / "malformed.conll"))
 show_error(lambda: ner.read_conll(scratch / "empty.conll"))
 show_error(lambda: ner.read_conll(scratch / "not_bio.conll"))
-show_error(lambda: pretraining.load_or_pretrain(scratch / "no_such_model"))
+show_error(lambda: pretraining_run.load_or_pretrain(scratch / "no_such_model"))
 (scratch / "gpt2").mkdir(exist_ok=True)
 (scratch / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}', encoding="utf-8")
 show_error(lambda: ner_models.token_classifier(scratch / "gpt2", labels))

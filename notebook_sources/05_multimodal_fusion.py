@@ -343,9 +343,9 @@ assert torch.equal(objects_train[:, :, :6].sum(1), torch.ones(n_images, 6))   # 
 # as in a Transformer decoder) works too, but a step then costs about seven times as much.
 
 # %%
-from course_utils.text import bert, pretraining
+from course_utils.text import bert, pretraining_run
 
-bert_dir = pretraining.load_or_pretrain(pretrained_model, fast=cfg.fast)
+bert_dir = pretraining_run.load_or_pretrain(pretrained_model, fast=cfg.fast)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")                        # the MLM/NSP heads are not needed here
     question_bert = bert.BertModel.from_pretrained(bert_dir)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from course_utils.vision import contrastive, multimodal, patch_cnn, shapes
 from course_utils import glossary
-from course_utils.text import ner, ner_models, pretraining
+from course_utils.text import ner, ner_models, pretraining, pretraining_run
 from course_utils.layers.attention import AttentionShapeError, MultiHeadAttention, scaled_dot_product_attention
 
 transformers = pytest.importorskip("transformers")
@@ -202,7 +202,7 @@ def test_item4_a_foreign_tokenizer_is_refused_at_load(mismatched_dir, bert_dir):
         ner_models.check_bert_dir,
         ner_models.load_tokenizer,
         bert.load_tokenizer,
-        pretraining.check_bert_dir,
+        pretraining_run.check_bert_dir,
         lambda d: ner_models.token_classifier(d, LABELS),
     ):
         with pytest.raises(ValueError, match=pattern) as err:
@@ -359,7 +359,7 @@ def test_item8_corrupted_safetensors_is_named(tmp_path, bert_dir, kind):
     corrupt(folder, "model.safetensors", SAFETENSORS_CORRUPTIONS[kind](good))
     for load in (
         ner_models.check_bert_dir,
-        pretraining.check_bert_dir,
+        pretraining_run.check_bert_dir,
         bert_weights.load_state_dict_file,
         bert_tasks.BertForTokenClassification.from_pretrained,
     ):
@@ -381,7 +381,7 @@ def test_item8_bad_config_json_is_named(tmp_path, bert_dir, kind):
     folder = corrupt(copy_dir(bert_dir, tmp_path), "config.json", content)
     for load in (
         ner_models.check_bert_dir,
-        pretraining.check_bert_dir,
+        pretraining_run.check_bert_dir,
         bert.BertModel.from_pretrained,
         bert.load_tokenizer,
         ner_models.load_tokenizer,
@@ -394,7 +394,12 @@ def test_item8_bad_config_json_is_named(tmp_path, bert_dir, kind):
 @pytest.mark.parametrize("content", [b'{"version": "1.0", "model": ', b'{"version": "1.0"}', b"[]"])
 def test_item8_broken_tokenizer_json_is_named(tmp_path, bert_dir, content):
     folder = corrupt(copy_dir(bert_dir, tmp_path), "tokenizer.json", content)
-    for load in (ner_models.check_bert_dir, pretraining.check_bert_dir, ner_models.load_tokenizer, bert.load_tokenizer):
+    for load in (
+        ner_models.check_bert_dir,
+        pretraining_run.check_bert_dir,
+        ner_models.load_tokenizer,
+        bert.load_tokenizer,
+    ):
         with pytest.raises(ValueError, match=r"tokenizer\.json.*(save|re-save)") as err:
             load(folder)
         one_line(err)

@@ -130,6 +130,6 @@ def test_pretraining_on_two_processes_equals_one(tmp_path, monkeypatch):
     weights_two = load_file(two / "model" / "model.safetensors")
     weights_one = load_file(one / "model" / "model.safetensors")
     assert scaling.max_abs_diff(weights_two, weights_one) < 1e-5
-    from course_utils.text import pretraining
+    from course_utils.text import pretraining_run
 
-    pretraining.check_bert_dir(two / "model")  # the transformers layout, loadable by chapter 04
+    pretraining_run.check_bert_dir(two / "model")  # the transformers layout, loadable by chapter 04

@@ -6,7 +6,7 @@ flipped anywhere (header or data), replaced by random bytes, with bytes appended
 header length rewritten; ``config.json`` truncated, byte-flipped, wrapped in a list, re-encoded
 as Latin-1 or UTF-16; ``tokenizer.json`` truncated or byte-flipped; a sharded index with its
 weight_map damaged or pointing outside the directory. Each goes through ``ner_models.check_bert_dir``,
-``pretraining.check_bert_dir``, ``bert_weights.load_state_dict_file`` and ``from_pretrained``.
+``pretraining_run.check_bert_dir``, ``bert_weights.load_state_dict_file`` and ``from_pretrained``.
 
 The references: the safetensors library reading the same (damaged) file, and the original file's
 tensor names and shapes. A flipped byte inside tensor *data* leaves a valid file with other numbers
@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from course_utils import checkpoints
-from course_utils.text import ner_models, pretraining
+from course_utils.text import ner_models, pretraining_run
 
 transformers = pytest.importorskip("transformers")
 from course_utils.text import bert, bert_weights  # noqa: E402  (needs transformers)
@@ -64,7 +64,7 @@ def saved(tmp_path_factory):
 def loaders(folder):
     return {
         "ner_models.check_bert_dir": lambda: ner_models.check_bert_dir(folder),
-        "pretraining.check_bert_dir": lambda: pretraining.check_bert_dir(folder),
+        "pretraining_run.check_bert_dir": lambda: pretraining_run.check_bert_dir(folder),
         "load_state_dict_file": lambda: bert_weights.load_state_dict_file(folder),
         "from_pretrained": lambda: bert.BertModel.from_pretrained(folder),
     }

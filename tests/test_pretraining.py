@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from course_utils.text import bert, pretraining
+from course_utils.text import bert, pretraining, pretraining_run
 from course_utils.text.pretraining import IGNORE_INDEX, IS_NEXT, NOT_NEXT, Collator
 
 CLS, SEP, PAD, MASK, UNK = 2, 3, 0, 4, 1
@@ -468,7 +468,7 @@ def random_batch(seed=0, n=16):
 def test_own_model_with_masked_only_gives_transformers_losses(tiny_models):
     hf, own = tiny_models
     batch = random_batch()
-    mine = pretraining.pretraining_outputs(own, batch, masked_only=True)
+    mine = pretraining_run.pretraining_outputs(own, batch, masked_only=True)
     reference = hf(
         **{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label")}
     )
@@ -476,7 +476,7 @@ def test_own_model_with_masked_only_gives_transformers_losses(tiny_models):
     assert torch.allclose(mine.loss, reference.loss, atol=1e-5)
     labelled = batch["labels"] != IGNORE_INDEX
     assert torch.allclose(mine.mlm_logits, reference.prediction_logits[labelled], atol=1e-5)
-    via_hf = pretraining.pretraining_outputs(hf, batch)
+    via_hf = pretraining_run.pretraining_outputs(hf, batch)
     assert torch.allclose(via_hf.mlm_loss, mine.mlm_loss, atol=1e-5)
     assert torch.allclose(via_hf.nsp_loss, mine.nsp_loss, atol=1e-5)
 
@@ -486,7 +486,7 @@ def test_evaluation_matches_a_direct_computation(tiny_models):
     batches = [random_batch(seed) for seed in range(3)]
     baseline_id = 7
     unigram = torch.log_softmax(torch.randn(50, generator=torch.Generator().manual_seed(5)), dim=0)
-    metrics = pretraining.evaluate_pretraining(own, batches, MASK, baseline_id, unigram=unigram)
+    metrics = pretraining_run.evaluate_pretraining(own, batches, MASK, baseline_id, unigram=unigram)
     hits = hits5 = base = n = nsp = pairs = 0
     nll = unigram_nll = 0.0
     with torch.no_grad():
@@ -510,12 +510,12 @@ def test_evaluation_matches_a_direct_computation(tiny_models):
     assert metrics["nsp_accuracy"] == pytest.approx(nsp / pairs)
     assert metrics["mask_perplexity"] == pytest.approx(math.exp(nll / n), rel=1e-5)
     assert metrics["unigram_perplexity"] == pytest.approx(math.exp(unigram_nll / n), rel=1e-5)
-    assert "unigram_perplexity" not in pretraining.evaluate_pretraining(own, batches, MASK, baseline_id)
+    assert "unigram_perplexity" not in pretraining_run.evaluate_pretraining(own, batches, MASK, baseline_id)
 
 
 def test_unigram_log_probs_are_add_one_smoothed_frequencies_without_special_tokens():
     docs = [[[CLS, 9, 9, 8], [9, SEP]], [[8, 6]]]
-    log_probs = pretraining.unigram_log_probs(docs, vocab_size=10, special_ids=[PAD, UNK, CLS, SEP, MASK])
+    log_probs = pretraining_run.unigram_log_probs(docs, vocab_size=10, special_ids=[PAD, UNK, CLS, SEP, MASK])
     counts = {5: 0, 6: 1, 7: 0, 8: 2, 9: 3}  # by hand; the five special ids get nothing
     total = sum(c + 1 for c in counts.values())
     for token, c in counts.items():
@@ -526,9 +526,9 @@ def test_unigram_log_probs_are_add_one_smoothed_frequencies_without_special_toke
 
 def test_most_frequent_token_skips_special_tokens():
     docs = [[[CLS, 9, 9, 8], [9, SEP]], [[8, CLS, CLS, CLS]]]
-    assert pretraining.most_frequent_token(docs, [CLS, SEP]) == 9
+    assert pretraining_run.most_frequent_token(docs, [CLS, SEP]) == 9
     with pytest.raises(ValueError, match="training documents are empty"):
-        pretraining.most_frequent_token([[[CLS]]], [CLS])
+        pretraining_run.most_frequent_token([[[CLS]]], [CLS])
 
 
 def test_encode_documents_keeps_sentence_boundaries():

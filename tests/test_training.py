@@ -9,7 +9,7 @@ import transformers
 from safetensors import safe_open
 from torch import nn
 
-from course_utils.text import bert, pretraining
+from course_utils.text import bert, pretraining_run
 from course_utils import training
 
 
@@ -285,43 +285,43 @@ def save_tiny_bert(directory):
             t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(55)]])
         }
     )
-    pretraining.save_bert(bert.BertForPreTraining(tiny_bert_config()), tokenizer, directory)
+    pretraining_run.save_bert(bert.BertForPreTraining(tiny_bert_config()), tokenizer, directory)
     return directory
 
 
 def test_load_or_pretrain_accepts_a_bert_directory(tmp_path):
     directory = save_tiny_bert(tmp_path / "bert")
-    assert pretraining.load_or_pretrain(directory) == directory
-    assert pretraining.is_bert_dir(directory)
+    assert pretraining_run.load_or_pretrain(directory) == directory
+    assert pretraining_run.is_bert_dir(directory)
     loaded = transformers.AutoModelForMaskedLM.from_pretrained(directory)
     assert loaded.config.hidden_size == 16
 
 
 def test_load_or_pretrain_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist: point pretrained_model to a folder"):
-        pretraining.load_or_pretrain(tmp_path / "nowhere")
+        pretraining_run.load_or_pretrain(tmp_path / "nowhere")
     file = tmp_path / "weights.bin"
     file.write_bytes(b"x")
     with pytest.raises(NotADirectoryError, match="is a file, not a model folder"):
-        pretraining.load_or_pretrain(file)
+        pretraining_run.load_or_pretrain(file)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="it has no config.json"):
-        pretraining.load_or_pretrain(empty)
+        pretraining_run.load_or_pretrain(empty)
     gpt = save_tiny_bert(tmp_path / "gpt")
     config = json.loads((gpt / "config.json").read_text())
     (gpt / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     with pytest.raises(ValueError, match="holds a 'gpt2' model, not a BERT"):
-        pretraining.load_or_pretrain(gpt)
+        pretraining_run.load_or_pretrain(gpt)
     no_weights = save_tiny_bert(tmp_path / "no_weights")
     (no_weights / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="no model.safetensors"):
-        pretraining.load_or_pretrain(no_weights)
+        pretraining_run.load_or_pretrain(no_weights)
     no_tokenizer = save_tiny_bert(tmp_path / "no_tokenizer")
     for name in ("tokenizer.json", "vocab.txt"):
         (no_tokenizer / name).unlink(missing_ok=True)
     with pytest.raises(ValueError, match="has no tokenizer"):
-        pretraining.load_or_pretrain(no_tokenizer)
+        pretraining_run.load_or_pretrain(no_tokenizer)
 
 
 def test_load_or_pretrain_trains_chapter_03_model_when_missing(tmp_path, monkeypatch, capsys):
@@ -332,13 +332,13 @@ def test_load_or_pretrain_trains_chapter_03_model_when_missing(tmp_path, monkeyp
         calls.append((settings, mode))
         save_tiny_bert(directory)
 
-    monkeypatch.setattr(pretraining, "pretrain", quick_pretrain)
-    directory = pretraining.load_or_pretrain(None, fast=True)
-    assert directory == tmp_path / "runs" / "ch03_bert" == pretraining.default_bert_dir()
-    assert calls == [(pretraining.FAST_SETTINGS, "fast")]
+    monkeypatch.setattr(pretraining_run, "pretrain", quick_pretrain)
+    directory = pretraining_run.load_or_pretrain(None, fast=True)
+    assert directory == tmp_path / "runs" / "ch03_bert" == pretraining_run.default_bert_dir()
+    assert calls == [(pretraining_run.FAST_SETTINGS, "fast")]
     message = capsys.readouterr().out
     assert message.count("\n") == 1 and "pretraining a small one now" in message
-    assert pretraining.load_or_pretrain(None, fast=True) == directory and len(calls) == 1  # found, not retrained
+    assert pretraining_run.load_or_pretrain(None, fast=True) == directory and len(calls) == 1  # found, not retrained
 
 
 def test_checkpoint_of_another_size_or_damaged_is_one_line(tmp_path):

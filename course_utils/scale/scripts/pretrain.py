@@ -4,7 +4,7 @@
         --master-port=29500 -m course_utils.scale.scripts.pretrain --out runs/ch08_pretrain --steps 200
 
 The same package code as chapter 03 (``corpus``, ``tokenization``, ``pretraining``,
-``training.train``), with what data parallelism changes:
+``pretraining_run``, ``training.train``), with what data parallelism changes:
 
 * the tokenizer is trained once, by rank 0, and loaded by the others (WordPiece training is
   not bit-for-bit repeatable: two ranks training their own would disagree on token ids);
@@ -32,14 +32,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from course_utils.text import corpus, pretraining, tokenization
+from course_utils.text import corpus, pretraining, pretraining_run, tokenization
 from course_utils.scale import scaling
 from course_utils import training
 from course_utils.scale.scripts import check_numbers, init_distributed, write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    d = pretraining.PretrainSettings()
+    d = pretraining_run.PretrainSettings()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="folder for rank{r}.json, tokenizer/ and model/")
     p.add_argument("--steps", type=int, default=d.steps)
@@ -87,9 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def settings_of(args) -> pretraining.PretrainSettings:
+def settings_of(args) -> pretraining_run.PretrainSettings:
     return replace(
-        pretraining.PretrainSettings(),
+        pretraining_run.PretrainSettings(),
         corpus=args.corpus,
         vocab_size=args.vocab_size,
         max_len=args.max_len,
@@ -187,7 +187,7 @@ def main(argv=None) -> None:
     )
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = pretraining.model_class()(pretraining.bert_config(settings, tokenizer)).to(device)
+    model = pretraining_run.model_class()(pretraining_run.bert_config(settings, tokenizer)).to(device)
     if args.checkpointing:
         scaling.checkpoint_layers(model.bert.encoder.layers)
     ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -231,10 +231,12 @@ def main(argv=None) -> None:
         heldout_batches = pretraining.fixed_batches(
             heldout[: args.heldout_examples], pretraining.Collator(tokenizer, seed=10_000 + args.seed), 128
         )
-        baseline = pretraining.most_frequent_token(train_ids, tokenizer.all_special_ids)
-        result["heldout"] = pretraining.evaluate_pretraining(model, heldout_batches, tokenizer.mask_token_id, baseline)
+        baseline = pretraining_run.most_frequent_token(train_ids, tokenizer.all_special_ids)
+        result["heldout"] = pretraining_run.evaluate_pretraining(
+            model, heldout_batches, tokenizer.mask_token_id, baseline
+        )
         scaling.checkpoint_layers(model.bert.encoder.layers, enabled=False)
-        pretraining.save_bert(
+        pretraining_run.save_bert(
             model.cpu(),
             tokenizer,
             out / "model",
