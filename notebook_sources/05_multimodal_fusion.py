@@ -95,9 +95,10 @@ elif importlib.util.find_spec("course_utils") is None:
 # Reading closely, with the code: about 75 minutes. Compute on a 2-core CPU: fast mode (what CI runs)
 # about 2.3 CPU-minutes (137 s measured with papermill on one thread). Full mode: 14 minutes (828 s)
 # were measured on an idle 2-core machine before this version added the validation split and the
-# models of sections 7 and 11; those add about two CPU-minutes of training (their per-step cost,
-# measured, times their steps), so expect about 16 minutes, almost all of it training (sections 5–7). Every run prints
-# its training time.
+# models of sections 7 and 11. This version's full mode is much longer: in a run on one thread, on a
+# machine shared with other work, the eight object runs of section 5 alone took 50 minutes (their
+# training, as printed per run, about 3,000 s). Plan on well over half an hour, almost all of it
+# training; shortening the full mode is planned. Every run prints its training time.
 
 # %% tags=["parameters"]
 fast = None                  # None: read COURSE_FAST; True: tiny sizes (what CI runs); False: the full chapter
