@@ -549,7 +549,7 @@ assert film_gap < 1e-5 and others_change == 0
 # %% [markdown]
 # ## 5. Training on object descriptions
 #
-# One loop, `mm.train_vqa`, trains each (input, fusion, question encoder) combination on random
+# One loop, `vqa_training.train_vqa`, trains each (input, fusion, question encoder) combination on random
 # batches of training questions: AdamW, a short warm-up, the peak rate held, a cosine decay over the
 # last 30% of the steps. Ten times during training it measures accuracy on the **validation**
 # questions (not counted in the training time): those are the learning curves below. With
@@ -559,14 +559,15 @@ assert film_gap < 1e-5 and others_change == 0
 #
 # **Step budgets.** How many steps each run *may* take is a compute budget, not a tuned number: a
 # relation-network step costs several early-fusion steps, and the whole full mode should fit in about
-# a quarter of an hour. The budgets live in the package (`mm.step_budgets`, in
+# a quarter of an hour. The budgets live in the package (`vqa_training.step_budgets`, in
 # `course_utils/vision/vqa_training.py`); the `steps` parameter overrides them, e.g.
 # `steps={"objects": {"concat": 40000}}`. This table is what the runs below and in section 6 use:
 
 # %%
 STEPS = vqa_training.step_budgets(steps)
 budget_table = pd.DataFrame({source: STEPS[source] for source in ("objects", "patches")})
-budget_table.loc["cross_attention, BERT question", "objects"] = STEPS["bert"]
+for encoder, n in STEPS["bert"].items():
+    budget_table.loc[f"cross_attention, {encoder} question", "objects"] = n
 budget_table.loc["cross_attention, all 25 hidden-channel patches", "patches"] = STEPS["channels"]
 budget_table.fillna(0).astype(int).replace(0, "")
 
@@ -583,7 +584,7 @@ def train_one(source, fusion, encoder, make=None):
     build = make or (lambda d, n, q: mm.make_fusion(fusion, d, n, q))
     model = mm.VQAModel(question_encoder(encoder), build(elements.shape[-1], elements.shape[1], D_QUESTION))
     if encoder != "vector":
-        n_steps = STEPS["bert"]
+        n_steps = STEPS["bert"][encoder]
     elif source.startswith("all 25"):
         n_steps = STEPS["channels"]
     else:
@@ -621,10 +622,10 @@ def plot_validation_curves(sources, title):
         if source.startswith("all 25"):
             style, label = "-.", f"{fusion}, all 25 hidden-channel patches"
         relational = [a["relational"] for a in h.accuracy]
-        line, = ax.plot(h.seconds, relational, style, marker=".", label=label)
+        colour = f"C{len(ax.lines) // 2}"               # one colour per run (the ring must not take the next one)
+        ax.plot(h.seconds, relational, style, color=colour, marker=".", label=label)
         kept = h.steps.index(h.best_step)
-        ax.plot(h.seconds[kept], relational[kept], "o", markersize=10, markerfacecolor="none",
-                markeredgecolor=line.get_color())
+        ax.plot(h.seconds[kept], relational[kept], "o", markersize=10, markerfacecolor="none", markeredgecolor=colour)
     ax.axhline(baseline["relational"], color="gray", lw=0.8, ls=":", label="majority-answer floor")
     ax.set(title=title, xlabel="training seconds (log scale)", xscale="log",
            ylabel=f"relational accuracy\n({n_validation * 20:,} validation questions)")
@@ -641,7 +642,7 @@ plt.show()
 #
 # The paper's image encoder is a CNN whose last feature map is a grid; each grid cell becomes one
 # element, with its **coordinates appended** (a convolution does not know where it is). Ours,
-# `mm.PatchCNN`, is built so that its 5×5 output grid lines up exactly with 15×15-pixel patches: a
+# `patch_cnn.PatchCNN`, is built so that its 5×5 output grid lines up exactly with 15×15-pixel patches: a
 # 3×3 convolution with stride 3 cuts the image into 25×25 blocks, two 3×3 convolutions let
 # neighbouring blocks talk, and a 5×5 convolution with stride 5 turns each 5×5 group of blocks — one
 # patch — into a vector of 32 channels.
@@ -711,7 +712,7 @@ plt.show()
 #   are factored, and laid out like an object description: per patch, the probabilities of the 7
 #   classes, the probability of a circle, and **where the CNN places the object in the image**
 #   (the patch centre plus the predicted offset, in the same [−1, 1] coordinates as the objects):
-#   10 numbers (`mm.describe_patches`). We hand over the sum, not the patch centre and the offset
+#   10 numbers (`patch_cnn.describe_patches`). We hand over the sum, not the patch centre and the offset
 #   separately: adding them up would be one more thing for every fusion to learn, and *closest*
 #   needs positions finer than a patch.
 # * **Keep the 6 patches most likely to hold an object** (an image has 6 objects, so at most 6
@@ -1329,7 +1330,7 @@ if not cfg.fast:
 # ones) enabling zero-shot transfer". We try the small version: type a description, retrieve the
 # images that fit, including descriptions the model **never saw as a training caption**.
 #
-# The image and text embedders are section 11's (`mm.ContrastiveModel` on the 25 patch descriptions).
+# The image and text embedders are section 11's (`contrastive.ContrastiveModel` on the 25 patch descriptions).
 # They train on **partial captions**: each names one to three objects of its image, in the scene's
 # words ("blue square middle centre."), drawn afresh every step. Twelve (colour, shape, region)
 # combinations, `vr.HELD_OUT`, never appear in a training caption — for each colour one square and

@@ -680,18 +680,23 @@ def test_step_budgets_by_mode_and_override(fast):
         budgets = vqa_training.step_budgets()
         assert set(budgets) == {"objects", "patches", "bert", "channels"}
         assert set(budgets["objects"]) == set(mm.FUSIONS) == set(budgets["patches"])
-        assert budgets["objects"]["concat"] == (150 if fast else 20000)
-        merged = vqa_training.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": 3})
-        assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9 and merged["bert"] == 3
+        assert set(budgets["bert"]) == {"BERT frozen", "BERT fine-tuned"}
+        assert budgets["objects"]["concat"] == (150 if fast else 3000)
+        merged = vqa_training.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": {"BERT frozen": 3}})
+        assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9
+        assert merged["bert"] == {**budgets["bert"], "BERT frozen": 3}
         assert merged["objects"]["film"] == budgets["objects"]["film"] and merged["patches"] == budgets["patches"]
         assert vqa_training.step_budgets()["objects"]["concat"] == budgets["objects"]["concat"]  # defaults untouched
         everything = vqa_training.step_budgets(5)
-        assert set(everything["patches"].values()) == {5} and everything["channels"] == 5
+        assert set(everything["patches"].values()) == set(everything["bert"].values()) == {5}
+        assert everything["channels"] == 5
         with pytest.raises(TypeError, match="papermill"):
             vqa_training.step_budgets("100")
         with pytest.raises(ValueError, match="unknown key 'object'"):
             vqa_training.step_budgets({"object": {"concat": 1}})
-        with pytest.raises(TypeError, match=r"steps\['bert'\] must be an int"):
-            vqa_training.step_budgets({"bert": {"x": 1}})
+        with pytest.raises(TypeError, match=r"steps\['bert'\] must be a dict"):
+            vqa_training.step_budgets({"bert": 1})
+        with pytest.raises(TypeError, match=r"steps\['channels'\] must be an int"):
+            vqa_training.step_budgets({"channels": {"x": 1}})
     finally:
         config.setup(fast=True, seed=0)
