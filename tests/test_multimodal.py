@@ -681,7 +681,7 @@ def test_step_budgets_by_mode_and_override(fast):
         assert set(budgets) == {"objects", "patches", "bert", "channels"}
         assert set(budgets["objects"]) == set(mm.FUSIONS) == set(budgets["patches"])
         assert set(budgets["bert"]) == {"BERT frozen", "BERT fine-tuned"}
-        assert budgets["objects"]["concat"] == (150 if fast else 3000)
+        assert budgets["objects"]["concat"] == (150 if fast else 2000)
         merged = vqa_training.step_budgets({"objects": {"concat": 7, "new_model": 9}, "bert": {"BERT frozen": 3}})
         assert merged["objects"]["concat"] == 7 and merged["objects"]["new_model"] == 9
         assert merged["bert"] == {**budgets["bert"], "BERT frozen": 3}

@@ -82,3 +82,45 @@ def test_the_check_finds_a_wrong_name():
     assert aliases == {"mm": "course_utils.vision.multimodal"} and names == ["train_vqa", "make_fusion"]
     module = importlib.import_module(aliases["mm"])
     assert not hasattr(module, "train_vqa") and hasattr(module, "make_fusion")
+
+
+def section_found(reference: str, headings: list[str]) -> bool:
+    """ "4. Six fusions (the relation network, inline)" names section 4, and its first words are in section 4's
+    heading or in one of the chapter's subheadings; a reference without a number is the start of a heading."""
+    reference = re.sub(r"\s*\(.*\)$", "", reference).strip()
+    numbered = re.match(r"(\d+)\.\s+(.*)", reference)
+    if not numbered:
+        return any(h.startswith(reference) for h in headings)
+    number, title = numbered.groups()
+    first_words = " ".join(title.lower().split()[:2])
+    section = [h for h in headings if h.startswith(f"{number}. ")]
+    return bool(section) and any(first_words in h.lower() for h in section + [h for h in headings if h[:1].isalpha()])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercise_sections_are_headings_of_their_chapter(path):
+    """An exercise's `section` ("4. Six fusions") is a section of its chapter, so "draws on" points somewhere."""
+    from course_utils import exercises
+    from course_utils.exercises import registry
+
+    nb = nbformat.read(path, as_version=4)
+    headings = [
+        line.lstrip("#").strip()
+        for cell in nb.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("##")
+    ]
+    wrong = {
+        key: registry.get(key).section
+        for key in exercises.keys(path.name[:2])
+        if not all(section_found(ref, headings) for ref in registry.get(key).section.split("; ") if ref)
+    }
+    assert not wrong, f"{path.name}: exercises whose section is not a section of the chapter: {wrong}"
+
+
+def test_section_references_are_checked():
+    headings = ["4. Six fusions", "The relation network, inline", "7. After relation networks", "Recap"]
+    assert section_found("4. Six fusions (the relation network, inline)", headings)
+    assert not section_found("7. Where the methods go wrong", headings)
+    assert not section_found("5. Six fusions", headings)

@@ -106,39 +106,42 @@ def check_closest_shape(fn) -> None:
 
 
 def _count_rule_reference() -> float:
-    # the answer is K = 1 + Binomial(5, 1/2) (c itself plus the others of its shape); the rule says
-    # max(circles, squares), which equals K exactly when K >= 3 (c's shape is the majority, or a 3-3 tie)
-    p_wrong = sum(math.comb(5, m) for m in (0, 1)) / 2**5  # K = 1 or 2
+    # with 8 objects the answer is K = 1 + Binomial(7, 1/2) (c itself plus the others of its shape); the rule
+    # says max(circles, squares), which equals K exactly when K >= 4 (c's shape is the majority, or a 4-4 tie)
+    p_wrong = sum(math.comb(7, m) for m in (0, 1, 2)) / 2**7  # K = 1, 2 or 3
     return 100 * (1 - p_wrong)
 
 
 numeric(
     "05.count_rule",
-    "Predict: a count rule that never looks at c",
-    "Section 7's rule answers a count question ('How many objects have the same shape as the c object?') "
-    "without finding c: it answers max(circles, squares), the size of the larger shape group. In Sort-of-CLEVR "
-    "each of the 6 objects is a circle or a square with probability 1/2, independently. On what percentage of "
-    "count questions is the rule right? Work it out before running anything (within 0.5).",
+    "Predict: a count rule that never looks at c, on bigger scenes",
+    "Section 1's majority-shape rule answers a count question ('How many objects have the same shape as the "
+    "c object?') without finding c: it answers max(circles, squares), the size of the larger shape group. "
+    "Section 1 computes how often that is right on our scenes of 6 objects. Suppose the generator drew 8 "
+    "objects per image instead, each a circle or a square with probability 1/2, independently. On what "
+    "percentage of count questions would the rule be right? Work it out before running anything (within 0.5).",
     reference=_count_rule_reference,
     tolerance=0.5,
     mistakes=[
+        Mistake(81.25, "that is the 6-object scene of section 1; redo the count with 8 objects (7 besides c)"),
         Mistake(
             50.0,
-            "you left out the ties: with 3 circles and 3 squares both groups have 3, and so does "
+            "you left out the ties: with 4 circles and 4 squares both groups have 4, and so does "
             "c's; the rule is right then too",
         ),
         Mistake(
-            100 * 42 / 64,
-            "c is one of the six and its shape is given: the chance is over the other five, 1 + Binomial(5, 1/2)",
+            100 * 163 / 256,
+            "c is one of the eight and its shape is given: the chance is over the other seven, 1 + Binomial(7, 1/2)",
         ),
-        Mistake(100 * 10 / 32, "that is the tie case alone; c's shape can also be the strict majority"),
-        Mistake(81.25 / 100, "as a percentage: 81.25, not 0.8125"),
+        Mistake(100 * 35 / 128, "that is the tie case alone; c's shape can also be the strict majority"),
+        Mistake(99 / 128, "as a percentage: about 77.3, not 0.773"),
     ],
-    hint="the answer is 1 + (how many of the other five share c's shape); when does the larger group have that size?",
-    section="7. Where the methods go wrong",
+    hint="the answer is 1 + (how many of the other seven share c's shape); when does the larger group have that size?",
+    section="1. Sort-of-CLEVR",
     minutes=5,
-    explanation="Right exactly when c's group has 3 or more objects: P(Binomial(5, 1/2) >= 2) = 1 - (1 + 5)/32 "
-    "= 26/32 = 81.25%. A model can score that on count without ever finding c.",
+    explanation="Right exactly when c's group has 4 or more objects: P(Binomial(7, 1/2) >= 3) = 1 - (1 + 7 + 21)/128 "
+    "= 99/128 = 77.3%. A model can score that on count without ever finding c; with more objects the "
+    "floor falls, but slowly.",
 )
 
 
@@ -260,7 +263,7 @@ numeric(
     "05.collapsed_loss",
     "Predict: the loss of a collapsed encoder",
     "An image and a text encoder have collapsed: every embedding they produce is the same unit vector. "
-    "For a batch of B = 64 pairs and temperature 0.07, what is the symmetric InfoNCE loss of section 8? "
+    "For a batch of B = 64 pairs and temperature 0.07, what is the symmetric InfoNCE loss of section 11? "
     "(Within 0.01.)",
     reference=_collapsed_loss_reference,
     tolerance=0.01,
@@ -277,7 +280,7 @@ numeric(
         Mistake(2 * math.log(64), "the two directions are averaged, not added"),
     ],
     hint="equal logits make a uniform softmax; what is -log of the right pair's probability?",
-    section="8. A shared embedding space (CLIP-like)",
+    section="11. A shared embedding space (CLIP-like)",
     minutes=3,
     explanation="All 64 logits of a row are equal, so the right text gets probability 1/64 in each direction: "
     "L = ln 64 ≈ 4.16 for any temperature. A loss stuck at ln B is the sign of a collapsed encoder.",
@@ -348,7 +351,7 @@ def _recall_mistakes():
 @exercise(
     "05.recall_at_k",
     "Debug: retrieval recall@k",
-    "recall_at_k(similarity, k) should return image-to-text recall@k (section 8): similarity[i, j] compares "
+    "recall_at_k(similarity, k) should return image-to-text recall@k (section 11): similarity[i, j] compares "
     "image i with text j, the right text of image i is text i, and the result is the share of images whose "
     "right text is among the k texts most similar to that image. The given version returns a plausible "
     "number, just not that one. Try it on a small matrix that is not symmetric and fix it.",
@@ -356,7 +359,7 @@ def _recall_mistakes():
     mistakes=_recall_mistakes,
     kind="debug",
     given=RECALL_GIVEN,
-    section="8. A shared embedding space (CLIP-like)",
+    section="11. A shared embedding space (CLIP-like)",
     minutes=5,
 )
 def check_recall_at_k(fn) -> None:
@@ -375,7 +378,7 @@ def check_recall_at_k(fn) -> None:
 choice(
     "05.film_closest",
     "Why is FiLM perfect on 'what shape is c' but not on 'closest to c'?",
-    "In section 5's table FiLM answers the non-relational questions almost perfectly, but on 'closest' and "
+    "In section 8's table FiLM answers the non-relational questions almost perfectly, but on 'closest' and "
     "'furthest' it does no better than the concatenation MLP. Which explanation fits how FiLM is built?",
     options={
         "a": "The question's γ and β cannot say which colour c is.",
@@ -396,6 +399,6 @@ choice(
         "d": "the table's FiLM uses the bit vector and is perfect on non-relational questions; the question "
         "encoder tells FiLM what to look for, it does not make elements interact.",
     },
-    section="5. Training every method",
+    section="8. The table: the test questions, scored once",
     minutes=3,
 )
