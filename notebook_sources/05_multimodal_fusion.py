@@ -1367,7 +1367,7 @@ if not cfg.fast:
 
 # %%
 print("held-out queries:", ", ".join(vr.query_text(*t) for t in vr.HELD_OUT[:4]), "...")
-zero_shot_steps = zero_shot_steps or config.pick(fast=40, full=600)
+zero_shot_steps = zero_shot_steps or config.pick(fast=40, full=2000)
 torch.manual_seed(seed)
 zero_shot = contrastive.ContrastiveModel(d_image=patch_cnn.D_DESCRIPTION, n_elements=25)
 zs_history = vr.train_zero_shot(zero_shot, grid_train.vectors, train_data, steps=zero_shot_steps, seed=seed)
