@@ -570,7 +570,7 @@ assert film_gap < 1e-5 and others_change == 0
 # questions) for thousands of steps before *closest* and *furthest* click, and on a CPU their budgets
 # end while their validation curves are still climbing — the curves below show it, and the table's
 # figures for them are what a quarter of an hour buys, not what the methods can reach. On a GPU the
-# budgets are 30,000 steps each. The budgets live in the package (`vqa_training.step_budgets`, in
+# budgets are 30,000 steps each (20,000 for the BERT runs). The budgets live in the package (`vqa_training.step_budgets`, in
 # `course_utils/vision/vqa_training.py`); the `steps` parameter overrides them, e.g.
 # `steps={"objects": {"relation_network": 20000}}`. This table is what the runs below and in section 6 use:
 
