@@ -12,23 +12,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_code import FENCE, HEADING, sections
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-HEADING = re.compile(r"^(#{1,4})\s+(.*?)\s*$", re.M)
-FENCE = re.compile(r"^```.*?^```", re.M | re.S)  # code blocks: their '# comments' are not headings
 ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d+[.)])\s+\S", re.M)
 LAST_CHAPTER = max(int(path.name[:2]) for path in NOTEBOOKS) if NOTEBOOKS else 0
-
-
-def sections(markdown: str) -> dict[str, str]:
-    """{heading text, lower case: the text under it up to the next heading}."""
-    found = {}
-    markdown = FENCE.sub("", markdown)
-    matches = list(HEADING.finditer(markdown))
-    for here, after in zip(matches, matches[1:] + [None]):
-        end = after.start() if after else len(markdown)
-        found[here.group(2).lower()] = markdown[here.end() : end]
-    return found
 
 
 def section(markdown_cells: list[str], name: str) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_code import sections
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 FILE_SUFFIXES = {"json", "py", "md", "txt", "ipynb", "safetensors", "yml", "yaml", "toml", "csv", "png"}
@@ -87,14 +88,14 @@ def test_the_check_finds_a_wrong_name():
 def section_found(reference: str, headings: list[str]) -> bool:
     """ "4. Six fusions (the relation network, inline)" names section 4, and its first words are in section 4's
     heading or in one of the chapter's subheadings; a reference without a number is the start of a heading."""
-    reference = re.sub(r"\s*\(.*\)$", "", reference).strip()
+    reference = re.sub(r"\s*\(.*\)$", "", reference).strip().lower()  # headings come lower-case (sections)
     numbered = re.match(r"(\d+)\.\s+(.*)", reference)
     if not numbered:
         return any(h.startswith(reference) for h in headings)
     number, title = numbered.groups()
-    first_words = " ".join(title.lower().split()[:2])
+    first_words = " ".join(title.split()[:2])
     section = [h for h in headings if h.startswith(f"{number}. ")]
-    return bool(section) and any(first_words in h.lower() for h in section + [h for h in headings if h[:1].isalpha()])
+    return bool(section) and any(first_words in h for h in section + [h for h in headings if h[:1].isalpha()])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -104,13 +105,7 @@ def test_exercise_sections_are_headings_of_their_chapter(path):
     from course_utils.exercises import registry
 
     nb = nbformat.read(path, as_version=4)
-    headings = [
-        line.lstrip("#").strip()
-        for cell in nb.cells
-        if cell.cell_type == "markdown"
-        for line in cell.source.splitlines()
-        if line.startswith("##")
-    ]
+    headings = [heading for cell in nb.cells if cell.cell_type == "markdown" for heading in sections(cell.source)]
     wrong = {
         key: registry.get(key).section
         for key in exercises.keys(path.name[:2])
@@ -120,7 +115,7 @@ def test_exercise_sections_are_headings_of_their_chapter(path):
 
 
 def test_section_references_are_checked():
-    headings = ["4. Six fusions", "The relation network, inline", "7. After relation networks", "Recap"]
+    headings = ["4. six fusions", "the relation network, inline", "7. after relation networks", "recap"]
     assert section_found("4. Six fusions (the relation network, inline)", headings)
     assert not section_found("7. Where the methods go wrong", headings)
     assert not section_found("5. Six fusions", headings)
