@@ -147,6 +147,7 @@ cnn_steps = cnn_steps or config.pick(fast=150, full=1500, gpu=3000)
 contrastive_steps = contrastive_steps or config.pick(fast=60, full=600)
 if fine_tune_bert is None:                    # a fine-tuned step costs about four frozen ones
     fine_tune_bert = config.pick(fast=True, full=False, gpu=True)
+bert_encoders = ("BERT frozen", "BERT fine-tuned") if fine_tune_bert else ("BERT frozen",)
 print(f"{n_images} training images, {n_validation} validation images, {n_test} test images; "
       f"CNN pretraining: {cnn_steps} steps")
 
@@ -577,9 +578,8 @@ assert film_gap < 1e-5 and others_change == 0
 # %%
 STEPS = vqa_training.step_budgets(steps)
 budget_table = pd.DataFrame({source: STEPS[source] for source in ("objects", "patches")})
-for encoder, n in STEPS["bert"].items():
-    if fine_tune_bert or encoder == "BERT frozen":
-        budget_table.loc[f"cross_attention, {encoder} question", "objects"] = n
+for encoder in bert_encoders:
+    budget_table.loc[f"cross_attention, {encoder} question", "objects"] = STEPS["bert"][encoder]
 budget_table.loc["cross_attention, all 25 hidden-channel patches", "patches"] = STEPS["channels"]
 budget_table.fillna(0).astype(int).replace(0, "")
 
@@ -613,7 +613,7 @@ def train_one(source, fusion, encoder, make=None):
 total = time.perf_counter()
 for fusion in mm.FUSIONS:
     train_one("objects", fusion, "vector")
-for encoder in ("BERT frozen", "BERT fine-tuned") if fine_tune_bert else ("BERT frozen",):
+for encoder in bert_encoders:
     train_one("objects", "cross_attention", encoder)
 print(f"object runs: {(time.perf_counter() - total) / 60:.1f} minutes")
 
